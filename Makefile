@@ -1,0 +1,46 @@
+# Every target installs what it needs into .venv first (a fresh machine needs only Python 3.11).
+PY ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
+BUNDLE := distillguard/default_bundle
+# The default model: same seed, same data, same weights on this machine.
+MODEL_ARGS := --simulate 150000 --seed 0 --epochs 8
+
+.PHONY: install test run model bench report clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	# torch pinned to the CPU wheel on disk; a looser spec would pull a multi-GB CUDA build.
+	$(BIN)/python -m pip install -q 'torch==2.13.0'
+	$(BIN)/python -m pip install -q -e '.[test]'
+	rm -f $(VENV)/.installed-*
+	touch $@
+
+test: install
+	$(BIN)/python -m pytest -q
+
+# Main job: batch-score a demo traffic file (different seed than training) with the default bundle.
+run: install
+	test -f $(BUNDLE)/model.onnx || $(MAKE) model
+	$(BIN)/distillguard simulate --seed 7 --events 100000 --out data/demo
+	$(BIN)/distillguard score --model $(BUNDLE) --input data/demo/events.parquet --output data/demo/scores.parquet
+	$(BIN)/distillguard evaluate --model $(BUNDLE) --events data/demo/events.parquet --labels data/demo/labels.csv --report reports/demo
+	@echo "scores: data/demo/scores.parquet   report: reports/demo/report.md"
+
+model: install
+	$(BIN)/distillguard train $(MODEL_ARGS) --out $(BUNDLE) --checkpoint-dir runs/default-checkpoints
+	rm -rf $(BUNDLE)-data
+
+bench: install
+	test -f $(BUNDLE)/model.onnx || $(MAKE) model
+	$(BIN)/distillguard bench --model $(BUNDLE) --events 1000000
+	@echo "== training time and peak memory of the default model (fresh run into bench/model)"
+	/usr/bin/env time -v $(BIN)/distillguard train $(MODEL_ARGS) --out bench/model --checkpoint-dir bench/ckpt -q 2>&1 \
+	  | grep -E "bundle written|macro-F1|Maximum resident|Elapsed" || true
+
+clean:
+	rm -rf data reports runs bench lightning_logs

@@ -1,0 +1,197 @@
+"""`distillguard` console script: simulate, train, evaluate, score, bench."""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+
+DEFAULT_BUNDLE = Path(__file__).resolve().parent / "default_bundle"
+
+
+def _add_simulate_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--seed", type=int, default=0, help="random seed (same seed, same files)")
+    p.add_argument("--accounts", type=int, default=None, help="number of accounts (default: from --events)")
+    p.add_argument("--events", type=int, default=None, help="approximate number of events to generate")
+    p.add_argument("--days", type=float, default=7.0, help="simulated days of traffic")
+
+
+def _sim_config(a):
+    from .training.simulate import SimConfig, accounts_for_events
+
+    accounts = a.accounts or (accounts_for_events(a.events, a.days) if a.events else SimConfig.accounts)
+    return SimConfig(seed=a.seed, accounts=accounts, days=a.days)
+
+
+def cmd_simulate(a) -> int:
+    from .training.simulate import simulate, write
+
+    cfg = _sim_config(a)
+    t0 = time.perf_counter()
+    events, labels = simulate(cfg)
+    ev_path, lab_path = write(events, labels, a.out, fmt=a.format, include_prompts=a.with_prompts) \
+        if a.with_prompts else write(events, labels, a.out, fmt=a.format)
+    counts = labels["label"].value_counts().to_dict()
+    print(f"wrote {len(events):,} events of {len(labels):,} accounts to {ev_path} and labels to {lab_path} "
+          f"in {time.perf_counter() - t0:.1f}s; accounts per class: {counts}")
+    return 0
+
+
+def _train_config(a):
+    from .model.network import NetworkConfig
+    from .training.train import TrainConfig
+
+    net = NetworkConfig(window=a.window, d_model=a.d_model, n_layer=a.layers, n_head=a.heads)
+    return TrainConfig(seed=a.seed, epochs=a.epochs, batch_size=a.batch_size, lr=a.lr,
+                       session_gap_s=a.session_gap_hours * 3600.0, network=net,
+                       checkpoint_dir=a.checkpoint_dir)
+
+
+def cmd_train(a) -> int:
+    from .training.train import train
+
+    extra = {}
+    events, labels = a.events, a.labels
+    if a.simulate:
+        from .training.simulate import SimConfig, accounts_for_events, simulate, write
+
+        sim = SimConfig(seed=a.seed, accounts=accounts_for_events(a.simulate, a.sim_days), days=a.sim_days)
+        ev, lab = simulate(sim)
+        data_dir = Path(a.out).parent / (Path(a.out).name + "-data")
+        events, labels = write(ev, lab, data_dir)
+        extra = {"simulated": {"seed": sim.seed, "accounts": sim.accounts, "days": sim.days}}
+        print(f"simulated {len(ev):,} events of {len(lab):,} accounts into {data_dir}")
+    if not events or not labels:
+        print("train: give --events and --labels, or --simulate N", file=sys.stderr)
+        return 2
+    res = train(events, labels, a.out, _train_config(a), progress=not a.quiet, extra_fingerprint=extra)
+    m = res["metrics"]
+    print(f"bundle written to {res['bundle']} (trained in {m['train_seconds']}s)")
+    if "test" in m:
+        t = m["test"]
+        print(f"test split: macro-F1 {t['macro_f1']:.3f}, sessions {t['set_sizes']['sessions']}")
+    print("thresholds: " + json.dumps(res["thresholds"]))
+    return 0
+
+
+def cmd_score(a) -> int:
+    from .serving.batch import score_file
+
+    stats = score_file(a.model, a.input, a.output, per_event=a.per_event, progress=not a.quiet,
+                       hmac_key=a.hmac_key.encode() if a.hmac_key else None, threads=a.threads)
+    print(f"scored {stats.events:,} events in {stats.sessions:,} sessions in {stats.seconds:.2f}s "
+          f"({stats.events_per_s:,.0f} events/s) -> {a.output}", file=sys.stderr)
+    if not a.quiet and not a.per_event:
+        _print_summary(Path(a.output))
+    return 0
+
+
+def _print_summary(path: Path) -> None:
+    import pandas as pd
+
+    df = pd.read_parquet(path) if path.suffix == ".parquet" else (
+        pd.read_csv(path) if path.suffix == ".csv" else pd.read_json(path, lines=True))
+    if df.empty:
+        print("no sessions")
+        return
+    print("sessions by predicted class:")
+    print(df["label"].value_counts().to_string())
+    print("actions:")
+    print(df["action"].value_counts().to_string())
+
+
+def cmd_evaluate(a) -> int:
+    from .training.evaluate_bundle import run_evaluation
+
+    report = run_evaluation(a.model, a.events, a.labels, a.report, progress=not a.quiet)
+    print(f"report written to {report}")
+    return 0
+
+
+def cmd_bench(a) -> int:
+    from .serving.bench_batch import run_batch_bench
+
+    run_batch_bench(a.model, events=a.events, workdir=Path(a.workdir), seed=a.seed, per_event=not a.no_per_event)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="distillguard", description=(
+        "Detect distillation harvesting of an LLM API from per-session request behaviour."))
+    ap.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = ap.add_subparsers(dest="cmd", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("simulate", help="generate labelled synthetic traffic (events + labels)")
+    _add_simulate_args(p)
+    p.add_argument("--out", required=True, help="output directory (events.<fmt>, labels.csv)")
+    p.add_argument("--format", choices=("parquet", "csv", "jsonl"), default="parquet")
+    p.add_argument("--with-prompts", action="store_true",
+                   help="also write raw synthetic prompt text (small demo files only)")
+    p.set_defaults(fn=cmd_simulate)
+
+    p = sub.add_parser("train", help="train a model bundle on events + labels")
+    p.add_argument("--events", help="events file or directory (parquet/csv/jsonl)")
+    p.add_argument("--labels", help="labels file: session_id or account_id, label")
+    p.add_argument("--simulate", type=int, metavar="N", help="train on ~N freshly simulated events instead")
+    p.add_argument("--sim-days", type=float, default=7.0, help="days of simulated traffic with --simulate")
+    p.add_argument("--out", required=True, help="bundle directory to write")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--epochs", type=int, default=8)
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--lr", type=float, default=2e-3)
+    p.add_argument("--window", type=int, default=32, help="events the model sees (W)")
+    p.add_argument("--d-model", type=int, default=32)
+    p.add_argument("--layers", type=int, default=2)
+    p.add_argument("--heads", type=int, default=4)
+    p.add_argument("--session-gap-hours", type=float, default=24.0,
+                   help="idle gap that ends a session when events carry no session_id")
+    p.add_argument("--checkpoint-dir", default="runs/checkpoints")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(fn=cmd_train)
+
+    p = sub.add_parser("score", help="batch-score an events file: one row per session")
+    p.add_argument("--model", default=str(DEFAULT_BUNDLE), help="model bundle directory")
+    p.add_argument("--input", required=True, help="events file or directory")
+    p.add_argument("--output", required=True, help="output file (.parquet, .csv or .jsonl)")
+    p.add_argument("--per-event", action="store_true", help="one row per event (score at every event)")
+    p.add_argument("--hmac-key", help="key for hashing a raw `prompt` column (same as the gateway's)")
+    p.add_argument("--threads", type=int, default=1, help="onnxruntime intra-op threads")
+    p.add_argument("-q", "--quiet", action="store_true")
+    p.set_defaults(fn=cmd_score)
+
+    p = sub.add_parser("evaluate", help="score labelled events and write a metrics report")
+    p.add_argument("--model", default=str(DEFAULT_BUNDLE))
+    p.add_argument("--events", required=True)
+    p.add_argument("--labels", required=True)
+    p.add_argument("--report", required=True, help="report directory (report.md, metrics.json, PNGs)")
+    p.add_argument("-q", "--quiet", action="store_true")
+    p.set_defaults(fn=cmd_evaluate)
+
+    p = sub.add_parser("bench", help="batch-scoring benchmark: events/s vs reading + sorting the same file")
+    p.add_argument("--model", default=str(DEFAULT_BUNDLE))
+    p.add_argument("--events", type=int, default=1_000_000, help="simulated events to score")
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--workdir", default="bench", help="where the simulated file is cached")
+    p.add_argument("--no-per-event", action="store_true", help="skip the --per-event run")
+    p.set_defaults(fn=cmd_bench)
+    return ap
+
+
+def main(argv=None) -> int:
+    a = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if a.verbose else logging.WARNING,
+                        format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    from .model.schema import SchemaError
+    from .serving.bundle import BundleError
+
+    try:
+        return a.fn(a)
+    except (SchemaError, BundleError, FileNotFoundError, ValueError) as e:
+        print(f"distillguard {a.cmd}: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

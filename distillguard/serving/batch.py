@@ -1,0 +1,226 @@
+"""Offline batch scoring: events file -> one row per session (or per event with per_event).
+
+Streaming: input batches are normalised as they are read and, for inputs larger than one
+partition, spilled to Arrow IPC files partitioned by a hash of account_id (sessions never
+cross accounts), so only one partition's events are in memory at a time.
+"""
+from __future__ import annotations
+
+import math
+import os
+import sys
+import tempfile
+import time
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+from tqdm import tqdm
+
+from ..model import schema, windows
+from ..model.sessions import assign_sessions
+from . import policy
+from .bundle import Bundle, load_bundle
+
+SESSION_COLUMNS = ("session_id", "account_id", "n_events", "p_human", "p_benign_automation",
+                   "p_distillation_harvesting", "label", "action", "reasons")
+EVENT_COLUMNS = ("session_id", "account_id", "event_index", "event_id", "ts", "p_human",
+                 "p_benign_automation", "p_distillation_harvesting", "label", "action", "reasons")
+ORT_BATCH = 512
+
+
+@dataclass
+class ScoreStats:
+    events: int = 0
+    sessions: int = 0
+    seconds: float = 0.0
+
+    @property
+    def events_per_s(self) -> float:
+        return self.events / self.seconds if self.seconds > 0 else float("nan")
+
+
+def predict_windows(bundle: Bundle, rows: np.ndarray, begin: np.ndarray, length: np.ndarray,
+                    batch: int = ORT_BATCH):
+    """Yield (sel, probs) blocks: probs (len(sel), T, C) for windows `sel`, all windows once.
+
+    Windows are visited in order of length (less padding per ORT call), `batch` at a time.
+    """
+    order = np.argsort(length, kind="stable")
+    for i in range(0, len(order), batch):
+        sel = order[i:i + batch]
+        yield sel, bundle.predict(windows.gather(rows, begin[sel], length[sel]))
+
+
+def _per_event_probs(bundle: Bundle, rows, begin, length, win_of, pos, event, n_events) -> np.ndarray:
+    C = len(bundle.labels)
+    probs = np.empty((n_events, C), dtype=np.float32)
+    # Where each window lands in predict_windows' visiting order: block and row in block.
+    rank = np.empty(len(begin), dtype=np.int64)
+    rank[np.argsort(length, kind="stable")] = np.arange(len(begin))
+    k_rank = rank[win_of]
+    k_block = k_rank // ORT_BATCH
+    by_block = np.argsort(k_block, kind="stable")
+    bounds = np.searchsorted(k_block[by_block], np.arange(len(begin) // ORT_BATCH + 2))
+    for b, (_, p) in enumerate(predict_windows(bundle, rows, begin, length)):
+        ks = by_block[bounds[b]:bounds[b + 1]]
+        probs[event[ks]] = p[k_rank[ks] - b * ORT_BATCH, pos[ks]]
+    return probs
+
+
+def session_probs(bundle: Bundle, sr: windows.SessionRows) -> tuple[np.ndarray, np.ndarray]:
+    """Score at each session's last event: probs (n_sessions, C) and that event's feature row."""
+    begin, length = windows.last_windows(sr, bundle.window)
+    probs = np.empty((len(begin), len(bundle.labels)), dtype=np.float32)
+    for sel, p in predict_windows(bundle, sr.rows, begin, length):
+        probs[sel] = p[np.arange(len(sel)), length[sel] - 1]
+    return probs, sr.rows[sr.starts[1:] - 1]
+
+
+def score_sessions(bundle: Bundle, table: pa.Table, per_event: bool = False) -> pa.Table:
+    """Canonical events (any order) -> output table (session rows, or event rows)."""
+    table = assign_sessions(table, gap_s=bundle.gap_s)
+    sr = windows.featurize(table)
+    if per_event:
+        probs = _per_event_probs(bundle, sr.rows, *windows.per_event_windows(sr, bundle.window), len(table))
+        rows = sr.rows
+        seg_len = sr.lengths
+        event_index = np.arange(len(table)) - np.repeat(sr.starts[:-1], seg_len)
+    else:
+        probs, rows = session_probs(bundle, sr)
+    labels, acts, reasons = policy.decide(probs, rows, bundle.labels, bundle.thresholds)
+    p_cols = {f"p_{name}": pa.array(probs[:, i].astype(np.float64)) for i, name in enumerate(bundle.labels)}
+    if per_event:
+        cols = {
+            "session_id": table["session_id"], "account_id": table["account_id"],
+            "event_index": pa.array(event_index), "event_id": table["event_id"], "ts": table["ts"],
+            **p_cols, "label": pa.array(labels, pa.string()), "action": pa.array(acts, pa.string()),
+            "reasons": pa.array(reasons, pa.string()),
+        }
+        return pa.table({k: cols[k] for k in EVENT_COLUMNS})
+    last = pa.array(sr.starts[1:] - 1)
+    cols = {
+        "session_id": pc.take(table["session_id"], last), "account_id": pc.take(table["account_id"], last),
+        "n_events": pa.array(sr.lengths), **p_cols, "label": pa.array(labels, pa.string()),
+        "action": pa.array(acts, pa.string()), "reasons": pa.array(reasons, pa.string()),
+    }
+    return pa.table({k: cols[k] for k in SESSION_COLUMNS})
+
+
+class _Writer:
+    """Writes output tables to .parquet, .csv or .jsonl, batch by batch."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.kind = path.suffix.lower().lstrip(".")
+        if self.kind not in ("parquet", "csv", "jsonl"):
+            raise ValueError(f"output {path}: unsupported extension (use .parquet, .csv or .jsonl)")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._w = None
+        self._f = None
+
+    def write(self, t: pa.Table):
+        import pyarrow.csv as pacsv
+        import pyarrow.parquet as pq
+
+        if self.kind == "parquet":
+            self._w = self._w or pq.ParquetWriter(self.path, t.schema)
+            self._w.write_table(t)
+        elif self.kind == "csv":
+            self._w = self._w or pacsv.CSVWriter(self.path, t.schema)
+            self._w.write_table(t)
+        else:
+            self._f = self._f or open(self.path, "w")
+            t.to_pandas().to_json(self._f, orient="records", lines=True)
+
+    def close(self, schema_if_empty: pa.Schema):
+        if self._w is None and self._f is None:
+            self.write(schema_if_empty.empty_table())
+        if self._w is not None:
+            self._w.close()
+        if self._f is not None:
+            self._f.close()
+
+
+def _estimate_rows(path: Path) -> int:
+    import pyarrow.parquet as pq
+
+    files = sorted(p for p in path.iterdir() if p.is_file()) if path.is_dir() else [path]
+    total = 0
+    for f in files:
+        if f.suffix.lower() in (".parquet", ".pq"):
+            total += pq.ParquetFile(f).metadata.num_rows
+        else:
+            total += f.stat().st_size // 80   # ~80 bytes per text row: only sizes the partitions
+    return total
+
+
+def _partition_of(accounts: pa.ChunkedArray | pa.Array, n: int) -> np.ndarray:
+    enc = (accounts.combine_chunks() if isinstance(accounts, pa.ChunkedArray) else accounts).dictionary_encode()
+    part = np.array([zlib.crc32(a.encode()) % n for a in enc.dictionary.to_pylist()], dtype=np.int64)
+    return part[enc.indices.to_numpy()]
+
+
+def score_file(model: str | Path | Bundle, input_path: str | Path, output_path: str | Path,
+               per_event: bool = False, partition_rows: int = 2_000_000, hmac_key: bytes | None = None,
+               progress: bool = True, threads: int = 1) -> ScoreStats:
+    """Score an events file (or directory) and write the output table; returns counts and time."""
+    t0 = time.perf_counter()
+    bundle = model if isinstance(model, Bundle) else load_bundle(model, threads=threads)
+    input_path, output_path = Path(input_path), Path(output_path)
+    if not input_path.exists():
+        raise schema.SchemaError(f"{input_path}: no such file or directory")
+    writer = _Writer(output_path)
+    stats = ScoreStats()
+    n_parts = max(1, math.ceil(_estimate_rows(input_path) / partition_rows))
+    bar = tqdm(desc="scoring", unit="ev", disable=not progress, file=sys.stderr)
+    try:
+        if n_parts == 1:
+            batches = list(schema.iter_event_batches(input_path, hmac_key=hmac_key))
+            parts = [pa.concat_tables(batches) if batches else None]
+        else:
+            parts = _spill(input_path, n_parts, hmac_key)
+        for part in parts:
+            if part is None:
+                continue
+            table = part() if callable(part) else part
+            if len(table) == 0:
+                continue
+            out = score_sessions(bundle, table, per_event=per_event)
+            writer.write(out)
+            stats.events += len(table)
+            stats.sessions += len(out) if not per_event else int(pc.count_distinct(out["session_id"]).as_py())
+            bar.update(len(table))
+    finally:
+        bar.close()
+        writer.close(pa.schema([(c, pa.string()) for c in (EVENT_COLUMNS if per_event else SESSION_COLUMNS)]))
+    stats.seconds = time.perf_counter() - t0
+    return stats
+
+
+def _spill(input_path: Path, n_parts: int, hmac_key):
+    """Partition the normalised input by account hash into IPC files; yield loaders."""
+    tmp = tempfile.TemporaryDirectory(prefix="distillguard-")
+    writers = {}
+    try:
+        for batch in schema.iter_event_batches(input_path, hmac_key=hmac_key):
+            part = _partition_of(batch["account_id"], n_parts)
+            for p in np.unique(part):
+                piece = batch.filter(pa.array(part == p))
+                if p not in writers:
+                    sink = pa.OSFile(os.path.join(tmp.name, f"part-{p}.arrow"), "wb")
+                    writers[p] = (sink, pa.ipc.new_stream(sink, piece.schema))
+                writers[p][1].write_table(piece)
+        for sink, w in writers.values():
+            w.close()
+            sink.close()
+        for p in sorted(writers):
+            def load(p=p):
+                with pa.OSFile(os.path.join(tmp.name, f"part-{p}.arrow"), "rb") as f:
+                    return pa.ipc.open_stream(f).read_all()
+            yield load
+    finally:
+        tmp.cleanup()

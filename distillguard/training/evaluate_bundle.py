@@ -1,0 +1,49 @@
+"""`distillguard evaluate`: score labelled events with a bundle and write the report."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from ..model import schema
+from . import evaluate
+from .data import prepare
+
+
+def events_to_detection(p_distill_per_event: np.ndarray, starts: np.ndarray, threshold: float) -> np.ndarray:
+    """Per session: 1-based count of events until the first score above threshold; inf if never."""
+    hit = p_distill_per_event > threshold
+    out = np.full(len(starts) - 1, np.inf)
+    first_hit = np.flatnonzero(hit)
+    if len(first_hit):
+        sess = np.searchsorted(starts, first_hit, side="right") - 1
+        uniq, first = np.unique(sess, return_index=True)   # first hit of each session
+        out[uniq] = first_hit[first] - starts[uniq] + 1
+    return out
+
+
+def run_evaluation(model, events_path, labels_path, report_dir, progress: bool = True,
+                   n_boot: int = 200, seed: int = 0) -> Path:
+    from ..serving.batch import _per_event_probs, session_probs
+    from ..serving.bundle import load_bundle
+    from ..model import windows
+
+    bundle = load_bundle(model)
+    events = schema.load_events(events_path)
+    labels = schema.read_labels(labels_path)
+    p = prepare(events, labels, bundle.gap_s)
+    if len(p.y) == 0:
+        raise schema.SchemaError(f"{labels_path}: no label matches any session of {events_path}")
+    probs, _ = session_probs(bundle, p.sr)
+    m = evaluate.compute_metrics(p.y, probs, p.accounts, n_boot=0, families=p.families)
+    thr = m["recall_at_human_fpr"]["1%"]["threshold"]
+    etd = None
+    if thr is not None:
+        n_ev = len(p.sr.rows)
+        pe = _per_event_probs(bundle, p.sr.rows, *windows.per_event_windows(p.sr, bundle.window), n_ev)
+        etd = events_to_detection(pe[:, bundle.labels.index("distillation_harvesting")], p.sr.starts, thr)
+    m = evaluate.compute_metrics(p.y, probs, p.accounts, n_boot=n_boot, seed=seed, families=p.families,
+                                 events_to_detection=etd)
+    m["model"] = {"bundle": str(Path(model)), "version": bundle.version}
+    return evaluate.write_report(m, p.y, probs, report_dir,
+                                 title=f"distillguard evaluation of {Path(events_path).name}")

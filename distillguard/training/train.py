@@ -1,0 +1,133 @@
+"""`distillguard train`: events + labels -> trained, exported, evaluated model bundle."""
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ..model import schema
+from ..model.network import LABELS, NetworkConfig
+from ..model.sessions import DEFAULT_GAP_S
+
+log = logging.getLogger(__name__)
+
+# Human false-positive rates on validation sessions that fix each action's threshold, and
+# the floor below which no action fires however the validation scores fall.
+ACTION_FPR = {"throttle": (0.01, 0.5), "challenge": (0.005, 0.6), "degrade": (0.002, 0.7),
+              "block": (0.001, 0.8)}
+
+
+@dataclass
+class TrainConfig:
+    seed: int = 0
+    epochs: int = 8
+    batch_size: int = 128
+    lr: float = 2e-3
+    weight_decay: float = 0.01
+    session_gap_s: float = DEFAULT_GAP_S
+    split_fractions: tuple = (0.7, 0.15)     # train, val; the rest is test (account-disjoint)
+    network: NetworkConfig = field(default_factory=NetworkConfig)
+    checkpoint_dir: str = "runs/checkpoints"
+
+
+def file_sha256(paths) -> str:
+    h = hashlib.sha256()
+    for p in paths:
+        with open(p, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                h.update(chunk)
+    return h.hexdigest()
+
+
+def thresholds_from_validation(p_distill_human: np.ndarray) -> dict:
+    out, prev = {}, 0.0
+    for key, (fpr, floor) in ACTION_FPR.items():
+        q = float(np.quantile(p_distill_human, 1.0 - fpr)) if len(p_distill_human) else 0.0
+        prev = min(max(q + 1e-6, floor, prev), 0.999)
+        out[key] = round(prev, 6)
+    return out
+
+
+def _quiet_libraries() -> None:
+    """Lightning's banner lines and exporter notes are noise for a CLI user."""
+    import warnings
+
+    for name in ("lightning.pytorch", "lightning.fabric", "torch.onnx", "torch._dynamo", "onnxscript"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore", message=r".*LeafSpec.*")
+    warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
+
+
+def train(events_path: str | Path, labels_path: str | Path, out: str | Path,
+          cfg: TrainConfig | None = None, progress: bool = True, extra_fingerprint: dict | None = None) -> dict:
+    import lightning as L
+    import torch
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    from ..serving.batch import session_probs
+    from ..serving.bundle import load_bundle
+    from . import evaluate
+    from .data import SessionDataModule, prepare, split_of
+    from .export import update_metadata, write_bundle
+    from .lightning_module import SessionClassifier
+
+    cfg = cfg or TrainConfig()
+    out = Path(out)
+    _quiet_libraries()
+    t0 = time.perf_counter()
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
+    events = schema.load_events(events_path)
+    labels = schema.read_labels(labels_path)
+    p = prepare(events, labels, cfg.session_gap_s)
+    if len(p.y) == 0:
+        raise schema.SchemaError(f"{labels_path}: no label matches any session of {events_path}")
+    split = split_of(p.accounts, cfg.seed, cfg.split_fractions)
+    for part, name in enumerate(("train", "val")):
+        if not (split == part).any():
+            raise schema.SchemaError(f"too few labelled accounts ({len(np.unique(p.accounts))}) for a {name} split")
+    dm = SessionDataModule(p, split, cfg.network.window, cfg.batch_size, cfg.seed)
+    net_cfg = asdict(cfg.network)
+    model = SessionClassifier(net_cfg, dm.class_weights().tolist(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    ckpt = ModelCheckpoint(dirpath=cfg.checkpoint_dir, monitor="val_loss", save_top_k=1,
+                           filename="best-{epoch}-{val_loss:.4f}", enable_version_counter=False)
+    Path(cfg.checkpoint_dir).mkdir(parents=True, exist_ok=True)
+    for old in Path(cfg.checkpoint_dir).glob("best-*.ckpt"):
+        old.unlink()
+    trainer = L.Trainer(max_epochs=cfg.epochs, accelerator="cpu", devices=1, deterministic=True,
+                        callbacks=[ckpt], logger=False, enable_progress_bar=progress,
+                        enable_model_summary=False, default_root_dir=cfg.checkpoint_dir,
+                        num_sanity_val_steps=0)
+    trainer.fit(model, datamodule=dm)
+    best = SessionClassifier.load_from_checkpoint(ckpt.best_model_path, weights_only=False)
+    net = best.net.eval()
+    train_s = time.perf_counter() - t0
+
+    fingerprint = {"sha256": file_sha256([events_path, labels_path]), "events": len(events),
+                   "sessions": int(len(p.y)), "unlabelled_sessions": p.n_unlabelled,
+                   "sessions_per_class": {LABELS[i]: int((p.y == i).sum()) for i in range(len(LABELS))},
+                   "split_sessions": {s: int((split == i).sum()) for i, s in enumerate(("train", "val", "test"))},
+                   **(extra_fingerprint or {})}
+    train_config = asdict(cfg)
+    # Write once to score validation/test with the exported ONNX graph itself, so the
+    # thresholds and metrics describe exactly what serving runs; then rewrite metadata.
+    common = dict(train_config=train_config, data_fingerprint=fingerprint, session_gap_s=cfg.session_gap_s)
+    from ..serving.policy import DEFAULT_THRESHOLDS
+    write_bundle(out, net, thresholds=DEFAULT_THRESHOLDS, metrics={}, **common)
+    bundle = load_bundle(out)
+    probs, _ = session_probs(bundle, p.sr)
+    dist = LABELS.index("distillation_harvesting")
+    human_val = (split == 1) & (p.y == LABELS.index("human"))
+    thresholds = thresholds_from_validation(probs[human_val, dist])
+    test = split == 2
+    metrics = {"train_seconds": round(train_s, 1), "best_val_loss": float(ckpt.best_model_score),
+               "epochs": cfg.epochs}
+    if test.any():
+        m = evaluate.compute_metrics(p.y[test], probs[test], p.accounts[test], n_boot=100,
+                                     seed=cfg.seed, families=p.families[test])
+        metrics["test"] = m
+    update_metadata(out, thresholds=thresholds, metrics=metrics)
+    return {"bundle": str(out), "thresholds": thresholds, "metrics": metrics, "fingerprint": fingerprint}

@@ -1,0 +1,32 @@
+"""One tiny simulated data set and one tiny trained bundle per test session, shared."""
+from pathlib import Path
+
+import pytest
+
+from distillguard.model.network import NetworkConfig
+from distillguard.training.train import TrainConfig
+
+TINY_NET = NetworkConfig(window=16, d_model=16, n_head=2, n_layer=1, d_ff=32)
+
+
+def tiny_train_config(tmp: Path, seed: int = 0, epochs: int = 2) -> TrainConfig:
+    return TrainConfig(seed=seed, epochs=epochs, batch_size=64, network=TINY_NET,
+                       checkpoint_dir=str(tmp / f"ckpt-{seed}-{epochs}"))
+
+
+@pytest.fixture(scope="session")
+def sim_data(tmp_path_factory) -> tuple[Path, Path]:
+    from distillguard.training.simulate import SimConfig, simulate, write
+
+    d = tmp_path_factory.mktemp("sim")
+    ev, lab = simulate(SimConfig(seed=11, accounts=240, days=3.0))
+    return write(ev, lab, d)
+
+
+@pytest.fixture(scope="session")
+def tiny_bundle(tmp_path_factory, sim_data) -> Path:
+    from distillguard.training.train import train
+
+    d = tmp_path_factory.mktemp("bundle")
+    train(sim_data[0], sim_data[1], d / "bundle", tiny_train_config(d), progress=False)
+    return d / "bundle"

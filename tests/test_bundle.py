@@ -1,0 +1,54 @@
+"""Bundle contract: metadata fields, refusal of a feature-spec mismatch or a corrupt graph."""
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from distillguard.model import features
+from distillguard.serving.bundle import BundleError, load_bundle
+
+
+def test_metadata_has_the_contract_fields(tiny_bundle):
+    meta = json.loads((tiny_bundle / "metadata.json").read_text())
+    for key in ("model_config", "feature_spec", "feature_spec_hash", "labels", "thresholds", "metrics",
+                "training_data", "created_at", "version", "train_config"):
+        assert key in meta, key
+    assert meta["feature_spec_hash"] == features.feature_spec_hash()
+    assert meta["labels"] == ["human", "benign_automation", "distillation_harvesting"]
+    t = meta["thresholds"]
+    assert 0 < t["throttle"] <= t["challenge"] <= t["degrade"] <= t["block"] < 1
+    assert meta["training_data"]["sha256"] and meta["training_data"]["sessions"] > 0
+    assert "macro_f1" in meta["metrics"]["test"]
+
+
+def test_feature_spec_mismatch_is_refused(tiny_bundle, tmp_path):
+    b = tmp_path / "b"
+    shutil.copytree(tiny_bundle, b)
+    meta = json.loads((b / "metadata.json").read_text())
+    meta["feature_spec_hash"] = "0" * 16
+    meta["feature_spec"]["version"] = 0
+    (b / "metadata.json").write_text(json.dumps(meta))
+    with pytest.raises(BundleError, match="feature spec"):
+        load_bundle(b)
+
+
+def test_corrupt_or_incomplete_bundles_are_refused(tiny_bundle, tmp_path):
+    b = tmp_path / "b"
+    shutil.copytree(tiny_bundle, b)
+    (b / "model.onnx").write_bytes(b"not an onnx graph")
+    with pytest.raises(BundleError, match="model.onnx"):
+        load_bundle(b)
+    (b / "model.onnx").unlink()
+    with pytest.raises(BundleError, match="missing model.onnx"):
+        load_bundle(b)
+    with pytest.raises(BundleError, match="not a directory"):
+        load_bundle(tmp_path / "absent")
+
+
+def test_loaded_bundle_scores_without_nan(tiny_bundle):
+    b = load_bundle(tiny_bundle)
+    x = np.random.default_rng(0).standard_normal((3, 7, features.N_FEATURES)).astype(np.float32)
+    p = b.predict(x)
+    assert p.shape == (3, 7, 3) and not np.isnan(p).any()
+    np.testing.assert_allclose(p.sum(-1), 1.0, atol=1e-5)
