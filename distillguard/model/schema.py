@@ -1,0 +1,885 @@
+"""Load, validate and normalise event files into the canonical event table.
+
+Every event source (Parquet, CSV, JSON Lines, a directory of those, or an in-memory
+table from the gateway) goes through `normalise`, so the rest of the package sees one
+shape: `CANONICAL_SCHEMA` (docs/architecture.md, "Canonical event table").
+
+Bad input raises `SchemaError` naming the source, the column, the first bad row
+(1-based data row in the file, header excluded, counted across streamed batches) and
+the offending value. Nothing is silently dropped or coerced into something else: a
+row is either normalised exactly or the load stops with a message.
+
+Decisions worth knowing:
+- Numbers in `ts` / `account_created_at` are epoch *seconds*. A magnitude >= 1e11
+  (year 5138) is rejected as "looks like milliseconds" rather than reinterpreted.
+- ISO-8601 strings: a `Z` or `+hh:mm`/`+hhmm`/`+hh` offset is honoured; naive
+  strings are UTC.
+- Empty strings in optional string columns become null (CSV cannot tell them
+  apart, so the other formats follow CSV); an empty `account_id` is an error.
+- NaN in an optional float input column is null (pandas writes missing values so);
+  NaN in a required one is an error.
+- An input `_row` column with integer values and no nulls is kept (normalising a
+  canonical table again is then a no-op); files never supply `_row`: only the
+  columns named in `INPUT_COLUMNS` are read from files.
+- `prompt` fills `template_hash` where that is null, and `elicits_reasoning` where
+  that is null (even on rows whose hash was given); the text is then dropped.
+- JSON Lines: arrow's reader first; where it refuses the file (types that change
+  between blocks, a field first seen late, date-like ids) the rest is read by a
+  line parser, so such files load, only more slowly.
+- An empty file (no bytes, a header only, or a Parquet file with no rows) yields
+  zero batches from `iter_event_batches`; `load_events` then returns an empty
+  table with `CANONICAL_SCHEMA`. A header that lacks a required column is still an
+  error. An empty directory is an error (a mistyped path, most likely).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+from pathlib import Path
+from typing import Iterable, Iterator
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+LABELS = ("human", "benign_automation", "distillation_harvesting")
+
+REQUIRED_COLUMNS = ("account_id", "ts", "prompt_tokens", "completion_tokens")
+# Optional *input* columns. `prompt` is read, hashed and dropped; it is not in the
+# canonical table. `elicits_reasoning` travels with a gateway-computed hash.
+OPTIONAL_COLUMNS = (
+    "session_id",
+    "template_hash",
+    "elicits_reasoning",
+    "prompt",
+    "max_tokens",
+    "model",
+    "status",
+    "client_fingerprint",
+    "ip_prefix",
+    "account_created_at",
+    "event_id",
+)
+INPUT_COLUMNS = REQUIRED_COLUMNS + OPTIONAL_COLUMNS
+
+CANONICAL_SCHEMA = pa.schema(
+    [
+        pa.field("account_id", pa.string(), nullable=False),
+        pa.field("ts", pa.float64(), nullable=False),
+        pa.field("prompt_tokens", pa.int64(), nullable=False),
+        pa.field("completion_tokens", pa.int64(), nullable=False),
+        pa.field("session_id", pa.string()),
+        pa.field("template_hash", pa.string()),
+        pa.field("elicits_reasoning", pa.bool_()),
+        pa.field("max_tokens", pa.int64()),
+        pa.field("model", pa.string()),
+        pa.field("status", pa.int32()),
+        pa.field("client_fingerprint", pa.string()),
+        pa.field("ip_prefix", pa.string()),
+        pa.field("account_created_at", pa.float64()),
+        pa.field("event_id", pa.string()),
+        pa.field("_row", pa.int64(), nullable=False),
+    ]
+)
+CANONICAL_COLUMNS = tuple(CANONICAL_SCHEMA.names)
+
+_OPTIONAL_STRINGS = ("session_id", "template_hash", "model", "client_fingerprint", "ip_prefix", "event_id")
+
+# Epoch values this large are almost surely milliseconds (or micro/nanoseconds);
+# 1e11 s is the year 5138, so no real event time is lost by refusing them.
+_MAX_EPOCH_S = 1e11
+
+_NUM_RE = r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$"
+_INT_RE = r"^[+-]?\d+$"
+# What arrow's ISO-8601 cast accepts, after upper-casing (so 't'/'z' work too).
+_ISO_RE = r"^\d{4}-\d{2}-\d{2}([T ]\d{2}(:\d{2}(:\d{2}(\.\d+)?)?)?(Z|[+-]\d{2}(:?\d{2})?)?)?$"
+# A zone needs a time part: a date alone ends in "-dd", which is not an offset.
+_ZONED_RE = r"^\d{4}-\d{2}-\d{2}[T ].*(Z|[+-]\d{2}(:?\d{2})?)$"
+
+_TS_WHAT = "expected epoch seconds, an ISO-8601 string or a timestamp"
+_TOKENS_WHAT = "expected an integer >= 0"
+_FORMATS = {
+    ".parquet": "parquet",
+    ".pq": "parquet",
+    ".csv": "csv",
+    ".jsonl": "jsonl",
+    ".ndjson": "jsonl",
+    ".json": "jsonl",
+}
+# Arrow decompresses these by extension for CSV and JSON Lines.
+_COMPRESSIONS = (".gz", ".bz2", ".zst", ".lz4")
+
+
+class SchemaError(ValueError):
+    """Bad event or label input. `str(e)` names the file, column, row and value."""
+
+    def __init__(self, message: str, *, source: str | None = None, column: str | None = None,
+                 row: int | None = None, value: object = None):
+        super().__init__(message)
+        self.source = source
+        self.column = column
+        self.row = row  # 1-based data row in the source, None when not row-specific
+        self.value = value
+
+
+def _show(value: object, limit: int = 60) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, (bytes, str)) and len(value) > limit:
+        return repr(value[:limit]) + "..."
+    text = repr(value)
+    return text if len(text) <= limit + 2 else text[:limit] + "..."
+
+
+class _Ctx:
+    """Where a batch came from, so an error can name the file row of a batch index."""
+
+    def __init__(self, source: str, rows: np.ndarray):
+        self.source = source
+        self.rows = rows
+
+    def fail(self, column: str, bad: np.ndarray, what: str, values: pa.Array) -> None:
+        idx = np.flatnonzero(bad)
+        if idx.size == 0:
+            return
+        i = int(idx[0])
+        row = int(self.rows[i]) + 1
+        try:
+            value = values[i].as_py()
+        except Exception:  # e.g. a timestamp outside Python's datetime range
+            value = str(values[i])
+        more = ""
+        if idx.size > 1:
+            more = (f" (and {idx.size - 1} more bad value(s) in rows "
+                    f"{int(self.rows[0]) + 1}-{int(self.rows[-1]) + 1})")
+        raise SchemaError(
+            f"{self.source}: column '{column}', row {row}: {what}, got {_show(value)}{more}",
+            source=self.source, column=column, row=row, value=value,
+        )
+
+    def fail_at(self, column: str, i: int, what: str, values: pa.Array) -> None:
+        bad = np.zeros(len(values), dtype=bool)
+        bad[i] = True
+        self.fail(column, bad, what, values)
+
+
+# ---------------------------------------------------------------------------
+# small arrow helpers
+
+
+def _plain(col: pa.Array | pa.ChunkedArray) -> pa.Array:
+    if isinstance(col, pa.ChunkedArray):
+        if pa.types.is_dictionary(col.type):
+            # Chunks may carry different dictionaries; decode before combining.
+            col = pa.chunked_array([c.dictionary_decode() for c in col.chunks], col.type.value_type)
+        col = col.combine_chunks()
+    if pa.types.is_dictionary(col.type):
+        col = col.dictionary_decode()
+    return col
+
+
+def _np_bool(mask: pa.Array) -> np.ndarray:
+    return pc.fill_null(mask, False).to_numpy(zero_copy_only=False)
+
+
+def _is_text(t: pa.DataType) -> bool:
+    return (pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_string_view(t)
+            or pa.types.is_binary(t) or pa.types.is_large_binary(t) or pa.types.is_binary_view(t))
+
+
+def _first_cast_failure(arr: pa.Array, target: pa.DataType) -> int:
+    # Only reached on the error path: the whole-array cast failed and we need the row.
+    # Invariant: arr[:lo] casts, arr[:hi] does not.
+    lo, hi = 0, len(arr)
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        try:
+            pc.cast(arr.slice(0, mid), target)
+            lo = mid
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+            hi = mid
+    return hi - 1
+
+
+def _cast_or_fail(ctx: _Ctx, column: str, arr: pa.Array, target: pa.DataType, what: str,
+                  positions: np.ndarray, original: pa.Array) -> pa.Array:
+    """Cast `arr` (the rows `positions` of `original`) or name the first row that fails."""
+    try:
+        return pc.cast(arr, target)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        ctx.fail_at(column, int(positions[_first_cast_failure(arr, target)]), what, original)
+        raise  # unreachable: fail_at raises
+
+
+def _clean_strings(arr: pa.Array) -> pa.Array:
+    """Text -> trimmed utf8 with empty strings as null."""
+    s = pc.utf8_trim_whitespace(arr)
+    return pc.if_else(pc.equal(s, ""), pa.scalar(None, pa.string()), s)
+
+
+def _to_utf8(ctx: _Ctx, column: str, arr: pa.Array) -> pa.Array:
+    if pa.types.is_null(arr.type):
+        return pa.nulls(len(arr), pa.string())
+    if pa.types.is_string(arr.type):
+        return arr
+    if pa.types.is_nested(arr.type):
+        ctx.fail(column, _np_bool(arr.is_valid()), "expected a string", arr)
+        return pa.nulls(len(arr), pa.string())
+    positions = np.arange(len(arr))
+    return _cast_or_fail(ctx, column, arr, pa.string(), "expected a (UTF-8) string", positions, arr)
+
+
+# ---------------------------------------------------------------------------
+# column parsers; each returns canonical arrow arrays or raises SchemaError
+
+
+def _strings(ctx: _Ctx, column: str, arr: pa.Array, required: bool) -> pa.Array:
+    s = _to_utf8(ctx, column, arr)
+    if required:
+        empty = _np_bool(pc.or_kleene(s.is_null(), pc.equal(s, "")))
+        ctx.fail(column, empty, "expected a non-empty string", arr)
+        return s
+    return pc.if_else(pc.equal(s, ""), pa.scalar(None, pa.string()), s)
+
+
+def _ns_to_seconds(ns: np.ndarray) -> np.ndarray:
+    # Split whole seconds from the fraction so large epochs keep their sub-second part.
+    whole, frac = np.divmod(ns, 1_000_000_000)
+    return whole.astype(np.float64) + frac.astype(np.float64) / 1e9
+
+
+_UNIT_PER_S = {"s": 1, "ms": 1_000, "us": 1_000_000, "ns": 1_000_000_000}
+
+
+def _timestamps_to_seconds(arr: pa.Array) -> np.ndarray:
+    # Arrow stores tz-aware timestamps as UTC instants; naive ones are taken as UTC.
+    per_s = _UNIT_PER_S[arr.type.unit]
+    v = pc.fill_null(pc.cast(arr, pa.int64()), 0).to_numpy()
+    whole, frac = np.divmod(v, per_s)
+    return whole.astype(np.float64) + frac.astype(np.float64) / per_s
+
+
+def _epoch(ctx: _Ctx, column: str, arr: pa.Array, required: bool) -> pa.Array:
+    """Any supported time representation -> float64 UTC epoch seconds."""
+    n = len(arr)
+    t = arr.type
+    valid = _np_bool(arr.is_valid())
+    if pa.types.is_null(t):
+        out = np.zeros(n)
+    elif pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_decimal(t):
+        out = pc.fill_null(pc.cast(arr, pa.float64()), 0.0).to_numpy()
+        nan = valid & np.isnan(out)
+        if required:
+            ctx.fail(column, nan, _TS_WHAT, arr)
+        else:
+            valid &= ~nan
+        ctx.fail(column, valid & np.isinf(out), _TS_WHAT, arr)
+    elif pa.types.is_timestamp(t):
+        out = _timestamps_to_seconds(arr)
+    elif pa.types.is_date(t):
+        out = _timestamps_to_seconds(pc.cast(arr, pa.timestamp("s" if pa.types.is_date32(t) else "ms")))
+    elif _is_text(t):
+        out, valid = _epoch_from_strings(ctx, column, arr)
+    else:
+        ctx.fail(column, valid if valid.any() else np.ones(n, bool), _TS_WHAT, arr)
+        raise AssertionError("unreachable")
+    if required:
+        ctx.fail(column, ~valid, _TS_WHAT, arr)
+    ctx.fail(column, valid & (np.abs(out) >= _MAX_EPOCH_S),
+             "expected epoch seconds (this looks like milliseconds or finer)", arr)
+    if valid.all():
+        return pa.array(out, pa.float64())
+    return pa.array(np.where(valid, out, 0.0), pa.float64(), mask=~valid)
+
+
+def _epoch_from_strings(ctx: _Ctx, column: str, arr: pa.Array) -> tuple[np.ndarray, np.ndarray]:
+    s = pc.utf8_upper(_clean_strings(_to_utf8(ctx, column, arr)))
+    valid = _np_bool(s.is_valid())
+    num = _np_bool(pc.match_substring_regex(s, _NUM_RE))
+    iso = _np_bool(pc.match_substring_regex(s, _ISO_RE))
+    ctx.fail(column, valid & ~num & ~iso, _TS_WHAT, arr)
+    out = np.zeros(len(s))
+    if num.any():
+        pos = np.flatnonzero(num)
+        out[pos] = _cast_or_fail(ctx, column, s.take(pos), pa.float64(), _TS_WHAT, pos, arr).to_numpy()
+        ctx.fail(column, num & ~np.isfinite(out), _TS_WHAT, arr)
+    if iso.any():
+        zoned = iso & _np_bool(pc.match_substring_regex(s, _ZONED_RE))
+        # arrow refuses offsets when casting to a naive type and requires one for a
+        # tz-aware type, so the two kinds are cast separately.
+        for mask, target in ((zoned, pa.timestamp("ns", "UTC")), (iso & ~zoned, pa.timestamp("ns"))):
+            if mask.any():
+                pos = np.flatnonzero(mask)
+                ts = _cast_or_fail(ctx, column, s.take(pos), target,
+                                   "expected a valid ISO-8601 time between 1677 and 2262", pos, arr)
+                out[pos] = _ns_to_seconds(pc.cast(ts, pa.int64()).to_numpy())
+    return out, valid
+
+
+def _integers(ctx: _Ctx, column: str, arr: pa.Array, required: bool, what: str,
+              lo: int, hi: int, target: pa.DataType) -> pa.Array:
+    """Integers, whole floats or numeric strings -> `target`, checked against [lo, hi]."""
+    n = len(arr)
+    t = arr.type
+    valid = _np_bool(arr.is_valid())
+    if pa.types.is_null(t):
+        out = np.zeros(n, np.int64)
+    elif pa.types.is_integer(t):
+        if pa.types.is_uint64(t):
+            ctx.fail(column, valid & _np_bool(pc.greater(arr, 2**63 - 1)), what, arr)
+        out = pc.fill_null(pc.cast(arr, pa.int64()), 0).to_numpy()
+    elif pa.types.is_floating(t) or pa.types.is_decimal(t):
+        out, valid = _whole_floats(ctx, column, pc.cast(arr, pa.float64()), valid, required, what, arr)
+    elif _is_text(t):
+        s = _clean_strings(_to_utf8(ctx, column, arr))
+        valid = _np_bool(s.is_valid())
+        isint = _np_bool(pc.match_substring_regex(s, _INT_RE))
+        isnum = _np_bool(pc.match_substring_regex(s, _NUM_RE))
+        ctx.fail(column, valid & ~isnum, what, arr)
+        out = np.zeros(n, np.int64)
+        if isint.any():
+            pos = np.flatnonzero(isint)
+            out[pos] = _cast_or_fail(ctx, column, s.take(pos), pa.int64(), what, pos, arr).to_numpy()
+        other = isnum & ~isint  # "12.0", "1e3"
+        if other.any():
+            pos = np.flatnonzero(other)
+            f = pc.cast(s.take(pos), pa.float64())
+            vals, _ = _whole_floats(_Ctx(ctx.source, ctx.rows[pos]), column, f,
+                                    np.ones(len(pos), bool), True, what, arr.take(pos))
+            out[pos] = vals
+    else:  # bool, nested, binary blobs...: not a count
+        ctx.fail(column, valid if valid.any() else np.ones(n, bool), what, arr)
+        raise AssertionError("unreachable")
+    if required:
+        ctx.fail(column, ~valid, what, arr)
+    ctx.fail(column, valid & ((out < lo) | (out > hi)), what, arr)
+    out = out.astype(target.to_pandas_dtype(), copy=False)
+    if valid.all():
+        return pa.array(out, target)
+    return pa.array(np.where(valid, out, 0), target, mask=~valid)
+
+
+def _whole_floats(ctx: _Ctx, column: str, f: pa.Array, valid: np.ndarray, required: bool,
+                  what: str, original: pa.Array) -> tuple[np.ndarray, np.ndarray]:
+    x = pc.fill_null(f, 0.0).to_numpy()
+    nan = valid & np.isnan(x)
+    if required:
+        ctx.fail(column, nan, what, original)
+    else:
+        valid = valid & ~nan
+    x = np.where(valid, x, 0.0)
+    # 2**63 as a float is already out of int64 range, hence >= on the upper side.
+    bad = valid & (~np.isfinite(x) | (x != np.floor(x)) | (x >= 2.0**63) | (x < -(2.0**63)))
+    ctx.fail(column, bad, what, original)
+    return x.astype(np.int64), valid
+
+
+_TRUE = ("true", "t", "yes", "y", "1")
+_FALSE = ("false", "f", "no", "n", "0")
+
+
+def _booleans(ctx: _Ctx, column: str, arr: pa.Array) -> pa.Array:
+    t = arr.type
+    what = "expected a boolean (true/false, 1/0)"
+    if pa.types.is_null(t):
+        return pa.nulls(len(arr), pa.bool_())
+    if pa.types.is_boolean(t):
+        return arr
+    if pa.types.is_integer(t) or pa.types.is_floating(t):
+        f = pc.cast(arr, pa.float64())
+        ok = pc.or_kleene(pc.equal(f, 0.0), pc.equal(f, 1.0))
+        nan = pc.is_nan(f)
+        ctx.fail(column, _np_bool(pc.and_not(pc.invert(ok), nan)), what, arr)
+        return pc.if_else(nan, pa.scalar(None, pa.bool_()), pc.equal(f, 1.0))
+    if _is_text(t):
+        s = pc.utf8_lower(_clean_strings(_to_utf8(ctx, column, arr)))
+        is_t = pc.is_in(s, pa.array(_TRUE))
+        is_f = pc.is_in(s, pa.array(_FALSE))
+        ctx.fail(column, _np_bool(pc.and_(s.is_valid(), pc.invert(pc.or_(is_t, is_f)))), what, arr)
+        return pc.if_else(s.is_valid(), is_t, pa.scalar(None, pa.bool_()))
+    ctx.fail(column, _np_bool(arr.is_valid()), what, arr)
+    return pa.nulls(len(arr), pa.bool_())
+
+
+def _row_numbers(table: pa.Table, row_offset: int) -> pa.Array:
+    n = table.num_rows
+    if "_row" in table.column_names:
+        given = _plain(table.column("_row"))
+        if pa.types.is_integer(given.type) and given.null_count == 0:
+            return pc.cast(given, pa.int64())
+    return pa.array(np.arange(row_offset, row_offset + n, dtype=np.int64))
+
+
+def _hash_prompts(prompt: pa.Array, template_hash: pa.Array, elicits: pa.Array,
+                  hmac_key: bytes | None) -> tuple[pa.Array, pa.Array]:
+    """Fill a null template_hash / elicits_reasoning from the prompt text of that row."""
+    has_prompt = _np_bool(prompt.is_valid())
+    need_hash = np.flatnonzero(has_prompt & ~_np_bool(template_hash.is_valid()))
+    need_flag = np.flatnonzero(has_prompt & ~_np_bool(elicits.is_valid()))
+    if need_hash.size == 0 and need_flag.size == 0:
+        return template_hash, elicits
+    # Lazy: templates.py is only needed when raw prompts arrive.
+    from distillguard.model.templates import hash_prompts, reasoning_flags
+
+    n = len(prompt)
+    if need_hash.size:
+        # Equal prompts hash equal: compute each distinct text once.
+        texts = prompt.take(need_hash)
+        uniq = pc.unique(texts)
+        hashes = pa.array(hash_prompts(uniq.to_pylist(), key=hmac_key), pa.string())
+        filled = hashes.take(pc.index_in(texts, uniq))
+        template_hash = _scatter(template_hash, need_hash, filled, n)
+    if need_flag.size:
+        texts = prompt.take(need_flag)
+        uniq = pc.unique(texts)
+        flags = pa.array(reasoning_flags(uniq.to_pylist()), pa.bool_())
+        elicits = _scatter(elicits, need_flag, flags.take(pc.index_in(texts, uniq)), n)
+    return template_hash, elicits
+
+
+def _scatter(base: pa.Array, positions: np.ndarray, values: pa.Array, n: int) -> pa.Array:
+    take = np.arange(n, dtype=np.int64)
+    take[positions] = n + np.arange(len(positions), dtype=np.int64)
+    return pa.concat_arrays([base, values.cast(base.type)]).take(pa.array(take))
+
+
+# ---------------------------------------------------------------------------
+# public API
+
+
+def normalise(table: pa.Table | pa.RecordBatch, source: str = "<table>", row_offset: int = 0,
+              hmac_key: bytes | None = None) -> pa.Table:
+    """Validate `table` and return it in `CANONICAL_SCHEMA` (see module docstring).
+
+    `row_offset` is the 0-based file row of the table's first row, so a streamed
+    batch reports rows as numbered in the file.
+    """
+    if isinstance(table, pa.RecordBatch):
+        table = pa.Table.from_batches([table])
+    names = table.column_names
+    _check_header(source, names)
+    for c in INPUT_COLUMNS:
+        if names.count(c) > 1:
+            raise SchemaError(f"{source}: column '{c}' appears {names.count(c)} times",
+                              source=source, column=c)
+
+    n = table.num_rows
+    rows = _row_numbers(table, row_offset)
+    ctx = _Ctx(source, rows.to_numpy())
+
+    def col(name: str) -> pa.Array | None:
+        return _plain(table.column(name)) if name in names else None
+
+    out: dict[str, pa.Array] = {"_row": rows}
+    out["account_id"] = _strings(ctx, "account_id", col("account_id"), required=True)
+    out["ts"] = _epoch(ctx, "ts", col("ts"), required=True)
+    for c in ("prompt_tokens", "completion_tokens"):
+        out[c] = _integers(ctx, c, col(c), True, _TOKENS_WHAT, 0, 2**63 - 1, pa.int64())
+    for c in _OPTIONAL_STRINGS:
+        a = col(c)
+        out[c] = pa.nulls(n, pa.string()) if a is None else _strings(ctx, c, a, required=False)
+    a = col("max_tokens")
+    out["max_tokens"] = (pa.nulls(n, pa.int64()) if a is None else
+                         _integers(ctx, "max_tokens", a, False, _TOKENS_WHAT, 0, 2**63 - 1, pa.int64()))
+    a = col("status")
+    out["status"] = (pa.nulls(n, pa.int32()) if a is None else
+                     _integers(ctx, "status", a, False, "expected an integer status code (int32)",
+                               -(2**31), 2**31 - 1, pa.int32()))
+    a = col("account_created_at")
+    out["account_created_at"] = (pa.nulls(n, pa.float64()) if a is None else
+                                 _epoch(ctx, "account_created_at", a, required=False))
+    a = col("elicits_reasoning")
+    out["elicits_reasoning"] = pa.nulls(n, pa.bool_()) if a is None else _booleans(ctx, "elicits_reasoning", a)
+
+    prompt = col("prompt")
+    if prompt is not None and prompt.null_count < n:
+        prompt = _to_utf8(ctx, "prompt", prompt)
+        out["template_hash"], out["elicits_reasoning"] = _hash_prompts(
+            prompt, out["template_hash"], out["elicits_reasoning"], hmac_key)
+
+    return pa.Table.from_arrays([out[c] for c in CANONICAL_COLUMNS], schema=CANONICAL_SCHEMA)
+
+
+# ---------------------------------------------------------------------------
+# files
+
+
+def _format_of(path: Path) -> str | None:
+    name = path.name.lower()
+    for comp in _COMPRESSIONS:
+        if name.endswith(comp):
+            fmt = _FORMATS.get(Path(name[: -len(comp)]).suffix)
+            # Parquet compresses inside the file; an outer layer is not readable.
+            return fmt if fmt in ("csv", "jsonl") else None
+    return _FORMATS.get(Path(name).suffix)
+
+
+def _event_files(path: str | os.PathLike) -> list[Path]:
+    p = Path(path)
+    if p.is_dir():
+        files = []
+        for f in sorted(p.rglob("*"), key=lambda f: f.relative_to(p).as_posix()):
+            rel = f.relative_to(p).parts
+            # Hidden files and Spark/Hive markers (_SUCCESS, _metadata) are not data.
+            if any(part.startswith((".", "_")) for part in rel) or not f.is_file():
+                continue
+            if _format_of(f) is None:
+                raise SchemaError(f"{f}: unknown event file type (expected .parquet, .pq, .csv, "
+                                  f".jsonl, .ndjson or .json)", source=str(f))
+            files.append(f)
+        if not files:
+            raise SchemaError(f"{p}: directory holds no event files", source=str(p))
+        return files
+    if not p.exists():
+        raise SchemaError(f"{p}: no such file or directory", source=str(p))
+    if _format_of(p) is None:
+        raise SchemaError(f"{p}: unknown event file type (expected .parquet, .pq, .csv, "
+                          f".jsonl, .ndjson or .json)", source=str(p))
+    return [p]
+
+
+def _rebatch(batches: Iterable[pa.RecordBatch], batch_rows: int) -> Iterator[pa.Table]:
+    """Regroup reader batches (sized in bytes for CSV/JSON) into tables of batch_rows rows."""
+    buf: list[pa.RecordBatch] = []
+    size = 0
+    for b in batches:
+        if b.num_rows == 0:
+            continue
+        buf.append(b)
+        size += b.num_rows
+        while size >= batch_rows:
+            t = pa.Table.from_batches(buf)
+            yield t.slice(0, batch_rows)
+            rest = t.slice(batch_rows)
+            buf, size = rest.to_batches(), rest.num_rows
+    if size:
+        yield pa.Table.from_batches(buf)
+
+
+def _check_header(source: str, names: list[str]) -> None:
+    missing = [c for c in REQUIRED_COLUMNS if c not in names]
+    if missing:
+        plural = "s" if len(missing) > 1 else ""
+        raise SchemaError(
+            f"{source}: missing required column{plural} {', '.join(repr(c) for c in missing)} "
+            f"(columns found: {', '.join(names) if names else 'none'})",
+            source=source, column=missing[0],
+        )
+
+
+def _raw_parquet(path: Path, source: str, batch_rows: int) -> Iterator[pa.Table]:
+    import pyarrow.parquet as pq
+
+    try:
+        pf = pq.ParquetFile(path)
+        names = pf.schema_arrow.names
+    except (OSError, pa.ArrowException) as e:
+        raise SchemaError(f"{source}: not a readable Parquet file: {e}", source=source) from e
+    _check_header(source, names)
+    cols = [c for c in names if c in INPUT_COLUMNS]
+    try:
+        yield from _rebatch(pf.iter_batches(batch_size=batch_rows, columns=cols), batch_rows)
+    except (OSError, pa.ArrowException) as e:
+        raise SchemaError(f"{source}: could not read Parquet data: {e}", source=source) from e
+
+
+def _csv_options(include: list[str] | None, bad_rows: list,
+                 text_columns: tuple[str, ...] = INPUT_COLUMNS):
+    import pyarrow.csv as pcsv
+
+    def on_invalid_row(row) -> str:
+        bad_rows.append(row)
+        return "error"
+
+    # Every known column is read as text: arrow's inference would turn "007" into 7
+    # and fail mid-stream when a later block disagrees; normalise parses the text.
+    convert = pcsv.ConvertOptions(
+        column_types={c: pa.string() for c in text_columns},
+        include_columns=include or [],
+        # Only an empty field is null: "NA" or "null" may well be a real account id.
+        null_values=[""],
+        strings_can_be_null=True,
+        quoted_strings_can_be_null=True,
+    )
+    # Prompts are free text and may hold quoted newlines.
+    parse = pcsv.ParseOptions(newlines_in_values=True, invalid_row_handler=on_invalid_row)
+    return convert, parse
+
+
+def _csv_locate(path: Path, source: str) -> SchemaError | None:
+    """Error path only: find the first bad CSV row with Python's csv module.
+
+    Arrow cannot number rows when quoted fields may span lines, so the row that
+    arrow refused is found again here, with its data-row number.
+    """
+    import csv
+
+    try:
+        with pa.input_stream(str(path)) as f:
+            text = io.TextIOWrapper(f, encoding="utf-8-sig", errors="surrogateescape", newline="")
+            reader = csv.reader(text)
+            header = next(reader, None)
+            if header is None:
+                return None
+            rows = 0
+            for fields in reader:
+                if not fields:  # blank line: arrow skips it too
+                    continue
+                rows += 1
+                if len(fields) != len(header):
+                    return SchemaError(
+                        f"{source}: row {rows}: malformed CSV row: expected {len(header)} fields, "
+                        f"got {len(fields)}: {_show(','.join(fields))}", source=source, row=rows)
+                for name, v in zip(header, fields):
+                    if name in INPUT_COLUMNS and any("\udc80" <= ch <= "\udcff" for ch in v):
+                        raw = v.encode("utf-8", "surrogateescape")
+                        return SchemaError(f"{source}: column '{name}', row {rows}: expected UTF-8 "
+                                           f"text, got {_show(raw)}", source=source, column=name,
+                                           row=rows, value=raw)
+    except (OSError, csv.Error, UnicodeError):
+        return None
+    return None
+
+
+def _csv_error(path: Path, source: str, e: Exception, bad_rows: list) -> SchemaError:
+    located = _csv_locate(path, source)
+    if located is not None:
+        return located
+    if bad_rows:
+        r = bad_rows[-1]
+        return SchemaError(f"{source}: malformed CSV row: expected {r.expected_columns} fields, "
+                           f"got {r.actual_columns}: {_show(r.text)}", source=source, value=r.text)
+    return SchemaError(f"{source}: could not read CSV: {e}", source=source)
+
+
+def _raw_csv(path: Path, source: str, batch_rows: int) -> Iterator[pa.Table]:
+    import pyarrow.csv as pcsv
+
+    bad_rows: list = []
+    # First pass reads only the first block, to learn the header: include_columns
+    # must name columns that exist, and extra columns are never parsed.
+    convert, parse = _csv_options(None, bad_rows)
+    try:
+        names = pcsv.open_csv(path, convert_options=convert, parse_options=parse).schema.names
+    except pa.ArrowInvalid as e:
+        if "Empty CSV file" in str(e):
+            return
+        raise _csv_error(path, source, e, bad_rows) from e
+    except OSError as e:
+        raise SchemaError(f"{source}: could not read CSV: {e}", source=source) from e
+    _check_header(source, names)
+    convert, parse = _csv_options([c for c in names if c in INPUT_COLUMNS], bad_rows)
+    try:
+        reader = pcsv.open_csv(path, convert_options=convert, parse_options=parse)
+        yield from _rebatch(reader, batch_rows)
+    except (OSError, pa.ArrowException) as e:
+        raise _csv_error(path, source, e, bad_rows) from e
+
+
+def _raw_jsonl(path: Path, source: str, batch_rows: int) -> Iterator[pa.Table]:
+    import pyarrow.json as pjson
+
+    # Fast path: arrow's reader. It infers types from the first block and stops on a
+    # later block that disagrees (a number where a string was, a new field); then the
+    # rest of the file is read by the line parser below, which takes any JSON value.
+    emitted = 0
+    try:
+        reader = pjson.open_json(path)
+        _check_header(source, reader.schema.names)
+        cols = [c for c in reader.schema.names if c in INPUT_COLUMNS]
+        # Arrow turns date-like strings into timestamps: right for the time columns,
+        # but an id such as "2024-01-01" would come back as other text.
+        if any(pa.types.is_timestamp(reader.schema.field(c).type)
+               for c in cols if c not in ("ts", "account_created_at")):
+            raise pa.ArrowInvalid("date-like text in a text column")
+        for t in _rebatch(reader, batch_rows):
+            t = t.select(cols)
+            yield t
+            emitted += t.num_rows
+        return
+    except OSError as e:
+        raise SchemaError(f"{source}: could not read JSON Lines: {e}", source=source) from e
+    except pa.ArrowException as e:
+        if emitted == 0 and "Empty JSON stream" in str(e):
+            return
+    yield from _jsonl_lines(path, source, batch_rows, skip=emitted)
+
+
+def _json_text(v: object) -> str | None:
+    # Text is what normalise parses best; numbers keep their JSON spelling.
+    if v is None:
+        return None
+    if isinstance(v, str):
+        return v
+    return json.dumps(v)
+
+
+def _jsonl_lines(path: Path, source: str, batch_rows: int, skip: int,
+                 columns: tuple[str, ...] = INPUT_COLUMNS) -> Iterator[pa.Table]:
+    """JSON Lines parsed line by line: slower than arrow, but takes any JSON value in any
+    row and numbers rows exactly. Values become text, which normalise parses."""
+    cols: dict[str, list] = {c: [] for c in columns}
+    present: set[str] = set()
+    pending = 0
+
+    def table() -> pa.Table:
+        # A key absent from every row of the batch is a missing column; absent from
+        # some rows only, it is null there (JSON Lines has no header to go by).
+        keep = [c for c in columns if c in present] or list(columns)
+        return pa.table({c: pa.array(cols[c], pa.string()) for c in keep})
+
+    rows = 0  # data rows seen; blank lines are not rows, as for arrow
+    try:
+        f = pa.input_stream(str(path))  # decompresses by extension, like arrow's readers
+        for lineno, line in enumerate(io.TextIOWrapper(f, encoding="utf-8"), start=1):
+            if not line.strip():
+                continue
+            rows += 1
+            if rows <= skip:
+                continue
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise SchemaError(f"{source}: row {rows} (line {lineno}): invalid JSON: {e.msg}, "
+                                  f"got {_show(line.strip())}", source=source, row=rows) from e
+            if not isinstance(obj, dict):
+                raise SchemaError(f"{source}: row {rows} (line {lineno}): expected a JSON object "
+                                  f"per line, got {_show(line.strip())}", source=source, row=rows)
+            for c in columns:
+                if c in obj:
+                    present.add(c)
+                    cols[c].append(_json_text(obj[c]))
+                else:
+                    cols[c].append(None)
+            pending += 1
+            if pending == batch_rows:
+                yield table()
+                cols = {c: [] for c in columns}
+                present = set()
+                pending = 0
+    except UnicodeDecodeError as e:
+        raise SchemaError(f"{source}: not UTF-8 text near row {rows + 1}: {e}", source=source) from e
+    except OSError as e:
+        raise SchemaError(f"{source}: could not read JSON Lines: {e}", source=source) from e
+    if pending:
+        yield table()
+
+
+_READERS = {"parquet": _raw_parquet, "csv": _raw_csv, "jsonl": _raw_jsonl}
+
+
+def iter_event_batches(path: str | os.PathLike, batch_rows: int = 262_144,
+                       hmac_key: bytes | None = None) -> Iterator[pa.Table]:
+    """Stream canonical tables of at most `batch_rows` rows from a file or directory.
+
+    Format by extension: .parquet/.pq, .csv, .jsonl/.ndjson/.json (JSON Lines);
+    CSV and JSON Lines may be compressed (.gz, .bz2, .zst, .lz4). A directory is read
+    recursively in sorted path order, skipping names starting with '.' or '_'; `_row`
+    restarts at 0 in each file. An empty file gives no batches.
+    """
+    if batch_rows < 1:
+        raise ValueError(f"batch_rows must be >= 1, got {batch_rows}")
+    for f in _event_files(path):
+        source = str(f)
+        offset = 0
+        for raw in _READERS[_format_of(f)](f, source, batch_rows):
+            yield normalise(raw, source=source, row_offset=offset, hmac_key=hmac_key)
+            offset += raw.num_rows
+
+
+def load_events(path: str | os.PathLike, hmac_key: bytes | None = None) -> pa.Table:
+    """The whole of `path` as one canonical table (empty input -> empty table)."""
+    batches = list(iter_event_batches(path, hmac_key=hmac_key))
+    if not batches:
+        return CANONICAL_SCHEMA.empty_table()
+    return pa.concat_tables(batches)
+
+
+_LABEL_KEYS = ("session_id", "account_id")
+_LABEL_COLUMNS = _LABEL_KEYS + ("label", "family", "campaign")
+
+
+def _read_label_file(path: Path, source: str) -> pa.Table:
+    """A whole labels file (small) with the label columns it has, as read."""
+    fmt = _format_of(path)
+    if fmt == "parquet":
+        import pyarrow.parquet as pq
+
+        try:
+            names = pq.ParquetFile(path).schema_arrow.names
+            return pq.read_table(path, columns=[c for c in names if c in _LABEL_COLUMNS])
+        except (OSError, pa.ArrowException) as e:
+            raise SchemaError(f"{source}: not a readable Parquet file: {e}", source=source) from e
+    if fmt == "jsonl":
+        tables = list(_jsonl_lines(path, source, 1 << 62, skip=0, columns=_LABEL_COLUMNS))
+        return tables[0] if tables else pa.table({})
+    import pyarrow.csv as pcsv
+
+    bad_rows: list = []
+    try:
+        convert, parse = _csv_options(None, bad_rows, _LABEL_COLUMNS)
+        names = pcsv.open_csv(path, convert_options=convert, parse_options=parse).schema.names
+        convert, parse = _csv_options([c for c in names if c in _LABEL_COLUMNS] or names[:1],
+                                      bad_rows, _LABEL_COLUMNS)
+        return pcsv.read_csv(path, convert_options=convert, parse_options=parse).select(
+            [c for c in names if c in _LABEL_COLUMNS])
+    except pa.ArrowInvalid as e:
+        if "Empty CSV file" in str(e):
+            return pa.table({})
+        raise _csv_error(path, source, e, bad_rows) from e
+    except OSError as e:
+        raise SchemaError(f"{source}: could not read CSV: {e}", source=source) from e
+
+
+def read_labels(path: str | os.PathLike) -> pa.Table:
+    """Labels file (or directory of them) -> table of string columns.
+
+    Columns: `session_id` and/or `account_id` (whichever the file has), `label`
+    (one of LABELS), and `family` / `campaign` when present. Every row needs a key
+    and a valid label; one key given two different labels is an error.
+    """
+    parts = []
+    for f in _event_files(path):
+        source = str(f)
+        raw = _read_label_file(f, source)
+        names = raw.column_names
+        keys = [c for c in _LABEL_KEYS if c in names]
+        need = ([] if keys else ["'session_id' (or 'account_id')"]) + ([] if "label" in names else ["'label'"])
+        if need:
+            raise SchemaError(f"{source}: missing required column(s) {', '.join(need)} "
+                              f"(columns found: {', '.join(names) if names else 'none'})",
+                              source=source, column="label" if keys else "session_id")
+        ctx = _Ctx(source, np.arange(raw.num_rows, dtype=np.int64))
+        cols = {c: _strings(ctx, c, _plain(raw.column(c)), required=False)
+                for c in _LABEL_COLUMNS if c in names}
+        # With both keys a row needs one of them; with one key, that one.
+        no_key = np.ones(raw.num_rows, dtype=bool)
+        for k in keys:
+            no_key &= ~_np_bool(cols[k].is_valid())
+        ctx.fail(keys[0] if len(keys) == 1 else "session_id", no_key,
+                 "expected a non-empty " + " or ".join(keys), _plain(raw.column(keys[0])))
+        label = cols["label"]
+        ctx.fail("label", ~_np_bool(pc.is_in(label, pa.array(LABELS))),
+                 f"expected one of {', '.join(LABELS)}", _plain(raw.column("label")))
+        _check_label_conflicts(ctx, cols[keys[0]], label)
+        parts.append(pa.table(cols))
+    return pa.concat_tables(parts, promote_options="permissive")
+
+
+def _check_label_conflicts(ctx: _Ctx, key: pa.Array, label: pa.Array) -> None:
+    # A session labelled twice with different classes would silently poison training.
+    t = pa.table({"k": key, "l": label, "i": np.arange(len(key))}).filter(pc.is_valid(key))
+    n_labels = t.group_by("k").aggregate([("l", "count_distinct")])
+    bad = n_labels.filter(pc.greater(n_labels["l_count_distinct"], 1))["k"]
+    if len(bad):
+        rows = t.filter(pc.is_in(t["k"], bad))
+        i = int(pc.min(rows["i"]).as_py())
+        first_label = label[i].as_py()
+        clash = rows.filter(pc.and_(pc.equal(rows["k"], key[i]), pc.not_equal(rows["l"], first_label)))
+        j = int(clash["i"][0].as_py())
+        raise SchemaError(
+            f"{ctx.source}: column 'label', row {j + 1}: {key[j].as_py()!r} is labelled "
+            f"{label[j].as_py()!r} here but {first_label!r} in row {i + 1}",
+            source=ctx.source, column="label", row=j + 1, value=label[j].as_py())
