@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 BUNDLE := distillguard/default_bundle
 # The default model: same seed, same data, same weights on this machine.
-MODEL_ARGS := --simulate 150000 --seed 0 --epochs 8
+MODEL_ARGS := --simulate 600000 --seed 0 --epochs 10
 
 .PHONY: install test run model bench report clean
 
@@ -33,7 +33,6 @@ run: install
 
 model: install
 	$(BIN)/distillguard train $(MODEL_ARGS) --out $(BUNDLE) --checkpoint-dir runs/default-checkpoints
-	rm -rf $(BUNDLE)-data
 
 bench: install
 	test -f $(BUNDLE)/model.onnx || $(MAKE) model

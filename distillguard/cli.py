@@ -5,6 +5,7 @@ import argparse
 import json
 import logging
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -22,7 +23,8 @@ def _sim_config(a):
     from .training.simulate import SimConfig, accounts_for_events
 
     accounts = a.accounts or (accounts_for_events(a.events, a.days) if a.events else SimConfig.accounts)
-    return SimConfig(seed=a.seed, accounts=accounts, days=a.days)
+    return SimConfig(seed=a.seed, accounts=accounts, days=a.days,
+                     include_prompts=getattr(a, "with_prompts", False))
 
 
 def cmd_simulate(a) -> int:
@@ -31,8 +33,7 @@ def cmd_simulate(a) -> int:
     cfg = _sim_config(a)
     t0 = time.perf_counter()
     events, labels = simulate(cfg)
-    ev_path, lab_path = write(events, labels, a.out, fmt=a.format, include_prompts=a.with_prompts) \
-        if a.with_prompts else write(events, labels, a.out, fmt=a.format)
+    ev_path, lab_path = write(events, labels, a.out, fmt=a.format)
     counts = labels["label"].value_counts().to_dict()
     print(f"wrote {len(events):,} events of {len(labels):,} accounts to {ev_path} and labels to {lab_path} "
           f"in {time.perf_counter() - t0:.1f}s; accounts per class: {counts}")
@@ -59,10 +60,11 @@ def cmd_train(a) -> int:
 
         sim = SimConfig(seed=a.seed, accounts=accounts_for_events(a.simulate, a.sim_days), days=a.sim_days)
         ev, lab = simulate(sim)
-        data_dir = Path(a.out).parent / (Path(a.out).name + "-data")
+        tmp = tempfile.TemporaryDirectory(prefix="distillguard-sim-")
+        data_dir = Path(a.sim_out) if a.sim_out else Path(tmp.name)
         events, labels = write(ev, lab, data_dir)
         extra = {"simulated": {"seed": sim.seed, "accounts": sim.accounts, "days": sim.days}}
-        print(f"simulated {len(ev):,} events of {len(lab):,} accounts into {data_dir}")
+        print(f"simulated {len(ev):,} events of {len(lab):,} accounts" + (f" into {data_dir}" if a.sim_out else ""))
     if not events or not labels:
         print("train: give --events and --labels, or --simulate N", file=sys.stderr)
         return 2
@@ -136,6 +138,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--labels", help="labels file: session_id or account_id, label")
     p.add_argument("--simulate", type=int, metavar="N", help="train on ~N freshly simulated events instead")
     p.add_argument("--sim-days", type=float, default=7.0, help="days of simulated traffic with --simulate")
+    p.add_argument("--sim-out", help="keep the simulated events + labels in this directory")
     p.add_argument("--out", required=True, help="bundle directory to write")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--epochs", type=int, default=8)
