@@ -27,6 +27,8 @@ from dataclasses import dataclass, fields
 
 import numpy as np
 
+from .templates import TEMPLATE_HASH_VERSION
+
 FEATURE_VERSION = 1
 N_TEMPLATE_BUCKETS = 64      # template-count sketch per session: 64 counters, O(1) bytes
 BURST_S = 1.0                # a gap shorter than this counts as a burst
@@ -62,6 +64,8 @@ def feature_spec() -> dict:
         "gen_tokens_per_s": GEN_TOKENS_PER_S,
         "gen_overhead_s": GEN_OVERHEAD_S,
         "saturation": SATURATION,
+        # template_key comes from template hashes: new hashing rules mean new keys
+        "template_hash_version": TEMPLATE_HASH_VERSION,
     }
 
 
@@ -335,26 +339,26 @@ def compute(state0: State, seg: np.ndarray, ev: RawEvents) -> np.ndarray:
     duration_h = np.where(has_prev, (b["last_ts"] - b["first_ts"]) / 3600.0, 0.0)
 
     cols = [
-        (~has_prev).astype(np.float64),
+        (~has_prev),
         b["lgap"] / 12.0,
-        b["burst"].astype(np.float64),
+        b["burst"],
         np.log1p(ev.prompt_tokens) / 10.0,
         np.where(mt > 0, np.log1p(np.maximum(mt, 0)) / 10.0, 0.0),
-        (mt <= 0).astype(np.float64),
+        (mt <= 0),
         np.sin(phase), np.cos(phase),
         np.where(age_known, np.log1p(np.clip(age_days, 0.0, None)) / 6.0, 0.0),
-        (~age_known).astype(np.float64),
-        ev.elicits_reasoning.astype(np.float64),
-        (ev.template_key < 0).astype(np.float64),
+        (~age_known),
+        ev.elicits_reasoning,
+        (ev.template_key < 0),
         np.log1p(b["t_prior"]) / 5.0,
-        b["tnew"].astype(np.float64),
-        (ev.browser_client == 1).astype(np.float64),
-        (ev.browser_client < 0).astype(np.float64),
+        b["tnew"],
+        (ev.browser_client == 1),
+        (ev.browser_client < 0),
         np.where(has_prev, np.log1p(b["last_completion"]) / 10.0, 0.0),
         np.where(prev_sat_known, np.clip(b["last_completion"] / np.maximum(lmax, 1), 0.0, 1.5), 0.0),
-        prev_sat_known.astype(np.float64),
-        (has_prev & (b["last_status"] >= 400)).astype(np.float64),
-        b["overlap"].astype(np.float64),
+        prev_sat_known,
+        (has_prev & (b["last_status"] >= 400)),
+        b["overlap"],
         np.log1p(n) / 7.0,
         mean_lgap / 12.0,
         np.sqrt(var_lgap) / 5.0,
@@ -371,7 +375,10 @@ def compute(state0: State, seg: np.ndarray, ev: RawEvents) -> np.ndarray:
         _safe_div(b["n_err"], n),
         _safe_div(b["n_overlap"], b["n_gaps"]),
     ]
-    return np.stack(cols, axis=1).astype(np.float32)
+    out = np.empty((len(seg), N_FEATURES), dtype=np.float32)
+    for i, c in enumerate(cols):
+        out[:, i] = c   # casts bool/float64 straight into the float32 row-major block
+    return out
 
 
 def fold(state0: State, seg: np.ndarray, ev: RawEvents) -> State:

@@ -13,10 +13,11 @@ from pathlib import Path
 
 _READ_SORT = """
 import json, resource, sys, time
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 t = time.perf_counter()
 tab = pq.read_table(sys.argv[1])
-idx = tab.sort_indices([("account_id", "ascending"), ("ts", "ascending")])
+idx = pc.sort_indices(tab, sort_keys=[("account_id", "ascending"), ("ts", "ascending")])
 tab = tab.take(idx)
 dt = time.perf_counter() - t
 print(json.dumps({"seconds": dt, "events": tab.num_rows,
