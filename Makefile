@@ -7,7 +7,7 @@ BUNDLE := distillguard/default_bundle
 # The default model: same seed, same data, same weights on this machine.
 MODEL_ARGS := --simulate 600000 --seed 0 --epochs 10
 
-.PHONY: install test run model bench report clean
+.PHONY: install test run model bench examples clean
 
 install: $(STAMP)
 
@@ -43,3 +43,6 @@ bench: install
 
 clean:
 	rm -rf data reports runs bench lightning_logs
+
+examples: install
+	$(BIN)/python scripts/make_examples.py

@@ -160,7 +160,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", required=True, help="output file (.parquet, .csv or .jsonl)")
     p.add_argument("--per-event", action="store_true", help="one row per event (score at every event)")
     p.add_argument("--hmac-key", help="key for hashing a raw `prompt` column (same as the gateway's)")
-    p.add_argument("--threads", type=int, default=1, help="onnxruntime intra-op threads")
+    p.add_argument("--threads", type=int, default=0, help="onnxruntime intra-op threads (0: one per core)")
     p.add_argument("-q", "--quiet", action="store_true")
     p.set_defaults(fn=cmd_score)
 

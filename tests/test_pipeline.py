@@ -89,3 +89,15 @@ def test_missing_model_is_a_clear_error(tmp_path, sim_data, capsys):
                "--output", str(tmp_path / "o.parquet")])
     assert rc == 2
     assert "nope" in capsys.readouterr().err
+
+
+def test_failed_scoring_leaves_no_partial_output(tiny_bundle, tmp_path):
+    bad = tmp_path / "bad.csv"
+    rows = ["account_id,ts,prompt_tokens,completion_tokens"] + [f"a{i},{1.7e9 + i},10,5" for i in range(50)]
+    rows.append("z,not-a-time,1,1")
+    bad.write_text("\n".join(rows) + "\n")
+    out = tmp_path / "o.parquet"
+    with pytest.raises(Exception, match="ts"):
+        score_file(tiny_bundle, bad, out, progress=False)
+    assert not out.exists()
+    assert bad.read_text().count("\n") == 52          # the input is untouched

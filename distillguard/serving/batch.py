@@ -136,6 +136,12 @@ class _Writer:
             self._f = self._f or open(self.path, "w")
             t.to_pandas().to_json(self._f, orient="records", lines=True)
 
+    def abort(self):
+        for h in (self._w, self._f):
+            if h is not None:
+                h.close()
+        self.path.unlink(missing_ok=True)
+
     def close(self, schema_if_empty: pa.Schema):
         if self._w is None and self._f is None:
             self.write(schema_if_empty.empty_table())
@@ -166,7 +172,7 @@ def _partition_of(accounts: pa.ChunkedArray | pa.Array, n: int) -> np.ndarray:
 
 def score_file(model: str | Path | Bundle, input_path: str | Path, output_path: str | Path,
                per_event: bool = False, partition_rows: int = 2_000_000, hmac_key: bytes | None = None,
-               progress: bool = True, threads: int = 1) -> ScoreStats:
+               progress: bool = True, threads: int = 0) -> ScoreStats:
     """Score an events file (or directory) and write the output table; returns counts and time."""
     t0 = time.perf_counter()
     bundle = model if isinstance(model, Bundle) else load_bundle(model, threads=threads)
@@ -175,18 +181,23 @@ def score_file(model: str | Path | Bundle, input_path: str | Path, output_path: 
         raise schema.SchemaError(f"{input_path}: no such file or directory")
     writer = _Writer(output_path)
     stats = ScoreStats()
-    n_parts = max(1, math.ceil(_estimate_rows(input_path) / partition_rows))
-    bar = tqdm(desc="scoring", unit="ev", disable=not progress, file=sys.stderr)
+    est = _estimate_rows(input_path)
+    n_parts = max(1, math.ceil(est / partition_rows))
+    # Two passes over the events (read/partition, then score): the bar counts both.
+    bar = tqdm(total=2 * est, unit="ev", unit_scale=True, disable=not progress, file=sys.stderr,
+               desc="reading")
     try:
         if n_parts == 1:
-            batches = list(schema.iter_event_batches(input_path, hmac_key=hmac_key))
-            parts = [pa.concat_tables(batches) if batches else None]
+            batches = []
+            for b in schema.iter_event_batches(input_path, hmac_key=hmac_key):
+                batches.append(b)
+                bar.update(len(b))
+            parts = [pa.concat_tables(batches)] if batches else []
         else:
-            parts = _spill(input_path, n_parts, hmac_key)
+            parts = _spill(input_path, n_parts, hmac_key, bar)
         for part in parts:
-            if part is None:
-                continue
             table = part() if callable(part) else part
+            bar.set_description("scoring")
             if len(table) == 0:
                 continue
             out = score_sessions(bundle, table, per_event=per_event)
@@ -194,14 +205,19 @@ def score_file(model: str | Path | Bundle, input_path: str | Path, output_path: 
             stats.events += len(table)
             stats.sessions += len(out) if not per_event else int(pc.count_distinct(out["session_id"]).as_py())
             bar.update(len(table))
+        bar.total = 2 * stats.events
+        bar.refresh()
+    except BaseException:
+        writer.abort()   # an incomplete output must not pass for a result
+        raise
     finally:
         bar.close()
-        writer.close(pa.schema([(c, pa.string()) for c in (EVENT_COLUMNS if per_event else SESSION_COLUMNS)]))
+    writer.close(pa.schema([(c, pa.string()) for c in (EVENT_COLUMNS if per_event else SESSION_COLUMNS)]))
     stats.seconds = time.perf_counter() - t0
     return stats
 
 
-def _spill(input_path: Path, n_parts: int, hmac_key):
+def _spill(input_path: Path, n_parts: int, hmac_key, bar):
     """Partition the normalised input by account hash into IPC files; yield loaders."""
     tmp = tempfile.TemporaryDirectory(prefix="distillguard-")
     writers = {}
@@ -214,6 +230,7 @@ def _spill(input_path: Path, n_parts: int, hmac_key):
                     sink = pa.OSFile(os.path.join(tmp.name, f"part-{p}.arrow"), "wb")
                     writers[p] = (sink, pa.ipc.new_stream(sink, piece.schema))
                 writers[p][1].write_table(piece)
+            bar.update(len(batch))
         for sink, w in writers.values():
             w.close()
             sink.close()

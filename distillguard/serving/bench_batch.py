@@ -34,8 +34,9 @@ print(json.dumps({"seconds": s.seconds, "events": s.events, "sessions": s.sessio
 
 
 def _run(code: str, *args) -> dict:
-    out = subprocess.run([sys.executable, "-c", code, *map(str, args)], check=True,
-                         capture_output=True, text=True)
+    out = subprocess.run([sys.executable, "-c", code, *map(str, args)], capture_output=True, text=True)
+    if out.returncode != 0:
+        raise RuntimeError(f"benchmark step failed:\n{out.stderr.strip()[-2000:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 

@@ -23,7 +23,8 @@ def ort_session(path: Path, threads: int = 1):
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
-    # One thread, no spinning: on 2 cores a spinning pool starves gRPC threads (design doc).
+    # Serving uses one thread, no spinning: on 2 cores a spinning pool starves gRPC threads
+    # (design doc). Batch scoring passes 0: one thread per core, still without spinning.
     opts.intra_op_num_threads = threads
     opts.inter_op_num_threads = 1
     opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
