@@ -169,7 +169,8 @@ class _Ctx:
 # small arrow helpers
 
 
-def _plain(col: pa.Array | pa.ChunkedArray) -> pa.Array:
+def plain_array(col: pa.Array | pa.ChunkedArray) -> pa.Array:
+    """One contiguous, dictionary-decoded array (shared by the modules reading columns)."""
     if isinstance(col, pa.ChunkedArray):
         if pa.types.is_dictionary(col.type):
             # Chunks may carry different dictionaries; decode before combining.
@@ -406,7 +407,7 @@ def _booleans(ctx: _Ctx, column: str, arr: pa.Array) -> pa.Array:
 def _row_numbers(table: pa.Table, row_offset: int) -> pa.Array:
     n = table.num_rows
     if "_row" in table.column_names:
-        given = _plain(table.column("_row"))
+        given = plain_array(table.column("_row"))
         if pa.types.is_integer(given.type) and given.null_count == 0:
             return pc.cast(given, pa.int64())
     return pa.array(np.arange(row_offset, row_offset + n, dtype=np.int64))
@@ -470,7 +471,7 @@ def normalise(table: pa.Table | pa.RecordBatch, source: str = "<table>", row_off
     ctx = _Ctx(source, rows.to_numpy())
 
     def col(name: str) -> pa.Array | None:
-        return _plain(table.column(name)) if name in names else None
+        return plain_array(table.column(name)) if name in names else None
 
     out: dict[str, pa.Array] = {"_row": rows}
     out["account_id"] = _strings(ctx, "account_id", col("account_id"), required=True)
@@ -852,17 +853,17 @@ def read_labels(path: str | os.PathLike) -> pa.Table:
                               f"(columns found: {', '.join(names) if names else 'none'})",
                               source=source, column="label" if keys else "session_id")
         ctx = _Ctx(source, np.arange(raw.num_rows, dtype=np.int64))
-        cols = {c: _strings(ctx, c, _plain(raw.column(c)), required=False)
+        cols = {c: _strings(ctx, c, plain_array(raw.column(c)), required=False)
                 for c in _LABEL_COLUMNS if c in names}
         # With both keys a row needs one of them; with one key, that one.
         no_key = np.ones(raw.num_rows, dtype=bool)
         for k in keys:
             no_key &= ~_np_bool(cols[k].is_valid())
         ctx.fail(keys[0] if len(keys) == 1 else "session_id", no_key,
-                 "expected a non-empty " + " or ".join(keys), _plain(raw.column(keys[0])))
+                 "expected a non-empty " + " or ".join(keys), plain_array(raw.column(keys[0])))
         label = cols["label"]
         ctx.fail("label", ~_np_bool(pc.is_in(label, pa.array(LABELS))),
-                 f"expected one of {', '.join(LABELS)}", _plain(raw.column("label")))
+                 f"expected one of {', '.join(LABELS)}", plain_array(raw.column("label")))
         _check_label_conflicts(ctx, cols[keys[0]], label)
         parts.append(pa.table(cols))
     return pa.concat_tables(parts, promote_options="permissive")

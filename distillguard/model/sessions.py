@@ -25,6 +25,7 @@ import math
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+from .schema import plain_array
 
 DEFAULT_GAP_S = 86_400.0
 
@@ -48,17 +49,6 @@ def _check_gap(gap_s: float) -> float:
     if math.isnan(gap_s) or gap_s < 0:
         raise ValueError(f"gap_s must be >= 0 seconds, got {gap_s}")
     return gap_s
-
-
-def _plain(col: pa.Array | pa.ChunkedArray) -> pa.Array:
-    if isinstance(col, pa.ChunkedArray):
-        if pa.types.is_dictionary(col.type):
-            # Chunks may carry different dictionaries; decode before combining.
-            col = pa.chunked_array([c.dictionary_decode() for c in col.chunks], col.type.value_type)
-        col = col.combine_chunks()
-    if pa.types.is_dictionary(col.type):
-        col = col.dictionary_decode()
-    return col
 
 
 def _changes(a: pa.Array) -> np.ndarray:
@@ -100,14 +90,14 @@ def assign_sessions(table: pa.Table, gap_s: float = DEFAULT_GAP_S) -> pa.Table:
     if "session_id" not in names:
         table = table.append_column("session_id", pa.nulls(n, pa.string()))
 
-    acct = _plain(table.column("account_id"))
+    acct = plain_array(table.column("account_id"))
     if acct.null_count:
         raise ValueError("assign_sessions needs account_id on every row: normalise the table first")
-    sid = _plain(table.column("session_id"))
+    sid = plain_array(table.column("session_id"))
     if not pa.types.is_string(sid.type):
         sid = pc.cast(sid, pa.string())
-    ts = pc.cast(_plain(table.column("ts")), pa.float64()).to_numpy(zero_copy_only=False)
-    row = pc.cast(_plain(table.column("_row")), pa.int64()).to_numpy()
+    ts = pc.cast(plain_array(table.column("ts")), pa.float64()).to_numpy(zero_copy_only=False)
+    row = pc.cast(plain_array(table.column("_row")), pa.int64()).to_numpy()
     acct_rank = _ranks(acct)
 
     # (account, ts, _row) order as successive stable sorts, least significant key
@@ -154,8 +144,8 @@ def session_bounds(table: pa.Table) -> np.ndarray:
     n = table.num_rows
     if n == 0:
         return np.zeros(1, dtype=np.int64)
-    sid = _plain(table.column("session_id"))
+    sid = plain_array(table.column("session_id"))
     if sid.null_count:
         raise ValueError("session_bounds needs session_id on every row: call assign_sessions first")
-    change = _changes(_plain(table.column("account_id"))) | _changes(sid)
+    change = _changes(plain_array(table.column("account_id"))) | _changes(sid)
     return np.append(np.flatnonzero(change), n).astype(np.int64)
