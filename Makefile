@@ -7,7 +7,7 @@ BUNDLE := distillguard/default_bundle
 # The default model: same seed, same data, same weights on this machine.
 MODEL_ARGS := --simulate 600000 --seed 0 --epochs 10
 
-.PHONY: install test run model bench examples clean
+.PHONY: install proto test run model bench examples clean
 
 install: $(STAMP)
 
@@ -19,6 +19,11 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q -e '.[test]'
 	rm -f $(VENV)/.installed-*
 	touch $@
+	$(MAKE) proto
+
+# gRPC stubs from proto/ (also regenerated on import when missing or stale).
+proto: $(STAMP)
+	$(BIN)/python -c "from distillguard.serving import stubs; stubs.generate()"
 
 test: install
 	$(BIN)/python -m pytest -q

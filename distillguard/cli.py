@@ -112,6 +112,27 @@ def cmd_evaluate(a) -> int:
     return 0
 
 
+def cmd_serve(a) -> int:
+    from .serving.server import serve
+
+    return serve(a.model, a.port, host=a.host, metrics_port=a.metrics_port, shadow=a.shadow,
+                 max_sessions=a.max_sessions, workers=a.workers, grace=a.grace)
+
+
+def cmd_replay(a) -> int:
+    from .serving.replay import ReplayError, print_summary, replay
+
+    try:
+        summary = replay(a.target, a.events, speed=a.speed, concurrency=a.concurrency, limit=a.limit,
+                         deadline_s=a.deadline_ms / 1000.0, hmac_key=a.hmac_key.encode() if a.hmac_key else None,
+                         show=not a.quiet)
+    except ReplayError as e:
+        print(f"distillguard replay: error: {e}", file=sys.stderr)
+        return 2
+    print_summary(summary)
+    return 0
+
+
 def cmd_bench(a) -> int:
     from .serving.bench_batch import run_batch_bench
 
@@ -172,6 +193,30 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-q", "--quiet", action="store_true")
     p.set_defaults(fn=cmd_evaluate)
 
+    p = sub.add_parser("serve", help="real-time gRPC scorer (Score on request, Complete on completion)")
+    p.add_argument("--model", default=str(DEFAULT_BUNDLE), help="model bundle directory")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (0.0.0.0 for all interfaces)")
+    p.add_argument("--port", type=int, default=50051, help="gRPC port (0: any free port)")
+    p.add_argument("--metrics-port", type=int, default=None, help="Prometheus /metrics HTTP port (off if unset)")
+    p.add_argument("--shadow", action="store_true", help="report actions without enforcing (shadow=true)")
+    p.add_argument("--max-sessions", type=int, default=1_000_000, help="live sessions held before LRU eviction")
+    p.add_argument("--workers", type=int, default=16, help="gRPC handler threads")
+    p.add_argument("--grace", type=float, default=5.0, help="seconds to finish in-flight calls on SIGTERM")
+    p.set_defaults(fn=cmd_serve)
+
+    p = sub.add_parser("replay", help="send an events file to a running scorer (Score + Complete per event)")
+    p.add_argument("--target", required=True, help="scorer address HOST:PORT")
+    p.add_argument("--events", required=True, help="events file or directory (parquet/csv/jsonl)")
+    p.add_argument("--speed", type=float, default=0.0,
+                   help="0: as fast as possible; X: X times faster than the recorded timestamps")
+    p.add_argument("--concurrency", type=int, default=4,
+                   help="worker threads; an account's events always go to the same worker, in order")
+    p.add_argument("--limit", type=int, default=None, help="replay only the first N events (by ts)")
+    p.add_argument("--deadline-ms", type=float, default=1000.0, help="per-call deadline (fail-open after it)")
+    p.add_argument("--hmac-key", help="key for hashing a raw `prompt` column (same as the gateway's)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no live view, summary only")
+    p.set_defaults(fn=cmd_replay)
+
     p = sub.add_parser("bench", help="batch-scoring benchmark: events/s vs reading + sorting the same file")
     p.add_argument("--model", default=str(DEFAULT_BUNDLE))
     p.add_argument("--events", type=int, default=1_000_000, help="simulated events to score")
@@ -184,7 +229,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     a = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if a.verbose else logging.WARNING,
+    logging.basicConfig(level=logging.DEBUG if a.verbose else (logging.INFO if a.cmd == "serve" else logging.WARNING),
                         format="%(asctime)s %(levelname)s %(name)s %(message)s")
     from .model.schema import SchemaError
     from .serving.bundle import BundleError

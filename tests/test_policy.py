@@ -33,4 +33,4 @@ def test_decide_returns_label_action_reasons():
     labels, acts, reasons = decide(probs, rows, ("human", "benign_automation", "distillation_harvesting"),
                                    DEFAULT_THRESHOLDS)
     assert labels == ["human", "distillation_harvesting"] and acts == ["ALLOW", "BLOCK"]
-    assert reasons[0] == "" and reasons[1].startswith("YOUNG_ACCOUNT:account_age_days=1.0")
+    assert reasons[0] == [] and reasons[1][0] == ("YOUNG_ACCOUNT", "account_age_days=1.0")

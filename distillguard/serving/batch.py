@@ -92,6 +92,7 @@ def score_sessions(bundle: Bundle, table: pa.Table, per_event: bool = False) -> 
     else:
         probs, rows = session_probs(bundle, sr)
     labels, acts, reasons = policy.decide(probs, rows, bundle.labels, bundle.thresholds)
+    reasons = [policy.format_reasons(r) for r in reasons]
     p_cols = {f"p_{name}": pa.array(probs[:, i].astype(np.float64)) for i, name in enumerate(bundle.labels)}
     if per_event:
         cols = {

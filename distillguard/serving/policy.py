@@ -76,11 +76,13 @@ def actions(p_distill: np.ndarray, thresholds: dict) -> list[str]:
 
 
 def decide(probs: np.ndarray, rows: np.ndarray, labels, thresholds: dict):
-    """probs (N, C) and the scored events' feature rows (N, F) -> (labels, actions, reasons).
-
-    reasons are strings 'CODE:evidence;CODE:evidence' (empty when none applies).
-    """
+    """probs (N, C) and the scored events' feature rows (N, F) -> (labels, actions, reasons),
+    reasons being [(code, evidence), ...] per row."""
     names = np.asarray(labels, dtype=object)[probs.argmax(axis=1)].tolist()
     acts = actions(probs[:, list(labels).index("distillation_harvesting")], thresholds)
-    reasons = [";".join(f"{c}:{e}" for c, e in r) for r in reason_evidence(rows)]
-    return names, acts, reasons
+    return names, acts, reason_evidence(rows)
+
+
+def format_reasons(reasons: list[tuple[str, str]]) -> str:
+    """'CODE:evidence;CODE:evidence' (empty when none applies): the output column's form."""
+    return ";".join(f"{c}:{e}" for c, e in reasons)

@@ -1,0 +1,36 @@
+"""Prometheus metrics of the scorer, on their own registry (served on a separate HTTP port)."""
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info, start_http_server
+
+# Latency buckets around the gateway's budget: 100 µs .. 1 s.
+_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
+
+
+class ScorerMetrics:
+    def __init__(self, registry: CollectorRegistry | None = None):
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        self.requests = Counter("distillguard_requests", "RPCs handled", ["method", "code"], registry=r)
+        self.latency = Histogram("distillguard_request_seconds", "RPC latency in the server", ["method"],
+                                 buckets=_BUCKETS, registry=r)
+        self.verdicts = Counter("distillguard_verdicts", "Scores by predicted class", ["label"], registry=r)
+        self.actions = Counter("distillguard_actions", "Scores by action", ["action"], registry=r)
+        self.duplicates = Counter("distillguard_duplicate_events", "Retried events answered again", registry=r)
+        self.live_sessions = Gauge("distillguard_live_sessions", "Sessions held in state", registry=r)
+        self.evictions = Gauge("distillguard_evictions", "Sessions evicted since start, by reason",
+                               ["reason"], registry=r)
+        self.batch_size = Histogram("distillguard_batch_size", "Score requests per model call",
+                                    buckets=(1, 2, 4, 8, 16, 32, 64, 128), registry=r)
+        self.model = Info("distillguard_model", "Served model bundle", registry=r)
+        self.reloads = Counter("distillguard_reloads", "Model reloads", ["result"], registry=r)
+
+    def observe_store(self, store) -> None:
+        self.live_sessions.set(len(store))
+        for reason, n in store.evictions.items():
+            self.evictions.labels(reason=reason).set(n)
+
+    def serve(self, port: int, addr: str = "127.0.0.1"):
+        """Start the /metrics HTTP endpoint; returns (server, port)."""
+        server, _ = start_http_server(port, addr=addr, registry=self.registry)
+        return server, server.server_port

@@ -1,0 +1,355 @@
+"""Online scorer: requests -> verdicts, with per-session state. Knows nothing of gRPC.
+
+All state changes run on one batcher thread: callers (gRPC handler threads) enqueue work
+and wait on a future. Whatever is queued when the batcher wakes is handled as one batch:
+one feature computation and one onnxruntime call for all the Score requests in it
+(micro-batching under load, no added delay when idle). One writer also keeps each
+session's Score/Complete order and makes the store need no locks.
+"""
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ..model import features, templates
+from ..model.features import RawEvents
+from ..model.windows import gather
+from . import policy
+from .bundle import Bundle, load_bundle
+from .state import MemoryStore, event_key
+
+log = logging.getLogger(__name__)
+
+
+class InvalidRequest(ValueError):
+    """A request field is out of contract; `field` names it."""
+
+    def __init__(self, field_name: str, message: str):
+        super().__init__(f"{field_name}: {message}")
+        self.field = field_name
+
+
+@dataclass
+class ScoreInput:
+    account_id: str
+    event_id: str
+    ts: float
+    prompt_tokens: int
+    session_id: str = ""
+    max_tokens: int = 0
+    model: str = ""
+    client_fingerprint: str = ""
+    ip_prefix: str = ""
+    account_created_at: float = 0.0
+    template_hash: str = ""
+    prompt: str = ""
+    elicits_reasoning: bool | None = None
+
+    def validate(self) -> None:
+        if not self.account_id:
+            raise InvalidRequest("account_id", "required, non-empty")
+        if not self.event_id:
+            raise InvalidRequest("event_id", "required, non-empty")
+        if not np.isfinite(self.ts) or self.ts <= 0:
+            raise InvalidRequest("ts", f"must be UTC epoch seconds > 0, got {self.ts!r}")
+        if self.prompt_tokens < 0:
+            raise InvalidRequest("prompt_tokens", f"must be >= 0, got {self.prompt_tokens}")
+        if self.max_tokens < 0:
+            raise InvalidRequest("max_tokens", f"must be >= 0, got {self.max_tokens}")
+        if not np.isfinite(self.account_created_at) or self.account_created_at < 0:
+            raise InvalidRequest("account_created_at", f"must be epoch seconds >= 0, got {self.account_created_at!r}")
+
+
+@dataclass
+class CompleteInput:
+    account_id: str
+    event_id: str
+    completion_tokens: int
+    status: int = 0
+    session_id: str = ""
+    latency_s: float = 0.0
+
+    def validate(self) -> None:
+        if not self.account_id:
+            raise InvalidRequest("account_id", "required, non-empty")
+        if not self.event_id:
+            raise InvalidRequest("event_id", "required, non-empty")
+        if self.completion_tokens < 0:
+            raise InvalidRequest("completion_tokens", f"must be >= 0, got {self.completion_tokens}")
+
+
+@dataclass
+class Verdict:
+    probs: tuple[float, float, float]
+    label: str
+    action: str
+    reasons: list[tuple[str, str]]
+    events_in_session: int
+    model_version: str
+    session_id: str
+    shadow: bool = False
+    duplicate: bool = False
+
+
+@dataclass
+class SessionSnapshot:
+    session_id: str
+    events_in_session: int
+    latest: Verdict | None
+    events: list[dict] = field(default_factory=list)
+
+
+def raw_fields(req: ScoreInput) -> dict:
+    """The request-side raw fields kept in the ring (same meaning as RawEvents offline)."""
+    th = req.template_hash
+    reasoning = req.elicits_reasoning
+    if req.prompt:
+        # Raw prompt text stops here: only its hash and flag go further.
+        th = th or templates.template_hash(req.prompt)
+        reasoning = templates.elicits_reasoning(req.prompt) if reasoning is None else reasoning
+    return {
+        "ts": req.ts, "prompt_tokens": req.prompt_tokens, "completion_tokens": 0,
+        "max_tokens": req.max_tokens if req.max_tokens > 0 else -1, "status": -1,
+        "template_key": features.template_key(th or None),
+        "elicits_reasoning": int(bool(reasoning)),
+        "browser_client": features.browser_flag(req.client_fingerprint or None),
+        "account_created_at": req.account_created_at if req.account_created_at > 0 else np.nan,
+    }
+
+
+class Scorer:
+    """Online scoring over a session store; thread-safe through its batcher thread."""
+
+    def __init__(self, model: str | Path | Bundle, store: MemoryStore | None = None, *,
+                 shadow: bool = False, max_batch: int = 64, metrics=None, max_sessions: int = 1_000_000):
+        self.bundle = model if isinstance(model, Bundle) else load_bundle(model, threads=1)
+        # The ring holds W-1 earlier events: with the new request, one full window.
+        self.store = store or MemoryStore(max_sessions=max_sessions, ring=max(self.bundle.window - 1, 1),
+                                          gap_s=self.bundle.gap_s)
+        self.shadow = shadow
+        self.max_batch = max_batch
+        self.metrics = metrics
+        self._q: queue.SimpleQueue = queue.SimpleQueue()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="distillguard-batcher", daemon=True)
+        self._thread.start()
+
+    # ------------------------------------------------------------------ public API
+    def score(self, req: ScoreInput, timeout: float | None = None) -> Verdict:
+        return self._submit("score", [req], timeout)[0]
+
+    def score_many(self, reqs: list[ScoreInput], timeout: float | None = None) -> list[Verdict]:
+        return self._submit("score", reqs, timeout)
+
+    def complete(self, req: CompleteInput, timeout: float | None = None) -> bool:
+        return self._submit("complete", req, timeout)
+
+    def get_session(self, account_id: str, session_id: str = "", timeout=None) -> SessionSnapshot | None:
+        return self._submit("get", (account_id, session_id), timeout)
+
+    def end_session(self, account_id: str, session_id: str = "", timeout=None) -> bool:
+        return self._submit("end", (account_id, session_id), timeout)
+
+    def reload(self, path: str | Path | None = None) -> Bundle:
+        """Load and swap the bundle; raises (keeping the old one) if it is unusable."""
+        new = load_bundle(path or self.bundle.path, threads=1)
+        if new.window - 1 > self.store.ring_size:
+            raise ValueError(f"bundle window {new.window} exceeds the session ring ({self.store.ring_size + 1}); "
+                             f"restart the server to serve it")
+        self.bundle = new   # one reference swap: the batcher picks it up at its next batch
+        log.info("model reloaded: %s (%s)", new.version, new.path)
+        return new
+
+    def close(self) -> None:
+        self._stop.set()
+        self._q.put(None)
+        self._thread.join(timeout=5)
+
+    # ------------------------------------------------------------------ batcher
+    def _submit(self, kind, payload, timeout):
+        fut: Future = Future()
+        self._q.put((kind, payload, fut))
+        return fut.result(timeout=timeout)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            item = self._q.get()
+            if item is None:
+                break
+            items = [item]
+            while len(items) < self.max_batch:
+                try:
+                    nxt = self._q.get_nowait()
+                except queue.Empty:
+                    break
+                if nxt is None:
+                    self._stop.set()
+                    break
+                items.append(nxt)
+            self._handle(items)
+
+    def _handle(self, items) -> None:
+        bundle = self.bundle
+        # Consecutive Score items are scored together; any other item is a barrier so
+        # each session sees its calls in arrival order.
+        run: list = []
+        for item in items:
+            if item[0] == "score":
+                run.append(item)
+                continue
+            self._flush_scores(bundle, run)
+            run = []
+            kind, payload, fut = item
+            try:
+                fut.set_result({"complete": self._complete, "get": self._get, "end": self._end}[kind](bundle, payload))
+            except Exception as e:  # never let one bad call kill the batcher
+                fut.set_exception(e)
+        self._flush_scores(bundle, run)
+
+    def _flush_scores(self, bundle: Bundle, run) -> None:
+        if not run:
+            return
+        reqs = [(r, fut) for _, rs, fut in run for r in rs]
+        if self.metrics is not None:
+            self.metrics.batch_size.observe(len(reqs))
+        try:
+            verdicts = self._score_requests(bundle, [r for r, _ in reqs])
+        except Exception as e:
+            log.exception("scoring failed")
+            for _, _, fut in run:
+                fut.set_exception(e)
+            return
+        i = 0
+        for _, rs, fut in run:
+            fut.set_result(verdicts[i:i + len(rs)])
+            i += len(rs)
+
+    # ------------------------------------------------------------------ scoring
+    def _score_requests(self, bundle: Bundle, reqs: list[ScoreInput]) -> list[Verdict]:
+        out: list[Verdict | None] = [None] * len(reqs)
+        pending = list(range(len(reqs)))
+        while pending:
+            # A session appears at most once per round: its second request must see the first.
+            seen, this_round, later = set(), [], []
+            for i in pending:
+                key = (reqs[i].account_id, reqs[i].session_id)
+                (later if key in seen else this_round).append(i)
+                seen.add(key)
+            self._score_round(bundle, reqs, this_round, out)
+            pending = later
+        return out  # type: ignore[return-value]
+
+    def _score_round(self, bundle: Bundle, reqs, idx: list[int], out) -> None:
+        st = self.store
+        slots, evs, keys, metas = [], [], [], []
+        for i in idx:
+            r = reqs[i]
+            key = (r.account_id, r.session_id)
+            meta, _ = st.open(key, r.ts)
+            ek = event_key(r.event_id)
+            pos = st.find_event(meta.slot, ek)
+            if pos >= 0:   # a retry: answer again, count nothing
+                out[i] = self._verdict_at(bundle, meta, pos, duplicate=True)
+                continue
+            slots.append(meta.slot)
+            evs.append(raw_fields(r))
+            keys.append((key, ek))
+            metas.append(meta)
+        if not slots:
+            return
+        slots_a = np.asarray(slots, dtype=np.int64)
+        probs, rows = self._window_scores(bundle, slots_a, evs)
+        labels, acts, reasons = policy.decide(probs, rows, bundle.labels, bundle.thresholds)
+        st.append(slots_a, evs, [ek for _, ek in keys])
+        j = 0
+        for i in idx:
+            if out[i] is not None:
+                continue
+            (key, ek), meta = keys[j], metas[j]
+            st.set_flagged(key, acts[j] != policy.Action.ALLOW.value)
+            out[i] = Verdict(probs=tuple(float(p) for p in probs[j]), label=labels[j], action=acts[j],
+                             reasons=reasons[j],
+                             events_in_session=st.events_seen(meta.slot), model_version=bundle.version,
+                             session_id=meta.name, shadow=self.shadow)
+            j += 1
+
+    def _window_scores(self, bundle: Bundle, slots: np.ndarray, new: list[dict] | None):
+        """Rows of each session's held events (+ its new request) -> probabilities at the
+        last row of each session's window of the last W rows, and that row."""
+        st = self.store
+        ring, seg, lengths = st.ring_events(slots)
+        if new is not None:
+            # Insert each new request after its session's held events.
+            n_new = np.ones(len(slots), dtype=np.int64)
+            ends = np.cumsum(lengths)
+            newraw = RawEvents(**{k: np.array([e[k] for e in new], dtype=getattr(ring, k).dtype)
+                                  for k in new[0]})
+            order = np.argsort(np.concatenate([np.arange(len(seg)), ends - 0.5]), kind="stable")
+            raw = RawEvents.concat([ring, newraw]).take(order)
+            seg = np.concatenate([seg, np.arange(len(slots))])[order]
+            lengths = lengths + n_new
+        else:
+            raw = ring
+        rows = features.compute(st.agg.take(slots), seg, raw)
+        W = bundle.window
+        starts = np.concatenate([[0], np.cumsum(lengths)])
+        win_len = np.minimum(lengths, W)
+        x = gather(rows, starts[1:] - win_len, win_len)
+        p = bundle.predict(x)[np.arange(len(slots)), win_len - 1]
+        return p, rows[starts[1:] - 1]
+
+    def _verdict_at(self, bundle: Bundle, meta, pos: int, duplicate: bool = False) -> Verdict:
+        """Recompute the score at held event `pos` (a retry, or GetSession's latest)."""
+        st = self.store
+        ring, seg, _ = st.ring_events(np.array([meta.slot]))
+        rows = features.compute(st.agg.take([meta.slot]), seg, ring)
+        lo = max(0, pos - bundle.window + 1)
+        probs = bundle.predict(rows[None, lo:pos + 1])[:, -1]
+        labels, acts, reasons = policy.decide(probs, rows[pos:pos + 1], bundle.labels, bundle.thresholds)
+        return Verdict(probs=tuple(float(p) for p in probs[0]), label=labels[0], action=acts[0],
+                       reasons=reasons[0], events_in_session=st.events_seen(meta.slot),
+                       model_version=bundle.version, session_id=meta.name, shadow=self.shadow,
+                       duplicate=duplicate)
+
+    # ------------------------------------------------------------------ other calls
+    def _complete(self, bundle, req: CompleteInput) -> bool:
+        st = self.store
+        meta = st.get((req.account_id, req.session_id))
+        if meta is None:
+            return False
+        pos = st.find_event(meta.slot, event_key(req.event_id))
+        if pos < 0 or st.ring["completed"][meta.slot, pos]:
+            return False
+        st.ring["completion_tokens"][meta.slot, pos] = req.completion_tokens
+        st.ring["status"][meta.slot, pos] = req.status if req.status > 0 else -1
+        st.ring["completed"][meta.slot, pos] = True
+        return True
+
+    def _get(self, bundle, key) -> SessionSnapshot | None:
+        st = self.store
+        meta = st.get(key)
+        if meta is None:
+            return None
+        n = int(st.length[meta.slot])
+        events = []
+        if n:
+            ring, seg, _ = st.ring_events(np.array([meta.slot]))
+            rows = features.compute(st.agg.take([meta.slot]), seg, ring)
+            for i in range(n):
+                events.append({"event_key": int(st.ring["event_key"][meta.slot, i]),
+                               "ts": float(ring.ts[i]), "prompt_tokens": int(ring.prompt_tokens[i]),
+                               "completion_tokens": int(ring.completion_tokens[i]),
+                               "completed": bool(st.ring["completed"][meta.slot, i]),
+                               "features": rows[i].tolist()})
+        return SessionSnapshot(session_id=meta.name, events_in_session=st.events_seen(meta.slot),
+                               latest=self._verdict_at(bundle, meta, n - 1) if n else None, events=events)
+
+    def _end(self, bundle, key) -> bool:
+        return self.store.end(key)

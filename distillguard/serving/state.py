@@ -1,0 +1,216 @@
+"""Live session state for the online scorer: raw fields of recent events + running aggregates.
+
+Each live session owns one slot of a preallocated slab:
+  ring   the raw fields of its last R events (oldest first), not features, so a model
+         reload with another feature spec can recompute every row;
+  agg    `model.features.State` as of the ring's oldest event (running aggregates of all
+         earlier events, folded in as they leave the ring).
+Feature rows of the ring + a new request are `features.compute(agg, ring + new)`: the
+same function and the same numbers as batch scoring.
+
+Bytes per live session are fixed whatever its length (about 2 KB with R = 31; see
+`bytes_per_session`). Slabs are allocated lazily by the OS (np.zeros), so capacity costs
+nothing until sessions arrive.
+
+Eviction, O(1) per request: sessions live in two LRU lists, unflagged and flagged; at
+capacity the least recently used unflagged session goes first, so a flood of fresh ids
+cannot push out a harvester's history. Sessions idle for longer than the session gap in
+*event time* (relative to the newest event seen) expire.
+
+Not thread-safe by itself: the scorer mutates it from one batcher thread only.
+"""
+from __future__ import annotations
+
+import hashlib
+from collections import OrderedDict
+from dataclasses import dataclass, fields
+
+import numpy as np
+
+from ..model import features
+from ..model.features import RawEvents, State
+from ..model.sessions import DEFAULT_GAP_S, is_new_session
+
+# Ring columns: RawEvents fields plus the bookkeeping the scorer needs per held event.
+_RING_DTYPES = {
+    "ts": np.float64, "prompt_tokens": np.int32, "completion_tokens": np.int32,
+    "max_tokens": np.int32, "status": np.int16, "template_key": np.int64,
+    "elicits_reasoning": np.int8, "browser_client": np.int8, "account_created_at": np.float64,
+    "event_key": np.uint64,     # 64-bit hash of event_id (idempotency, Complete matching)
+    "completed": np.bool_,
+}
+
+
+def event_key(event_id: str) -> int:
+    return int.from_bytes(hashlib.blake2b(event_id.encode(), digest_size=8).digest(), "little")
+
+
+SessionKey = tuple  # (account_id, caller session_id or "")
+
+
+@dataclass
+class SessionMeta:
+    slot: int
+    name: str          # session id as reported (caller's, or "account:k")
+    generation: int    # k of implicit sessions
+
+
+class MemoryStore:
+    """In-process bounded session store (slab + two LRU lists)."""
+
+    def __init__(self, max_sessions: int = 1_000_000, ring: int = 31, gap_s: float = DEFAULT_GAP_S):
+        self.capacity, self.ring_size, self.gap_s = int(max_sessions), int(ring), float(gap_s)
+        n, r = self.capacity, self.ring_size
+        self.ring = {name: np.zeros((n, r), dtype=dt) for name, dt in _RING_DTYPES.items()}
+        self.length = np.zeros(n, dtype=np.int16)
+        self.agg = features.empty_state(n)
+        self.last_ts = np.zeros(n, dtype=np.float64)
+        self._free = list(range(n - 1, -1, -1))
+        self._normal: OrderedDict[SessionKey, SessionMeta] = OrderedDict()
+        self._flagged: OrderedDict[SessionKey, SessionMeta] = OrderedDict()
+        self.watermark = 0.0
+        self.evictions = {"capacity": 0, "idle": 0, "ended": 0}
+
+    # ------------------------------------------------------------------ accounting
+    def __len__(self) -> int:
+        return len(self._normal) + len(self._flagged)
+
+    def bytes_per_session(self) -> int:
+        ring = sum(np.dtype(dt).itemsize for dt in _RING_DTYPES.values()) * self.ring_size
+        agg = sum(getattr(self.agg, f.name).itemsize * (getattr(self.agg, f.name).size // self.capacity)
+                  for f in fields(State))
+        return ring + agg + 2 + 8
+
+    # ------------------------------------------------------------------ lookup
+    def get(self, key: SessionKey) -> SessionMeta | None:
+        return self._normal.get(key) or self._flagged.get(key)
+
+    def _touch(self, key, meta):
+        lru = self._flagged if key in self._flagged else self._normal
+        lru.move_to_end(key)
+
+    def open(self, key: SessionKey, ts: float) -> tuple[SessionMeta, bool]:
+        """The session a request at event time ts belongs to -> (meta, is_new).
+
+        Applies the offline rule: a gap longer than gap_s since the session's last event
+        starts a new session (implicit sessions get the next k)."""
+        self.watermark = max(self.watermark, ts)
+        meta = self.get(key)
+        is_new = True
+        if meta is None:
+            self._expire_idle()
+            if not self._free:
+                self._evict_one()
+            meta = SessionMeta(slot=self._free.pop(), name=key[1] or f"{key[0]}:0", generation=0)
+            self._reset(meta.slot)
+            self._normal[key] = meta
+        elif is_new_session(self.last_ts[meta.slot], ts, self.gap_s):
+            self._reset(meta.slot)
+            meta.generation += 1
+            meta.name = key[1] or f"{key[0]}:{meta.generation}"
+            self._unflag(key, meta)
+        else:
+            is_new = False
+        self._touch(key, meta)
+        # Arrival counts as activity now, so the idle scan below never takes this session.
+        self.last_ts[meta.slot] = max(self.last_ts[meta.slot], ts) if not is_new else ts
+        if not is_new:
+            self._expire_idle()
+        return meta, is_new
+
+    def _reset(self, slot: int) -> None:
+        self.length[slot] = 0
+        for name, _ in features._SCALARS:
+            getattr(self.agg, name)[slot] = 0
+        self.agg.last_max[slot] = -1
+        self.agg.last_status[slot] = -1
+        self.agg.tcount[slot] = 0
+
+    def set_flagged(self, key: SessionKey, flagged: bool) -> None:
+        meta = self.get(key)
+        if meta is None:
+            return
+        if flagged and key in self._normal:
+            del self._normal[key]
+            self._flagged[key] = meta
+        elif not flagged:
+            self._unflag(key, meta)
+
+    def _unflag(self, key, meta):
+        if key in self._flagged:
+            del self._flagged[key]
+            self._normal[key] = meta
+
+    def end(self, key: SessionKey) -> bool:
+        meta = self._normal.pop(key, None) or self._flagged.pop(key, None)
+        if meta is None:
+            return False
+        self._free.append(meta.slot)
+        self.evictions["ended"] += 1
+        return True
+
+    def _evict_one(self) -> None:
+        lru = self._normal if self._normal else self._flagged
+        _, meta = lru.popitem(last=False)
+        self._free.append(meta.slot)
+        self.evictions["capacity"] += 1
+
+    def _expire_idle(self, budget: int = 4) -> None:
+        # A few oldest entries per request: amortised O(1), and the LRU heads are the
+        # least recently touched, so the first one still in date ends the scan.
+        for lru in (self._normal, self._flagged):
+            for _ in range(budget):
+                if not lru:
+                    break
+                key, meta = next(iter(lru.items()))
+                if self.watermark - self.last_ts[meta.slot] <= self.gap_s:
+                    break
+                del lru[key]
+                self._free.append(meta.slot)
+                self.evictions["idle"] += 1
+
+    # ------------------------------------------------------------------ ring access
+    def ring_events(self, slots: np.ndarray) -> tuple[RawEvents, np.ndarray, np.ndarray]:
+        """Held events of several sessions laid end to end -> (raw, seg, lengths)."""
+        lengths = self.length[slots].astype(np.int64)
+        rows = np.repeat(slots, lengths)
+        cols = np.arange(int(lengths.sum())) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+        raw = RawEvents(**{f.name: self.ring[f.name][rows, cols].astype(_RAW_DTYPES[f.name])
+                           for f in fields(RawEvents)})
+        return raw, np.repeat(np.arange(len(slots)), lengths), lengths
+
+    def append(self, slots: np.ndarray, evs: list[dict], keys: list[int]) -> None:
+        """Add just-scored requests to their sessions' rings (slots distinct); a full ring
+        first folds its oldest event into the session's aggregates."""
+        slots = np.asarray(slots, dtype=np.int64)
+        full = slots[self.length[slots] == self.ring_size]
+        if len(full):
+            oldest = RawEvents(**{f.name: self.ring[f.name][full, 0].astype(_RAW_DTYPES[f.name])
+                                  for f in fields(RawEvents)})
+            folded = features.fold(self.agg.take(full), np.arange(len(full)), oldest)
+            for f in fields(State):
+                getattr(self.agg, f.name)[full] = getattr(folded, f.name)
+            for arr in self.ring.values():
+                arr[full, :-1] = arr[full, 1:]
+            self.length[full] -= 1
+        pos = self.length[slots].astype(np.int64)
+        for name in evs[0]:
+            self.ring[name][slots, pos] = [e[name] for e in evs]
+        self.ring["event_key"][slots, pos] = np.array(keys, dtype=np.uint64)
+        self.ring["completed"][slots, pos] = False
+        self.length[slots] = pos + 1
+        ts = np.array([e["ts"] for e in evs])
+        self.last_ts[slots] = np.where(pos > 0, np.maximum(self.last_ts[slots], ts), ts)
+
+    def find_event(self, slot: int, key: int) -> int:
+        n = int(self.length[slot])
+        hit = np.flatnonzero(self.ring["event_key"][slot, :n] == key)
+        return int(hit[-1]) if len(hit) else -1
+
+    def events_seen(self, slot: int) -> int:
+        return int(self.agg.n[slot]) + int(self.length[slot])
+
+
+_RAW_DTYPES = {f.name: (np.float64 if f.name in ("ts", "account_created_at") else
+                        np.int8 if f.name in ("elicits_reasoning", "browser_client") else np.int64)
+               for f in fields(RawEvents)}
