@@ -8,6 +8,7 @@ session's Score/Complete order and makes the store need no locks.
 """
 from __future__ import annotations
 
+import json
 import logging
 import queue
 import threading
@@ -273,7 +274,14 @@ class Scorer:
             if out[i] is not None:
                 continue
             (key, ek), meta = keys[j], metas[j]
-            st.set_flagged(key, acts[j] != policy.Action.ALLOW.value)
+            flagged = acts[j] != policy.Action.ALLOW.value
+            if flagged and not st.is_flagged(key):
+                # One structured line per escalation (not per request): ids and codes, never prompts.
+                log.info(json.dumps({"event": "session_flagged", "account_id": key[0], "session_id": meta.name,
+                                     "action": acts[j], "p_distillation_harvesting": round(float(probs[j, 2]), 4),
+                                     "reasons": [c for c, _ in reasons[j]], "events": st.events_seen(meta.slot),
+                                     "model_version": bundle.version}))
+            st.set_flagged(key, flagged)
             out[i] = Verdict(probs=tuple(float(p) for p in probs[j]), label=labels[j], action=acts[j],
                              reasons=reasons[j],
                              events_in_session=st.events_seen(meta.slot), model_version=bundle.version,

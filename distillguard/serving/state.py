@@ -48,7 +48,7 @@ def event_key(event_id: str) -> int:
 SessionKey = tuple  # (account_id, caller session_id or "")
 
 
-@dataclass
+@dataclass(slots=True)
 class SessionMeta:
     slot: int
     name: str          # session id as reported (caller's, or "account:k")
@@ -125,6 +125,9 @@ class MemoryStore:
         self.agg.last_max[slot] = -1
         self.agg.last_status[slot] = -1
         self.agg.tcount[slot] = 0
+
+    def is_flagged(self, key: SessionKey) -> bool:
+        return key in self._flagged
 
     def set_flagged(self, key: SessionKey, flagged: bool) -> None:
         meta = self.get(key)
