@@ -28,20 +28,26 @@ proto: $(STAMP)
 test: install
 	$(BIN)/python -m pytest -q
 
-# Main job: batch-score a demo traffic file (different seed than training) with the default bundle.
+# Main job, on demo traffic simulated with another seed than the training data:
+# serve the default bundle over gRPC and replay the traffic through it, then batch-score
+# and evaluate the same file offline.
 run: install
 	test -f $(BUNDLE)/model.onnx || $(MAKE) model
 	$(BIN)/distillguard simulate --seed 7 --events 100000 --out data/demo
+	BIN=$(BIN) scripts/run_demo.sh data/demo/events.parquet
 	$(BIN)/distillguard score --model $(BUNDLE) --input data/demo/events.parquet --output data/demo/scores.parquet
-	$(BIN)/distillguard evaluate --model $(BUNDLE) --events data/demo/events.parquet --labels data/demo/labels.csv --report reports/demo
-	@echo "scores: data/demo/scores.parquet   report: reports/demo/report.md"
+	$(BIN)/distillguard evaluate --model $(BUNDLE) --events data/demo/events.parquet --labels data/demo/labels.csv --report reports/demo -q
+	@echo "scores: data/demo/scores.parquet   report: reports/demo/report.md   server log: data/demo/serve.log"
 
 model: install
 	$(BIN)/distillguard train $(MODEL_ARGS) --out $(BUNDLE) --checkpoint-dir runs/default-checkpoints
 
 bench: install
 	test -f $(BUNDLE)/model.onnx || $(MAKE) model
-	$(BIN)/distillguard bench --model $(BUNDLE) --events 1000000
+	# h2load (Debian's nghttp2-client) is the native gRPC load generator; installed only when missing.
+	command -v h2load >/dev/null || (apt-get update && apt-get install -y nghttp2-client)
+	# Both benchmarks: batch scoring (bench/batch_bench.json) and gRPC scorer vs no-op (bench/grpc_bench.json).
+	$(BIN)/distillguard bench --batch --grpc --model $(BUNDLE) --events 1000000
 	@echo "== training time and peak memory of the default model (fresh run into bench/model)"
 	/usr/bin/env time -v $(BIN)/distillguard train $(MODEL_ARGS) --out bench/model --checkpoint-dir bench/ckpt -q 2>&1 \
 	  | grep -E "bundle written|macro-F1|Maximum resident|Elapsed" || true
