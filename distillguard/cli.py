@@ -134,9 +134,20 @@ def cmd_replay(a) -> int:
 
 
 def cmd_bench(a) -> int:
-    from .serving.bench_batch import run_batch_bench
+    # Neither flag given: run both benchmarks.
+    both = not (a.grpc or a.batch)
+    if a.batch or both:
+        from .serving.bench_batch import run_batch_bench
 
-    run_batch_bench(a.model, events=a.events, workdir=Path(a.workdir), seed=a.seed, per_event=not a.no_per_event)
+        run_batch_bench(a.model, events=a.events, workdir=Path(a.workdir), seed=a.seed,
+                        per_event=not a.no_per_event)
+    if a.grpc or both:
+        from .serving.bench_grpc import run_grpc_bench
+
+        conc = tuple(int(c) for c in a.concurrency.split(",") if c.strip())
+        run_grpc_bench(a.model, concurrency=conc, requests=a.requests, repeats=a.repeats,
+                       connections=a.connections, py_events=a.py_events,
+                       python_driven=not a.no_python, workdir=Path(a.workdir))
     return 0
 
 
@@ -217,12 +228,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-q", "--quiet", action="store_true", help="no live view, summary only")
     p.set_defaults(fn=cmd_replay)
 
-    p = sub.add_parser("bench", help="batch-scoring benchmark: events/s vs reading + sorting the same file")
+    p = sub.add_parser("bench", help="benchmarks: batch scoring vs read+sort, gRPC scorer vs a no-op server",
+                       description="Without --batch or --grpc, runs both. Results go to WORKDIR/"
+                                   "batch_bench.json and WORKDIR/grpc_bench.json.")
     p.add_argument("--model", default=str(DEFAULT_BUNDLE))
-    p.add_argument("--events", type=int, default=1_000_000, help="simulated events to score")
+    p.add_argument("--batch", action="store_true", help="run the batch-scoring benchmark")
+    p.add_argument("--grpc", action="store_true",
+                   help="run the gRPC benchmark (h2load + a Python client; h2load is Debian's nghttp2-client)")
+    p.add_argument("--events", type=int, default=1_000_000, help="batch: simulated events to score")
     p.add_argument("--seed", type=int, default=1)
-    p.add_argument("--workdir", default="bench", help="where the simulated file is cached")
-    p.add_argument("--no-per-event", action="store_true", help="skip the --per-event run")
+    p.add_argument("--workdir", default="bench", help="where inputs are cached and results written")
+    p.add_argument("--no-per-event", action="store_true", help="batch: skip the --per-event run")
+    p.add_argument("--requests", type=int, default=20000, help="gRPC: h2load requests per run")
+    p.add_argument("--concurrency", default="1,8,32,128", help="gRPC: in-flight requests, comma-separated")
+    p.add_argument("--connections", type=int, default=1, help="gRPC: HTTP/2 connections the streams share")
+    p.add_argument("--repeats", type=int, default=2, help="gRPC: alternating runs per server and concurrency")
+    p.add_argument("--py-events", type=int, default=3000, help="gRPC: events per Python-driven run")
+    p.add_argument("--no-python", action="store_true", help="gRPC: skip the Python-driven runs")
     p.set_defaults(fn=cmd_bench)
     return ap
 

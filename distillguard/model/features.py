@@ -13,7 +13,7 @@ The same vectorised function serves both worlds:
   offline: `compute(empty_state(S), all events of S sessions)`, one call per chunk;
   online:  `compute(state_at_ring_start, ring events + the new request)`, the session state
            keeping raw fields of its last W events and S as of the ring's oldest event.
-Because S_t is an exclusive scan of `fold`, both give the same S_t and the same rows.
+Both run the same compiled loop (`_kernel`), so both give the same S_t and the same rows.
 
 Any change to what a feature means must bump `FEATURE_VERSION` (the bundle stores the spec
 hash and loading refuses a mismatch); tests/test_features.py pins golden values.
@@ -25,7 +25,10 @@ import json
 import re
 from dataclasses import dataclass, fields
 
+import math
+
 import numpy as np
+from numba import njit
 
 from .templates import TEMPLATE_HASH_VERSION
 
@@ -211,194 +214,137 @@ def empty_state(n_sessions: int) -> State:
     return State(**s, tcount=np.zeros((n_sessions, N_TEMPLATE_BUCKETS), dtype=np.int32))
 
 
-# ---------------------------------------------------------------------------- scans
+# ---------------------------------------------------------------------------- the kernel
+#
+# One sequential pass: for each event, write its row from its session's state, then fold
+# the event into that state. Compiled with numba (cached on disk) because the same loop
+# serves 1M-event batch files and single requests: vectorised numpy needed ~100 array
+# operations per call, which cost ~250 us for one 32-event window online.
 
-def _seg_starts(seg: np.ndarray) -> np.ndarray:
-    """Per event, the index of the first event of its segment (seg sorted, contiguous)."""
-    n = len(seg)
-    first = np.ones(n, dtype=bool)
-    first[1:] = seg[1:] != seg[:-1]
-    return np.maximum.accumulate(np.where(first, np.arange(n), 0)), first
-
-
-def _excl_cumsum(x: np.ndarray, start: np.ndarray) -> np.ndarray:
-    """Sum of x over earlier events of the same segment."""
-    c = np.cumsum(x) - x
-    return c - c[start]
+_RAW_KERNEL_DTYPES = (("ts", np.float64), ("prompt_tokens", np.int64), ("completion_tokens", np.int64),
+                      ("max_tokens", np.int64), ("status", np.int64), ("template_key", np.int64),
+                      ("elicits_reasoning", np.int64), ("browser_client", np.int64),
+                      ("account_created_at", np.float64))
 
 
-def _prior_count(seg: np.ndarray, key: np.ndarray) -> np.ndarray:
-    """Per event, how many earlier events of its segment share its key."""
-    n = len(seg)
-    order = np.lexsort((np.arange(n), key, seg))
-    ks, kk = seg[order], key[order]
-    new = np.ones(n, dtype=bool)
-    new[1:] = (ks[1:] != ks[:-1]) | (kk[1:] != kk[:-1])
-    grp_start = np.maximum.accumulate(np.where(new, np.arange(n), 0))
-    out = np.empty(n, dtype=np.int64)
-    out[order] = np.arange(n) - grp_start
-    return out
+@njit(cache=True, nogil=True)
+def _kernel(seg, ts, pt, ct, mx, stt, tk, er, br, ca,
+            n, first_ts, last_ts, last_c, last_m, last_s, s_lgap, s_lgap2, n_gaps, n_burst, n_ovl,
+            s_lp, s_lc, n_sat, n_wm, n_rs, n_tk, n_tr, n_td, n_err, hmask, tcount, out, write_rows):
+    two_pi = 2.0 * np.pi
+    for i in range(seg.shape[0]):
+        s = seg[i]
+        has_prev = n[s] > 0
+        gap = max(ts[i] - last_ts[s], 0.0) if has_prev else 0.0
+        lgap = math.log1p(gap)
+        burst = has_prev and gap < BURST_S
+        overlap = has_prev and gap < GEN_OVERHEAD_S + last_c[s] / GEN_TOKENS_PER_S
+        tknown = tk[i] >= 0
+        bucket = tk[i] % N_TEMPLATE_BUCKETS if tknown else 0
+        t_prior = tcount[s, bucket] if tknown else 0
+        hour = int((ts[i] % 86400.0) // 3600.0)
+        if write_rows:
+            nn = float(n[s])
+            r = out[i]
+            r[0] = 0.0 if has_prev else 1.0
+            r[1] = lgap / 12.0
+            r[2] = 1.0 if burst else 0.0
+            r[3] = math.log1p(float(pt[i])) / 10.0
+            r[4] = math.log1p(float(mx[i])) / 10.0 if mx[i] > 0 else 0.0
+            r[5] = 0.0 if mx[i] > 0 else 1.0
+            phase = two_pi * (ts[i] % 86400.0) / 86400.0
+            r[6] = math.sin(phase)
+            r[7] = math.cos(phase)
+            age_days = (ts[i] - ca[i]) / 86400.0
+            age_known = math.isfinite(age_days)
+            r[8] = math.log1p(max(age_days, 0.0)) / 6.0 if age_known else 0.0
+            r[9] = 0.0 if age_known else 1.0
+            r[10] = float(er[i])
+            r[11] = 0.0 if tknown else 1.0
+            r[12] = math.log1p(float(t_prior)) / 5.0
+            r[13] = 1.0 if (tknown and t_prior == 0) else 0.0
+            r[14] = 1.0 if br[i] == 1 else 0.0
+            r[15] = 1.0 if br[i] < 0 else 0.0
+            r[16] = math.log1p(float(last_c[s])) / 10.0 if has_prev else 0.0
+            sat_known = has_prev and last_m[s] > 0
+            r[17] = min(max(last_c[s] / max(last_m[s], 1), 0.0), 1.5) if sat_known else 0.0
+            r[18] = 1.0 if sat_known else 0.0
+            r[19] = 1.0 if (has_prev and last_s[s] >= 400) else 0.0
+            r[20] = 1.0 if overlap else 0.0
+            r[21] = math.log1p(nn) / 7.0
+            ng = n_gaps[s]
+            mean_lgap = s_lgap[s] / ng if ng > 0 else 0.0
+            var_lgap = max((s_lgap2[s] / ng if ng > 0 else 0.0) - mean_lgap * mean_lgap, 0.0)
+            r[22] = mean_lgap / 12.0
+            r[23] = math.sqrt(var_lgap) / 5.0
+            r[24] = n_burst[s] / ng if ng > 0 else 0.0
+            r[25] = (s_lp[s] / nn if nn > 0 else 0.0) / 10.0
+            r[26] = (s_lc[s] / nn if nn > 0 else 0.0) / 10.0
+            r[27] = n_sat[s] / n_wm[s] if n_wm[s] > 0 else 0.0
+            r[28] = n_rs[s] / nn if nn > 0 else 0.0
+            r[29] = n_tr[s] / n_tk[s] if n_tk[s] > 0 else 0.0
+            r[30] = n_td[s] / min(n_tk[s], N_TEMPLATE_BUCKETS) if n_tk[s] > 0 else 0.0
+            hours = 0
+            m = hmask[s]
+            while m:
+                m &= m - 1
+                hours += 1
+            r[31] = hours / 24.0
+            duration_h = (last_ts[s] - first_ts[s]) / 3600.0 if has_prev else 0.0
+            r[32] = math.log1p(duration_h) / 5.0
+            r[33] = math.log1p(nn / max(duration_h, 1e-3)) / 5.0 if duration_h > 0 else 0.0
+            r[34] = n_err[s] / nn if nn > 0 else 0.0
+            r[35] = n_ovl[s] / ng if ng > 0 else 0.0
+        # fold event i into its session
+        if has_prev:
+            s_lgap[s] += lgap
+            s_lgap2[s] += lgap * lgap
+            n_gaps[s] += 1
+        else:
+            first_ts[s] = ts[i]
+        n_burst[s] += burst
+        n_ovl[s] += overlap
+        s_lp[s] += math.log1p(float(pt[i]))
+        s_lc[s] += math.log1p(float(ct[i]))
+        if mx[i] > 0:
+            n_wm[s] += 1
+            n_sat[s] += ct[i] >= SATURATION * mx[i]
+        n_rs[s] += er[i]
+        if tknown:
+            n_tk[s] += 1
+            if t_prior > 0:
+                n_tr[s] += 1
+            else:
+                n_td[s] += 1
+            tcount[s, bucket] += 1
+        n_err[s] += stt[i] >= 400
+        hmask[s] |= np.int64(1) << hour
+        last_ts[s] = ts[i]
+        last_c[s] = ct[i]
+        last_m[s] = mx[i]
+        last_s[s] = stt[i]
+        n[s] += 1
 
 
-@dataclass
-class _Before:
-    """S_t for every event of a block, plus per-event contributions for `fold`."""
-    fields: dict
-    contrib: dict
-    hour: np.ndarray
-    bucket: np.ndarray
-    t_prior: np.ndarray
-
-
-def _scan(state0: State, seg: np.ndarray, ev: RawEvents) -> _Before:
-    start, first_in_block = _seg_starts(seg)
-    n0 = state0.n[seg]
-    has_prev = (~first_in_block) | (n0 > 0)
-
-    prev_idx = np.maximum(np.arange(len(seg)) - 1, 0)
-    inblock = ~first_in_block
-
-    def prev(arr, s0):
-        return np.where(inblock, arr[prev_idx], s0[seg])
-
-    last_ts = prev(ev.ts, state0.last_ts)
-    last_completion = prev(ev.completion_tokens, state0.last_completion)
-    last_max = prev(ev.max_tokens, state0.last_max)
-    last_status = prev(ev.status, state0.last_status)
-    first_ts = np.where(n0 > 0, state0.first_ts[seg], ev.ts[start])
-
-    gap = np.where(has_prev, np.maximum(ev.ts - last_ts, 0.0), 0.0)
-    lgap = np.log1p(gap)
-    est_running = GEN_OVERHEAD_S + last_completion / GEN_TOKENS_PER_S
-    overlap = has_prev & (gap < est_running)
-    burst = has_prev & (gap < BURST_S)
-    withmax = ev.max_tokens > 0
-    sat = withmax & (ev.completion_tokens >= SATURATION * ev.max_tokens)
-    hour = ((ev.ts % 86400.0) // 3600.0).astype(np.int64)
-    tknown = ev.template_key >= 0
-    bucket = np.where(tknown, ev.template_key % N_TEMPLATE_BUCKETS, 0)
-
-    # Template prior count: within-block count of the same (segment, bucket) plus the
-    # state's sketch. Unknown templates get their own key so they never count as repeats.
-    tkey = np.where(tknown, bucket, -1 - np.arange(len(seg)))
-    t_prior = _prior_count(seg, tkey) + np.where(tknown, state0.tcount[seg, bucket], 0)
-    trepeat = tknown & (t_prior > 0)
-    tnew = tknown & (t_prior == 0)
-    h_prior = _prior_count(seg, hour)
-    hnew = (h_prior == 0) & (((state0.hour_mask[seg] >> hour) & 1) == 0)
-
-    contrib = {
-        "sum_lgap": np.where(has_prev, lgap, 0.0), "sum_lgap2": np.where(has_prev, lgap * lgap, 0.0),
-        "n_gaps": has_prev.astype(np.int64), "n_burst": burst.astype(np.int64),
-        "n_overlap": overlap.astype(np.int64),
-        "sum_lprompt": np.log1p(ev.prompt_tokens.astype(np.float64)),
-        "sum_lcompl": np.log1p(ev.completion_tokens.astype(np.float64)),
-        "n_sat": sat.astype(np.int64), "n_withmax": withmax.astype(np.int64),
-        "n_reason": ev.elicits_reasoning.astype(np.int64),
-        "n_tknown": tknown.astype(np.int64), "n_trepeat": trepeat.astype(np.int64),
-        "n_tdistinct": tnew.astype(np.int64), "n_err": (ev.status >= 400).astype(np.int64),
-    }
-    before = {name: getattr(state0, name)[seg] + _excl_cumsum(x, start) for name, x in contrib.items()}
-    before.update(
-        n=n0 + (np.arange(len(seg)) - start), first_ts=first_ts, last_ts=last_ts,
-        last_completion=last_completion, last_max=last_max, last_status=last_status,
-        hours_seen=_popcount(state0.hour_mask[seg]) + _excl_cumsum(hnew.astype(np.int64), start),
-        has_prev=has_prev, gap=gap, lgap=lgap, burst=burst, overlap=overlap, tnew=tnew,
-        t_prior=t_prior,
-    )
-    return _Before(fields=before, contrib=contrib, hour=hour, bucket=bucket, t_prior=t_prior)
-
-
-def _popcount(x: np.ndarray) -> np.ndarray:
-    return np.bitwise_count(x.astype(np.uint64)).astype(np.int64)
-
-
-def _safe_div(a, b):
-    return np.where(b > 0, a / np.maximum(b, 1), 0.0)
+def _run(state0: State, seg: np.ndarray, ev: RawEvents, write_rows: bool) -> tuple[State, np.ndarray]:
+    state = State(**{f.name: getattr(state0, f.name).copy() for f in fields(State)})
+    rows = np.zeros((len(seg) if write_rows else 0, N_FEATURES), dtype=np.float32)
+    if len(seg):
+        raw = [np.ascontiguousarray(getattr(ev, name), dtype=dt) for name, dt in _RAW_KERNEL_DTYPES]
+        _kernel(np.ascontiguousarray(seg, dtype=np.int64), *raw,
+                *(getattr(state, name) for name, _ in _SCALARS), state.tcount, rows, write_rows)
+    return state, rows
 
 
 def compute(state0: State, seg: np.ndarray, ev: RawEvents) -> np.ndarray:
     """Feature rows [n_events, N_FEATURES] float32 for a block of events.
 
-    `seg[i]` is the index into `state0` of event i's session; events of one session are
-    contiguous and in arrival order; `state0` is each session's state before the block.
+    `seg[i]` is the index into `state0` of event i's session; each session's events are in
+    arrival order; `state0` is each session's state before the block (not modified).
     """
-    if len(seg) == 0:
-        return np.zeros((0, N_FEATURES), dtype=np.float32)
-    b = _scan(state0, seg, ev).fields
-    n = b["n"].astype(np.float64)
-    has_prev = b["has_prev"]
-    mt = ev.max_tokens
-    lmax = b["last_max"]
-    phase = 2.0 * np.pi * (ev.ts % 86400.0) / 86400.0
-    age_days = (ev.ts - ev.account_created_at) / 86400.0
-    age_known = np.isfinite(age_days)
-    prev_sat_known = has_prev & (lmax > 0)
-    mean_lgap = _safe_div(b["sum_lgap"], b["n_gaps"])
-    var_lgap = np.maximum(_safe_div(b["sum_lgap2"], b["n_gaps"]) - mean_lgap ** 2, 0.0)
-    duration_h = np.where(has_prev, (b["last_ts"] - b["first_ts"]) / 3600.0, 0.0)
-
-    cols = [
-        (~has_prev),
-        b["lgap"] / 12.0,
-        b["burst"],
-        np.log1p(ev.prompt_tokens) / 10.0,
-        np.where(mt > 0, np.log1p(np.maximum(mt, 0)) / 10.0, 0.0),
-        (mt <= 0),
-        np.sin(phase), np.cos(phase),
-        np.where(age_known, np.log1p(np.clip(age_days, 0.0, None)) / 6.0, 0.0),
-        (~age_known),
-        ev.elicits_reasoning,
-        (ev.template_key < 0),
-        np.log1p(b["t_prior"]) / 5.0,
-        b["tnew"],
-        (ev.browser_client == 1),
-        (ev.browser_client < 0),
-        np.where(has_prev, np.log1p(b["last_completion"]) / 10.0, 0.0),
-        np.where(prev_sat_known, np.clip(b["last_completion"] / np.maximum(lmax, 1), 0.0, 1.5), 0.0),
-        prev_sat_known,
-        (has_prev & (b["last_status"] >= 400)),
-        b["overlap"],
-        np.log1p(n) / 7.0,
-        mean_lgap / 12.0,
-        np.sqrt(var_lgap) / 5.0,
-        _safe_div(b["n_burst"], b["n_gaps"]),
-        _safe_div(b["sum_lprompt"], n) / 10.0,
-        _safe_div(b["sum_lcompl"], n) / 10.0,
-        _safe_div(b["n_sat"], b["n_withmax"]),
-        _safe_div(b["n_reason"], n),
-        _safe_div(b["n_trepeat"], b["n_tknown"]),
-        _safe_div(b["n_tdistinct"], np.minimum(b["n_tknown"], N_TEMPLATE_BUCKETS)),
-        b["hours_seen"] / 24.0,
-        np.log1p(duration_h) / 5.0,
-        np.where(duration_h > 0, np.log1p(n / np.maximum(duration_h, 1e-3)) / 5.0, 0.0),
-        _safe_div(b["n_err"], n),
-        _safe_div(b["n_overlap"], b["n_gaps"]),
-    ]
-    out = np.empty((len(seg), N_FEATURES), dtype=np.float32)
-    for i, c in enumerate(cols):
-        out[:, i] = c   # casts bool/float64 straight into the float32 row-major block
-    return out
+    return _run(state0, seg, ev, True)[1]
 
 
 def fold(state0: State, seg: np.ndarray, ev: RawEvents) -> State:
     """State of each session of `state0` after also folding in the block's events."""
-    out = State(**{f.name: getattr(state0, f.name).copy() for f in fields(State)})
-    if len(seg) == 0:
-        return out
-    sc = _scan(state0, seg, ev)
-    for name, x in sc.contrib.items():
-        np.add.at(getattr(out, name), seg, x)
-    last = np.ones(len(seg), dtype=bool)
-    last[:-1] = seg[1:] != seg[:-1]
-    ls = seg[last]
-    out.first_ts[ls] = sc.fields["first_ts"][last]
-    out.last_ts[ls] = ev.ts[last]
-    out.last_completion[ls] = ev.completion_tokens[last]
-    out.last_max[ls] = ev.max_tokens[last]
-    out.last_status[ls] = ev.status[last]
-    np.add.at(out.n, seg, 1)
-    np.bitwise_or.at(out.hour_mask, seg, np.left_shift(np.int64(1), sc.hour))
-    known = ev.template_key >= 0
-    np.add.at(out.tcount, (seg[known], sc.bucket[known]), 1)
-    return out
+    return _run(state0, seg, ev, False)[0]

@@ -53,13 +53,16 @@ def _remaining(context, cap: float = 30.0) -> float:
 
 
 class ScorerServicer(pb_grpc.ScorerServicer):
-    def __init__(self, scorer: Scorer, metrics: ScorerMetrics):
+    def __init__(self, scorer: Scorer | None, metrics: ScorerMetrics):
         self.scorer, self.m = scorer, metrics
 
     def _call(self, method: str, context, fn):
         t0 = time.perf_counter()
         code = "OK"
         try:
+            if self.scorer is None:
+                code = "UNAVAILABLE"
+                context.abort(grpc.StatusCode.UNAVAILABLE, "model still loading")
             return fn()
         except InvalidRequest as e:
             code = "INVALID_ARGUMENT"
@@ -189,6 +192,8 @@ def create_server(address: str, model: str | Path, *, shadow: bool = False, max_
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     for name in ("", SERVICE):
         health_servicer.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)   # until the model is loaded
+    servicer = ScorerServicer(None, metrics)
+    pb_grpc.add_ScorerServicer_to_server(servicer, server)   # handlers must exist before start()
     port = server.add_insecure_port(address)
     if port == 0:
         raise OSError(f"cannot bind {address}")
@@ -200,7 +205,7 @@ def create_server(address: str, model: str | Path, *, shadow: bool = False, max_
     except Exception:
         server.stop(0)
         raise
-    pb_grpc.add_ScorerServicer_to_server(ScorerServicer(scorer, metrics), server)
+    servicer.scorer = scorer
     metrics.model.info({"version": scorer.bundle.version, "path": str(scorer.bundle.path)})
     srv = ScorerServer(server, port, scorer, health_servicer, metrics)
     srv.set_serving(True)
