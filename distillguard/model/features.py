@@ -100,12 +100,14 @@ class RawEvents:
         return len(self.ts)
 
     def take(self, idx) -> "RawEvents":
-        return RawEvents(**{f.name: getattr(self, f.name)[idx] for f in fields(self)})
+        return RawEvents(**{name: getattr(self, name)[idx] for name in RAW_FIELDS})
 
     @staticmethod
     def concat(parts: list["RawEvents"]) -> "RawEvents":
-        return RawEvents(**{f.name: np.concatenate([getattr(p, f.name) for p in parts])
-                            for f in fields(RawEvents)})
+        return RawEvents(**{name: np.concatenate([getattr(p, name) for p in parts]) for name in RAW_FIELDS})
+
+
+RAW_FIELDS = tuple(f.name for f in fields(RawEvents))
 
 
 def template_key(template_hash: str | None) -> int:
@@ -204,7 +206,10 @@ class State:
     tcount: np.ndarray
 
     def take(self, idx) -> "State":
-        return State(**{f.name: getattr(self, f.name)[idx] for f in fields(self)})
+        return State(**{name: getattr(self, name)[idx] for name in STATE_FIELDS})
+
+
+STATE_FIELDS = tuple(f.name for f in fields(State))
 
 
 def empty_state(n_sessions: int) -> State:
@@ -326,14 +331,18 @@ def _kernel(seg, ts, pt, ct, mx, stt, tk, er, br, ca,
         n[s] += 1
 
 
-def _run(state0: State, seg: np.ndarray, ev: RawEvents, write_rows: bool) -> tuple[State, np.ndarray]:
-    state = State(**{f.name: getattr(state0, f.name).copy() for f in fields(State)})
+def _run(state: State, seg: np.ndarray, ev: RawEvents, write_rows: bool) -> np.ndarray:
+    """The kernel over a block; updates `state` in place; returns rows (or an empty array)."""
     rows = np.zeros((len(seg) if write_rows else 0, N_FEATURES), dtype=np.float32)
     if len(seg):
         raw = [np.ascontiguousarray(getattr(ev, name), dtype=dt) for name, dt in _RAW_KERNEL_DTYPES]
         _kernel(np.ascontiguousarray(seg, dtype=np.int64), *raw,
                 *(getattr(state, name) for name, _ in _SCALARS), state.tcount, rows, write_rows)
-    return state, rows
+    return rows
+
+
+def _copy(state: State) -> State:
+    return State(**{name: getattr(state, name).copy() for name in STATE_FIELDS})
 
 
 def compute(state0: State, seg: np.ndarray, ev: RawEvents) -> np.ndarray:
@@ -342,9 +351,16 @@ def compute(state0: State, seg: np.ndarray, ev: RawEvents) -> np.ndarray:
     `seg[i]` is the index into `state0` of event i's session; each session's events are in
     arrival order; `state0` is each session's state before the block (not modified).
     """
-    return _run(state0, seg, ev, True)[1]
+    return _run(_copy(state0), seg, ev, True)
 
 
 def fold(state0: State, seg: np.ndarray, ev: RawEvents) -> State:
     """State of each session of `state0` after also folding in the block's events."""
-    return _run(state0, seg, ev, False)[0]
+    state = _copy(state0)
+    _run(state, seg, ev, False)
+    return state
+
+
+def fold_into(state: State, seg: np.ndarray, ev: RawEvents) -> None:
+    """`fold` in place: the online store folds events into its own slab (seg = slots)."""
+    _run(state, seg, ev, False)

@@ -292,19 +292,7 @@ class Scorer:
         """Rows of each session's held events (+ its new request) -> probabilities at the
         last row of each session's window of the last W rows, and that row."""
         st = self.store
-        ring, seg, lengths = st.ring_events(slots)
-        if new is not None:
-            # Insert each new request after its session's held events.
-            n_new = np.ones(len(slots), dtype=np.int64)
-            ends = np.cumsum(lengths)
-            newraw = RawEvents(**{k: np.array([e[k] for e in new], dtype=getattr(ring, k).dtype)
-                                  for k in new[0]})
-            order = np.argsort(np.concatenate([np.arange(len(seg)), ends - 0.5]), kind="stable")
-            raw = RawEvents.concat([ring, newraw]).take(order)
-            seg = np.concatenate([seg, np.arange(len(slots))])[order]
-            lengths = lengths + n_new
-        else:
-            raw = ring
+        raw, seg, lengths = st.ring_events(slots, new)
         rows = features.compute(st.agg.take(slots), seg, raw)
         W = bundle.window
         starts = np.concatenate([[0], np.cumsum(lengths)])

@@ -178,14 +178,28 @@ class MemoryStore:
                 self.evictions["idle"] += 1
 
     # ------------------------------------------------------------------ ring access
-    def ring_events(self, slots: np.ndarray) -> tuple[RawEvents, np.ndarray, np.ndarray]:
-        """Held events of several sessions laid end to end -> (raw, seg, lengths)."""
+    def ring_events(self, slots: np.ndarray, new: list[dict] | None = None
+                    ) -> tuple[RawEvents, np.ndarray, np.ndarray]:
+        """Held events of several sessions laid end to end, each session followed by its
+        request from `new` when given -> (raw, seg, events per session)."""
         lengths = self.length[slots].astype(np.int64)
+        total = lengths + (1 if new is not None else 0)
+        starts = np.cumsum(total) - total
         rows = np.repeat(slots, lengths)
         cols = np.arange(int(lengths.sum())) - np.repeat(np.cumsum(lengths) - lengths, lengths)
-        raw = RawEvents(**{name: self.ring[name][rows, cols].astype(_RAW_DTYPES[name]) for name in _RING_RAW},
-                        account_created_at=self.created_at[rows])
-        return raw, np.repeat(np.arange(len(slots)), lengths), lengths
+        at = np.repeat(starts, lengths) + cols
+        n = int(total.sum())
+        raw = {}
+        for name in _RING_RAW:
+            arr = np.empty(n, dtype=_RAW_DTYPES[name])
+            arr[at] = self.ring[name][rows, cols]
+            if new is not None:
+                arr[starts + lengths] = [e[name] for e in new]
+            raw[name] = arr
+        created = self.created_at[np.repeat(slots, total)]
+        if new is not None:
+            created[starts + lengths] = [e["account_created_at"] for e in new]
+        return RawEvents(**raw, account_created_at=created), np.repeat(np.arange(len(slots)), total), total
 
     def append(self, slots: np.ndarray, evs: list[dict], keys: list[int]) -> None:
         """Add just-scored requests to their sessions' rings (slots distinct); a full ring
@@ -195,9 +209,7 @@ class MemoryStore:
         if len(full):
             oldest = RawEvents(**{name: self.ring[name][full, 0].astype(_RAW_DTYPES[name]) for name in _RING_RAW},
                                account_created_at=self.created_at[full])
-            folded = features.fold(self.agg.take(full), np.arange(len(full)), oldest)
-            for f in fields(State):
-                getattr(self.agg, f.name)[full] = getattr(folded, f.name)
+            features.fold_into(self.agg, full, oldest)
             for arr in self.ring.values():
                 arr[full, :-1] = arr[full, 1:]
             self.length[full] -= 1
