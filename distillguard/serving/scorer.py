@@ -1,10 +1,11 @@
 """Online scorer: requests -> verdicts, with per-session state. Knows nothing of gRPC.
 
-All state changes run on one batcher thread: callers (gRPC handler threads) enqueue work
-and wait on a future. Whatever is queued when the batcher wakes is handled as one batch:
-one feature computation and one onnxruntime call for all the Score requests in it
-(micro-batching under load, no added delay when idle). One writer also keeps each
-session's Score/Complete order and makes the store need no locks.
+Callers (gRPC handler threads) enqueue their work and then try to become the one writer:
+the caller that takes the lock drains the queue, handling whatever is queued as one
+batch (one feature computation and one onnxruntime call for all Score requests in it),
+while the others wait on their futures. Idle, a request is handled on its own thread with
+no hand-off; under load, requests batch up behind the writer. One writer at a time keeps
+each session's Score/Complete order and lets the store go without locks of its own.
 """
 from __future__ import annotations
 
@@ -138,9 +139,7 @@ class Scorer:
         self.max_batch = max_batch
         self.metrics = metrics
         self._q: queue.SimpleQueue = queue.SimpleQueue()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="distillguard-batcher", daemon=True)
-        self._thread.start()
+        self._writer = threading.Lock()
 
     # ------------------------------------------------------------------ public API
     def score(self, req: ScoreInput, timeout: float | None = None) -> Verdict:
@@ -169,32 +168,34 @@ class Scorer:
         return new
 
     def close(self) -> None:
-        self._stop.set()
-        self._q.put(None)
-        self._thread.join(timeout=5)
+        """Nothing runs in the background; kept so callers can release a scorer uniformly."""
 
-    # ------------------------------------------------------------------ batcher
+    # ------------------------------------------------------------------ the writer
     def _submit(self, kind, payload, timeout):
         fut: Future = Future()
         self._q.put((kind, payload, fut))
+        self._drain()
         return fut.result(timeout=timeout)
 
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            item = self._q.get()
-            if item is None:
-                break
-            items = [item]
-            while len(items) < self.max_batch:
-                try:
-                    nxt = self._q.get_nowait()
-                except queue.Empty:
-                    break
-                if nxt is None:
-                    self._stop.set()
-                    break
-                items.append(nxt)
-            self._handle(items)
+    def _drain(self) -> None:
+        # Whoever holds the lock handles everything queued. Re-checking the queue after
+        # releasing closes the gap where an item arrives while the lock is being let go.
+        while self._writer.acquire(blocking=False):
+            try:
+                while True:
+                    items = []
+                    while len(items) < self.max_batch:
+                        try:
+                            items.append(self._q.get_nowait())
+                        except queue.Empty:
+                            break
+                    if not items:
+                        break
+                    self._handle(items)
+            finally:
+                self._writer.release()
+            if self._q.empty():
+                return
 
     def _handle(self, items) -> None:
         bundle = self.bundle
