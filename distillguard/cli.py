@@ -148,6 +148,9 @@ def cmd_bench(a) -> int:
         run_grpc_bench(a.model, concurrency=conc, requests=a.requests, repeats=a.repeats,
                        connections=a.connections, py_events=a.py_events,
                        python_driven=not a.no_python, workdir=Path(a.workdir))
+        from .serving.bench_state import run_state_bench
+
+        run_state_bench(sessions=a.state_sessions)
     return 0
 
 
@@ -245,6 +248,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--repeats", type=int, default=2, help="gRPC: alternating runs per server and concurrency")
     p.add_argument("--py-events", type=int, default=3000, help="gRPC: events per Python-driven run")
     p.add_argument("--no-python", action="store_true", help="gRPC: skip the Python-driven runs")
+    p.add_argument("--state-sessions", type=int, default=1_000_000,
+                   help="gRPC: live sessions for the session-state memory figure")
     p.set_defaults(fn=cmd_bench)
     return ap
 
