@@ -52,3 +52,19 @@ def test_loaded_bundle_scores_without_nan(tiny_bundle):
     p = b.predict(x)
     assert p.shape == (3, 7, 3) and not np.isnan(p).any()
     np.testing.assert_allclose(p.sum(-1), 1.0, atol=1e-5)
+
+
+def test_the_bundle_temperature_calibrates_what_batch_and_online_read(tiny_bundle):
+    from distillguard.training.calibration import apply_temperature
+
+    b = load_bundle(tiny_bundle)
+    meta = json.loads((tiny_bundle / "metadata.json").read_text())
+    assert meta["calibration"]["method"] == "temperature"
+    assert b.temperature == meta["calibration"]["temperature"] > 0
+    x = np.random.default_rng(1).standard_normal((2, 5, features.N_FEATURES)).astype(np.float32)
+    raw = b.session.run(["probs"], {"x": x})[0]
+    np.testing.assert_allclose(b.predict(x), apply_temperature(raw, b.temperature), atol=1e-6)
+    cal = meta["metrics"]["calibration_val"]
+    assert cal["nll_after"] <= cal["nll_before"] + 1e-9      # fitted on these sessions
+    for action, d in meta["threshold_details"].items():
+        assert d["threshold"] == meta["thresholds"][action]

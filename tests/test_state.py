@@ -57,3 +57,11 @@ def test_gap_restarts_an_implicit_session_with_the_next_number():
     assert not is_new
     meta, is_new = s.open(("acct", ""), T0 + 50 + 101)
     assert is_new and meta.name == "acct:1" and s.length[meta.slot] == 0
+
+
+def test_a_session_is_never_expired_while_it_is_being_served():
+    s = MemoryStore(max_sessions=10, ring=4, gap_s=3600)
+    _add(s, ("ahead", ""), T0 + 10 * 3600)          # the newest event time seen: watermark far ahead
+    for i in range(5):                              # a lagging session keeps arriving
+        meta = _add(s, ("lagging", ""), T0 + i, i)
+    assert s.events_seen(meta.slot) == 5

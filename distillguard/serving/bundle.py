@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from ..model import features
+from ..training.calibration import apply_temperature
 
 
 class BundleError(RuntimeError):
@@ -58,9 +59,18 @@ class Bundle:
     def version(self) -> str:
         return str(self.metadata.get("version", "unknown"))
 
+    @property
+    def temperature(self) -> float:
+        return float(self.metadata.get("calibration", {}).get("temperature", 1.0))
+
     def predict(self, x: np.ndarray) -> np.ndarray:
-        """(B, T, F) float32, right-padded -> probabilities (B, T, n_classes)."""
-        return self.session.run(["probs"], {"x": np.ascontiguousarray(x, dtype=np.float32)})[0]
+        """(B, T, F) float32, right-padded -> calibrated probabilities (B, T, n_classes).
+
+        The one place scores leave the model: batch and online both read them here, so
+        the bundle's temperature applies to both alike."""
+        p = self.session.run(["probs"], {"x": np.ascontiguousarray(x, dtype=np.float32)})[0]
+        T = self.temperature
+        return p if T == 1.0 else apply_temperature(p, T).astype(np.float32)
 
 
 def load_bundle(path: str | Path, threads: int = 1) -> Bundle:

@@ -119,7 +119,7 @@ class MemoryStore:
         # Arrival counts as activity now, so the idle scan below never takes this session.
         self.last_ts[meta.slot] = max(self.last_ts[meta.slot], ts) if not is_new else ts
         if not is_new:
-            self._expire_idle()
+            self._expire_idle(keep=key)
         return meta, is_new
 
     def _reset(self, slot: int) -> None:
@@ -163,7 +163,7 @@ class MemoryStore:
         self._free.append(meta.slot)
         self.evictions["capacity"] += 1
 
-    def _expire_idle(self, budget: int = 4) -> None:
+    def _expire_idle(self, budget: int = 4, keep: SessionKey | None = None) -> None:
         # A few oldest entries per request: amortised O(1), and the LRU heads are the
         # least recently touched, so the first one still in date ends the scan.
         for lru in (self._normal, self._flagged):
@@ -171,7 +171,8 @@ class MemoryStore:
                 if not lru:
                     break
                 key, meta = next(iter(lru.items()))
-                if self.watermark - self.last_ts[meta.slot] <= self.gap_s:
+                # `keep` is the session being served right now: never expire it under itself.
+                if key == keep or self.watermark - self.last_ts[meta.slot] <= self.gap_s:
                     break
                 del lru[key]
                 self._free.append(meta.slot)

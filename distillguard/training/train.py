@@ -15,12 +15,6 @@ from ..model.sessions import DEFAULT_GAP_S
 
 log = logging.getLogger(__name__)
 
-# Human false-positive rates on validation sessions that fix each action's threshold, and
-# the floor below which no action fires however the validation scores fall.
-ACTION_FPR = {"throttle": (0.01, 0.5), "challenge": (0.005, 0.6), "degrade": (0.002, 0.7),
-              "block": (0.001, 0.8)}
-
-
 @dataclass
 class TrainConfig:
     seed: int = 0
@@ -43,15 +37,6 @@ def file_sha256(paths) -> str:
     return h.hexdigest()
 
 
-def thresholds_from_validation(p_distill_human: np.ndarray) -> dict:
-    out, prev = {}, 0.0
-    for key, (fpr, floor) in ACTION_FPR.items():
-        q = float(np.quantile(p_distill_human, 1.0 - fpr)) if len(p_distill_human) else 0.0
-        prev = min(max(q + 1e-6, floor, prev), 0.999)
-        out[key] = round(prev, 6)
-    return out
-
-
 def _quiet_libraries() -> None:
     """Lightning's banner lines and exporter notes are noise for a CLI user."""
     import warnings
@@ -70,7 +55,7 @@ def train(events_path: str | Path, labels_path: str | Path, out: str | Path,
 
     from ..serving.batch import session_probs
     from ..serving.bundle import load_bundle
-    from . import evaluate
+    from . import calibration, evaluate
     from .data import SessionDataModule, prepare, split_of
     from .export import update_metadata, write_bundle
     from .lightning_module import SessionClassifier
@@ -118,16 +103,22 @@ def train(events_path: str | Path, labels_path: str | Path, out: str | Path,
     from ..serving.policy import DEFAULT_THRESHOLDS
     write_bundle(out, net, thresholds=DEFAULT_THRESHOLDS, metrics={}, **common)
     bundle = load_bundle(out)
-    probs, _ = session_probs(bundle, p.sr)
+    raw_probs, _ = session_probs(bundle, p.sr)
     dist = LABELS.index("distillation_harvesting")
-    human_val = (split == 1) & (p.y == LABELS.index("human"))
-    thresholds = thresholds_from_validation(probs[human_val, dist])
-    test = split == 2
+    val, test = split == 1, split == 2
+    # Calibrate on validation sessions, then fix the action thresholds on the calibrated
+    # scores of validation humans: what serving reads is what the thresholds were set on.
+    T = calibration.fit_temperature(raw_probs[val], p.y[val])
+    probs = calibration.apply_temperature(raw_probs, T)
+    th = calibration.action_thresholds(probs[val & (p.y == LABELS.index("human")), dist])
     metrics = {"train_seconds": round(train_s, 1), "best_val_loss": float(ckpt.best_model_score),
-               "epochs": cfg.epochs}
+               "epochs": cfg.epochs,
+               "calibration_val": calibration.calibration_summary(raw_probs[val], p.y[val], T)}
     if test.any():
-        m = evaluate.compute_metrics(p.y[test], probs[test], p.accounts[test], n_boot=100,
-                                     seed=cfg.seed, families=p.families[test])
-        metrics["test"] = m
-    update_metadata(out, thresholds=thresholds, metrics=metrics)
+        metrics["test"] = evaluate.compute_metrics(p.y[test], probs[test], p.accounts[test], n_boot=100,
+                                                   seed=cfg.seed, families=p.families[test])
+        metrics["test_ece"] = calibration.expected_calibration_error(probs[test], p.y[test])["ece"]
+    thresholds = th["thresholds"]
+    update_metadata(out, thresholds=thresholds, threshold_details=th["details"], metrics=metrics,
+                    calibration={"method": "temperature", "temperature": T})
     return {"bundle": str(out), "thresholds": thresholds, "metrics": metrics, "fingerprint": fingerprint}
