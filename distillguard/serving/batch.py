@@ -91,7 +91,7 @@ def score_sessions(bundle: Bundle, table: pa.Table, per_event: bool = False) -> 
         event_index = np.arange(len(table)) - np.repeat(sr.starts[:-1], seg_len)
     else:
         probs, rows = session_probs(bundle, sr)
-    labels, acts, reasons = policy.decide(probs, rows, bundle.labels, bundle.thresholds)
+    labels, acts, reasons = policy.decide(probs, rows, bundle.labels, bundle.policy)
     reasons = [policy.format_reasons(r) for r in reasons]
     p_cols = {f"p_{name}": pa.array(probs[:, i].astype(np.float64)) for i, name in enumerate(bundle.labels)}
     if per_event:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -50,6 +51,12 @@ class Bundle:
     @property
     def thresholds(self) -> dict:
         return self.metadata["thresholds"]
+
+    @cached_property
+    def policy(self):
+        from .policy import PolicyConfig
+
+        return PolicyConfig.from_metadata(self.metadata)
 
     @property
     def gap_s(self) -> float:

@@ -1,12 +1,18 @@
 """Verdict policy: probabilities -> action, feature rows -> reason codes with evidence.
 
-One function for batch and online. Actions escalate with p(distillation_harvesting)
-against thresholds stored in the bundle (fixed at training time from validation human
-false-positive rates; the detection-quality work calibrates them further).
+One function (`decide`) for batch and online. Actions escalate with the calibrated
+p(distillation_harvesting) against thresholds stored in the bundle (fixed at training time
+from validation human false-positive rates), then two rules of the bundle's
+`PolicyConfig` apply: a session whose most likely class is benign automation is never
+acted on beyond `benign_max_action` (default THROTTLE: never blocked), and a young account
+gets a graduated release (at least THROTTLE once its score passes a lower bar during its
+first days: the seed article's campaigns ran on freshly made accounts). `shadow` reports
+actions without asking the gateway to enforce them.
 """
 from __future__ import annotations
 
 import enum
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
@@ -26,6 +32,26 @@ ESCALATION = (("block", Action.BLOCK), ("degrade", Action.DEGRADE),
               ("challenge", Action.CHALLENGE), ("throttle", Action.THROTTLE))
 
 DEFAULT_THRESHOLDS = {"throttle": 0.5, "challenge": 0.75, "degrade": 0.9, "block": 0.97}
+_RANK = {a.value: i for i, a in enumerate(Action)}
+
+
+@dataclass
+class PolicyConfig:
+    """What the bundle says the gateway should do with a score (metadata `policy`)."""
+    thresholds: dict = field(default_factory=lambda: dict(DEFAULT_THRESHOLDS))
+    shadow: bool = False                    # report actions, do not enforce them
+    benign_max_action: str = Action.THROTTLE.value
+    young_account_days: float = 3.0         # graduated release for accounts younger than this ...
+    young_throttle_at: float = 0.25         # ... THROTTLE from this p_distill on (below the normal bar)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @staticmethod
+    def from_metadata(meta: dict) -> "PolicyConfig":
+        cfg = dict(meta.get("policy") or {})
+        cfg.setdefault("thresholds", meta.get("thresholds", DEFAULT_THRESHOLDS))
+        return PolicyConfig(**cfg)
 
 _F = {name: i for i, name in enumerate(features.FEATURE_NAMES)}
 MIN_EVENTS_FOR_RATES = 4   # shares over fewer earlier events are noise, not evidence
@@ -49,16 +75,22 @@ def reason_evidence(rows: np.ndarray) -> list[list[tuple[str, str]]]:
     age_days = np.expm1(_col(rows, "log_account_age_days") * 6.0)
     hours = _col(rows, "hours_covered") * 24.0
     now_reasoning = _col(rows, "elicits_reasoning") > 0.5
+    n = np.rint(n_prev).astype(np.int64)
+    distinct = np.rint(_col(rows, "template_distinct_ratio") * np.minimum(n, features.N_TEMPLATE_BUCKETS))
     checks = (
-        ("TEMPLATE_REPETITION", enough & (repeat >= 0.5), lambda i: f"repeat_share={repeat[i]:.2f}"),
-        ("OUTPUT_SATURATION", enough & (sat >= 0.5), lambda i: f"saturated_share={sat[i]:.2f}"),
+        ("TEMPLATE_REPETITION", enough & (repeat >= 0.5),
+         lambda i: f"{int(round(repeat[i] * n[i]))}/{n[i]} earlier requests reuse a template "
+                   f"({int(distinct[i])}{'+' if n[i] >= features.N_TEMPLATE_BUCKETS else ''} distinct)"),
+        ("OUTPUT_SATURATION", enough & (sat >= 0.5), lambda i: f"{sat[i]:.0%} of outputs at max_tokens"),
         ("MACHINE_TIMING", enough & ((gap_sd < 0.35) | (burst >= 0.5)),
-         lambda i: f"log_gap_sd={gap_sd[i]:.2f},burst_share={burst[i]:.2f}"),
-        ("CONCURRENCY", enough & (overlap >= 0.3), lambda i: f"overlap_share={overlap[i]:.2f}"),
-        ("YOUNG_ACCOUNT", age_known & (age_days < 7.0), lambda i: f"account_age_days={age_days[i]:.1f}"),
+         lambda i: f"gap log-sd {gap_sd[i]:.2f}, {burst[i]:.0%} of gaps under 1 s"),
+        ("CONCURRENCY", enough & (overlap >= 0.3),
+         lambda i: f"{overlap[i]:.0%} of requests sent before the previous answer could finish"),
+        ("YOUNG_ACCOUNT", age_known & (age_days < 7.0), lambda i: f"account {age_days[i]:.1f} days old"),
         ("REASONING_ELICITATION", (enough & (reason >= 0.3)) | (~enough & now_reasoning),
-         lambda i: f"reasoning_share={reason[i]:.2f}"),
-        ("ROUND_THE_CLOCK", enough & (hours >= 20), lambda i: f"hours_active={int(round(hours[i]))}"),
+         lambda i: f"{reason[i]:.0%} of requests ask for step-by-step reasoning" if enough[i]
+         else "this request asks for step-by-step reasoning"),
+        ("ROUND_THE_CLOCK", enough & (hours >= 20), lambda i: f"active in {int(round(hours[i]))}/24 hours of the day"),
     )
     out: list[list[tuple[str, str]]] = [[] for _ in range(len(rows))]
     for code, mask, evidence in checks:
@@ -75,11 +107,23 @@ def actions(p_distill: np.ndarray, thresholds: dict) -> list[str]:
     return out.tolist()
 
 
-def decide(probs: np.ndarray, rows: np.ndarray, labels, thresholds: dict):
+def decide(probs: np.ndarray, rows: np.ndarray, labels, policy: "PolicyConfig | dict"):
     """probs (N, C) and the scored events' feature rows (N, F) -> (labels, actions, reasons),
-    reasons being [(code, evidence), ...] per row."""
+    reasons being [(code, evidence), ...] per row. `policy` may be a bare thresholds dict."""
+    if not isinstance(policy, PolicyConfig):
+        policy = PolicyConfig(thresholds=policy)
     names = np.asarray(labels, dtype=object)[probs.argmax(axis=1)].tolist()
-    acts = actions(probs[:, list(labels).index("distillation_harvesting")], thresholds)
+    p_distill = probs[:, list(labels).index("distillation_harvesting")]
+    acts = actions(p_distill, policy.thresholds)
+    age_known = _col(rows, "account_age_missing") < 0.5
+    age_days = np.expm1(_col(rows, "log_account_age_days") * 6.0)
+    young = age_known & (age_days < policy.young_account_days) & (p_distill >= policy.young_throttle_at)
+    cap = _RANK[policy.benign_max_action]
+    for i in range(len(acts)):
+        if young[i] and acts[i] == Action.ALLOW.value:
+            acts[i] = Action.THROTTLE.value
+        if names[i] == "benign_automation" and _RANK[acts[i]] > cap:
+            acts[i] = policy.benign_max_action
     return names, acts, reason_evidence(rows)
 
 

@@ -268,7 +268,7 @@ class Scorer:
             return
         slots_a = np.asarray(slots, dtype=np.int64)
         probs, rows = self._window_scores(bundle, slots_a, evs)
-        labels, acts, reasons = policy.decide(probs, rows, bundle.labels, bundle.thresholds)
+        labels, acts, reasons = policy.decide(probs, rows, bundle.labels, bundle.policy)
         st.append(slots_a, evs, [ek for _, ek in keys])
         j = 0
         for i in idx:
@@ -286,7 +286,7 @@ class Scorer:
             out[i] = Verdict(probs=tuple(float(p) for p in probs[j]), label=labels[j], action=acts[j],
                              reasons=reasons[j],
                              events_in_session=st.events_seen(meta.slot), model_version=bundle.version,
-                             session_id=meta.name, shadow=self.shadow)
+                             session_id=meta.name, shadow=self.shadow or bundle.policy.shadow)
             j += 1
 
     def _window_scores(self, bundle: Bundle, slots: np.ndarray, new: list[dict] | None):
@@ -309,10 +309,11 @@ class Scorer:
         rows = features.compute(st.agg.take([meta.slot]), seg, ring)
         lo = max(0, pos - bundle.window + 1)
         probs = bundle.predict(rows[None, lo:pos + 1])[:, -1]
-        labels, acts, reasons = policy.decide(probs, rows[pos:pos + 1], bundle.labels, bundle.thresholds)
+        labels, acts, reasons = policy.decide(probs, rows[pos:pos + 1], bundle.labels, bundle.policy)
         return Verdict(probs=tuple(float(p) for p in probs[0]), label=labels[0], action=acts[0],
                        reasons=reasons[0], events_in_session=st.events_seen(meta.slot),
-                       model_version=bundle.version, session_id=meta.name, shadow=self.shadow,
+                       model_version=bundle.version, session_id=meta.name,
+                       shadow=self.shadow or bundle.policy.shadow,
                        duplicate=duplicate)
 
     # ------------------------------------------------------------------ other calls

@@ -100,7 +100,7 @@ def train(events_path: str | Path, labels_path: str | Path, out: str | Path,
     # Write once to score validation/test with the exported ONNX graph itself, so the
     # thresholds and metrics describe exactly what serving runs; then rewrite metadata.
     common = dict(train_config=train_config, data_fingerprint=fingerprint, session_gap_s=cfg.session_gap_s)
-    from ..serving.policy import DEFAULT_THRESHOLDS
+    from ..serving.policy import DEFAULT_THRESHOLDS, PolicyConfig
     write_bundle(out, net, thresholds=DEFAULT_THRESHOLDS, metrics={}, **common)
     bundle = load_bundle(out)
     raw_probs, _ = session_probs(bundle, p.sr)
@@ -119,6 +119,7 @@ def train(events_path: str | Path, labels_path: str | Path, out: str | Path,
                                                    seed=cfg.seed, families=p.families[test])
         metrics["test_ece"] = calibration.expected_calibration_error(probs[test], p.y[test])["ece"]
     thresholds = th["thresholds"]
+    policy = PolicyConfig(thresholds=thresholds)
     update_metadata(out, thresholds=thresholds, threshold_details=th["details"], metrics=metrics,
-                    calibration={"method": "temperature", "temperature": T})
+                    calibration={"method": "temperature", "temperature": T}, policy=policy.to_dict())
     return {"bundle": str(out), "thresholds": thresholds, "metrics": metrics, "fingerprint": fingerprint}
