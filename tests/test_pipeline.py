@@ -71,8 +71,12 @@ def test_evaluate_writes_a_report(tiny_bundle, sim_data, tmp_path):
     assert 0.0 <= m["macro_f1"] <= 1.0
     assert "1%" in m["recall_at_human_fpr"]
     assert (rep / "report.md").read_text().count("macro") >= 1
-    for png in ("confusion.png", "roc.png", "pr.png"):
+    for png in ("confusion.png", "roc.png", "pr.png", "calibration.png"):
         assert (rep / png).stat().st_size > 1000
+    html = (rep / "report.html").read_text()
+    assert html.count("data:image/png;base64,") >= 5 and "<table>" in html    # self-contained
+    assert 'src="confusion.png"' not in html
+    assert m["calibration"]["temperature"] > 0 and 0 <= m["calibration"]["ece_served"] <= 1
 
 
 def test_bad_input_is_a_clear_error_not_a_crash(tiny_bundle, tmp_path, capsys):

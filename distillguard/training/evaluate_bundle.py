@@ -7,6 +7,7 @@ import numpy as np
 
 from ..model import schema
 from . import evaluate
+from .html_report import write_html
 from .data import prepare
 
 
@@ -45,5 +46,27 @@ def run_evaluation(model, events_path, labels_path, report_dir, progress: bool =
     m = evaluate.compute_metrics(p.y, probs, p.accounts, n_boot=n_boot, seed=seed, families=p.families,
                                  events_to_detection=etd)
     m["model"] = {"bundle": str(Path(model)), "version": bundle.version}
-    return evaluate.write_report(m, p.y, probs, report_dir,
-                                 title=f"distillguard evaluation of {Path(events_path).name}")
+    m["calibration"] = _calibration_section(bundle, p.y, probs, Path(report_dir))
+    calibration_md = m["calibration"].pop("markdown")
+    report = evaluate.write_report(m, p.y, probs, report_dir,
+                                   title=f"distillguard evaluation of {Path(events_path).name}")
+    with open(report, "a") as f:
+        f.write(calibration_md)
+    write_html([report], Path(report_dir) / "report.html")
+    return report
+
+
+def _calibration_section(bundle, y, probs, report_dir: Path) -> dict:
+    """ECE of the served (calibrated) scores and of the raw network output on this set."""
+    from .calibration import apply_temperature, expected_calibration_error, plot_reliability
+
+    T = bundle.temperature
+    raw = apply_temperature(probs, 1.0 / T)          # temperature scaling is invertible
+    before = expected_calibration_error(raw, y)["ece"]
+    after = expected_calibration_error(probs, y)["ece"]
+    report_dir.mkdir(parents=True, exist_ok=True)
+    plot_reliability(raw, probs, y, report_dir / "calibration.png")
+    md = (f"\n## Calibration\n\nTemperature {T:.3f} (fitted on the training run's validation split). "
+          f"Expected calibration error (top label, 15 bins) on this set: raw network {before:.4f}, "
+          f"served scores {after:.4f}.\n\n![Reliability](calibration.png)\n")
+    return {"temperature": T, "ece_raw": before, "ece_served": after, "markdown": md}
