@@ -7,7 +7,7 @@ BUNDLE := distillguard/default_bundle
 # The default model: same seed, same data, same weights on this machine.
 MODEL_ARGS := --simulate 600000 --seed 0 --epochs 10
 
-.PHONY: install proto test run model bench examples clean
+.PHONY: install proto test run model bench examples clean report
 
 install: $(STAMP)
 
@@ -51,6 +51,14 @@ bench: install
 	@echo "== training time and peak memory of the default model (fresh run into bench/model)"
 	/usr/bin/env time -v $(BIN)/distillguard train $(MODEL_ARGS) --out bench/model --checkpoint-dir bench/ckpt -q 2>&1 \
 	  | grep -E "bundle written|macro-F1|Maximum resident|Elapsed" || true
+
+# Held-out-family evaluation (issue 4): one model per left-out family, baselines beside it
+# (~10-15 min on 2 cores). Not part of `make test`.
+report: install
+	$(BIN)/distillguard evaluate --holdout-families --holdout-out reports/holdout
+	$(BIN)/distillguard evaluate --robustness --model $(BUNDLE) --robustness-out reports/robustness
+	$(BIN)/python -c "from pathlib import Path; from distillguard.training.html_report import write_html; \
+	  print(write_html([Path('reports/holdout/holdout.md'), Path('reports/robustness/robustness.md')], Path('reports/report.html')))"
 
 clean:
 	rm -rf data reports runs bench lightning_logs

@@ -116,9 +116,16 @@ def cmd_evaluate(a) -> int:
         print(f"held-out-family report written to {Path(a.holdout_out) / 'holdout.md'} "
               f"({rep['timings']['total_s']} s)")
         return 0
+    if a.robustness:
+        from .training.robustness import run_robustness
+
+        run_robustness(a.model, a.robustness_out, progress=not a.quiet)
+        print(f"robustness report written to {Path(a.robustness_out) / 'robustness.md'}")
+        return 0
     missing = [f"--{n}" for n in ("events", "labels", "report") if not getattr(a, n)]
     if missing:
-        print(f"evaluate: {', '.join(missing)} required (or use --holdout-families)", file=sys.stderr)
+        print(f"evaluate: {', '.join(missing)} required (or use --holdout-families / --robustness)",
+              file=sys.stderr)
         return 2
     from .training.evaluate_bundle import run_evaluation
 
@@ -228,7 +235,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--holdout-include-human", action="store_true",
                    help="with --holdout-families and no names: hold out the human families too")
     p.add_argument("--holdout-seed", type=int, default=0)
-    p.add_argument("--holdout-epochs", type=int, default=5)
+    p.add_argument("--holdout-epochs", type=int, default=8)
+    p.add_argument("--robustness", action="store_true",
+                   help="sweep attacker knobs of the simulator one at a time and score with --model")
+    p.add_argument("--robustness-out", default="reports/robustness")
     p.add_argument("-q", "--quiet", action="store_true")
     p.set_defaults(fn=cmd_evaluate)
 

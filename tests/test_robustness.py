@@ -33,3 +33,4 @@ def test_sweep_reports_recall_per_value(tmp_path):
         assert p["reliable_0.1pct"] is False       # a few hundred humans cannot pin 0.1%
     assert json.loads((tmp_path / "robustness.json").read_text()) == res
     assert (tmp_path / "robustness.png").stat().st_size > 5000
+    assert "| 1.0 |" in (tmp_path / "robustness.md").read_text()
