@@ -57,8 +57,11 @@ bench: install
 report: install
 	$(BIN)/distillguard evaluate --holdout-families --holdout-out reports/holdout
 	$(BIN)/distillguard evaluate --robustness --model $(BUNDLE) --robustness-out reports/robustness
+	$(BIN)/distillguard simulate --seed 13 --events 400000 --out data/eval
+	$(BIN)/distillguard evaluate --model $(BUNDLE) --events data/eval/events.parquet --labels data/eval/labels.csv --report reports/eval -q
 	$(BIN)/python -c "from pathlib import Path; from distillguard.training.html_report import write_html; \
-	  print(write_html([Path('reports/holdout/holdout.md'), Path('reports/robustness/robustness.md')], Path('reports/report.html')))"
+	  print(write_html([Path('reports/eval/report.md'), Path('reports/holdout/holdout.md'), \
+	  Path('reports/robustness/robustness.md')], Path('reports/report.html')))"
 
 clean:
 	rm -rf data reports runs bench lightning_logs
