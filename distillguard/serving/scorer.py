@@ -164,7 +164,6 @@ class Scorer:
             raise ValueError(f"bundle window {new.window} exceeds the session ring ({self.store.ring_size + 1}); "
                              f"restart the server to serve it")
         self.bundle = new   # one reference swap: the batcher picks it up at its next batch
-        log.info("model reloaded: %s (%s)", new.version, new.path)
         return new
 
     def close(self) -> None:

@@ -144,14 +144,25 @@ class ScorerServicer(pb_grpc.ScorerServicer):
     def Reload(self, request, context):
         def run():
             try:
-                b = self.scorer.reload(request.path or None)
+                b = reload_model(self.scorer, self.m, request.path or None)
             except (BundleError, ValueError, OSError) as e:
-                self.m.reloads.labels(result="refused").inc()
                 context.abort(grpc.StatusCode.FAILED_PRECONDITION, f"reload refused, old model keeps serving: {e}")
-            self.m.reloads.labels(result="ok").inc()
-            self.m.model.info({"version": b.version, "path": str(b.path)})
             return pb.ReloadResponse(model_version=b.version, feature_spec_hash=b.metadata["feature_spec_hash"])
         return self._call("Reload", context, run)
+
+
+def reload_model(scorer: Scorer, metrics: ScorerMetrics, path=None):
+    """Swap the scorer's bundle (admin RPC and SIGHUP alike), counting the outcome."""
+    try:
+        b = scorer.reload(path)
+    except (BundleError, ValueError, OSError) as e:
+        metrics.reloads.labels(result="refused").inc()
+        log.error(json.dumps({"event": "reload_refused", "error": str(e)}))
+        raise
+    metrics.reloads.labels(result="ok").inc()
+    metrics.model.info({"version": b.version, "path": str(b.path)})
+    log.info(json.dumps({"event": "reloaded", "model": b.version, "path": str(b.path)}))
+    return b
 
 
 class ScorerServer:
@@ -171,14 +182,12 @@ class ScorerServer:
         self.server.stop(grace).wait()
         self.scorer.close()
 
-    def reload(self, path=None):
+    def reload(self, path=None) -> None:
+        """SIGHUP's path: a refused bundle is logged and the old model keeps serving."""
         try:
-            b = self.scorer.reload(path)
-            self.metrics.reloads.labels(result="ok").inc()
-            self.metrics.model.info({"version": b.version, "path": str(b.path)})
-        except (BundleError, ValueError, OSError) as e:
-            self.metrics.reloads.labels(result="refused").inc()
-            log.error("reload refused, old model keeps serving: %s", e)
+            reload_model(self.scorer, self.metrics, path)
+        except (BundleError, ValueError, OSError):
+            pass
 
 
 def create_server(address: str, model: str | Path, *, shadow: bool = False, max_sessions: int = 1_000_000,
