@@ -2,8 +2,6 @@
 recall per value with files a report can embed."""
 import json
 
-import numpy as np
-import pyarrow as pa
 
 from distillguard.cli import DEFAULT_BUNDLE
 from distillguard.training.robustness import KNOBS, Knob, run_robustness

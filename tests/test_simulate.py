@@ -2,7 +2,6 @@
 the seed article's low-and-slow rate, and that no single field gives the answer away."""
 from __future__ import annotations
 
-import re
 
 import numpy as np
 import pandas as pd

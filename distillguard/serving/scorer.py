@@ -13,7 +13,6 @@ import json
 import logging
 import queue
 import threading
-import time
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,7 +20,6 @@ from pathlib import Path
 import numpy as np
 
 from ..model import features, templates
-from ..model.features import RawEvents
 from ..model.windows import gather
 from . import policy
 from .bundle import Bundle, load_bundle

@@ -50,7 +50,6 @@ def _quiet_libraries() -> None:
 def train(events_path: str | Path, labels_path: str | Path, out: str | Path,
           cfg: TrainConfig | None = None, progress: bool = True, extra_fingerprint: dict | None = None) -> dict:
     import lightning as L
-    import torch
     from lightning.pytorch.callbacks import ModelCheckpoint
 
     from ..serving.batch import session_probs
