@@ -48,6 +48,9 @@ bench: install
 	command -v h2load >/dev/null || (apt-get update && apt-get install -y nghttp2-client)
 	# Both benchmarks: batch scoring (bench/batch_bench.json) and gRPC scorer vs no-op (bench/grpc_bench.json).
 	$(BIN)/distillguard bench --batch --grpc --model $(BUNDLE) --events 1000000
+	# Soak (bench/soak.json): a real server on loopback for 90 s at 0.5x..4x capacity with session churn;
+	# served/shed/failed RPCs and server RSS over time (fails only if the server crashes).
+	$(BIN)/distillguard bench --soak --soak-seconds 90 --model $(BUNDLE)
 	@echo "== training time and peak memory of the default model (fresh run into bench/model)"
 	/usr/bin/env time -v $(BIN)/distillguard train $(MODEL_ARGS) --out bench/model --checkpoint-dir bench/ckpt -q 2>&1 \
 	  | grep -E "bundle written|macro-F1|Maximum resident|Elapsed" || true

@@ -68,7 +68,13 @@ def cmd_train(a) -> int:
     if not events or not labels:
         print("train: give --events and --labels, or --simulate N", file=sys.stderr)
         return 2
-    res = train(events, labels, a.out, _train_config(a), progress=not a.quiet, extra_fingerprint=extra)
+    if _rejects_misused(a):
+        return 2
+    rejects_path = a.rejects or Path(a.out).with_name(Path(a.out).name + ".rejects.jsonl")
+    res = train(events, labels, a.out, _train_config(a), progress=not a.quiet, extra_fingerprint=extra,
+                on_error=a.on_error, rejects_path=rejects_path)
+    if res["rejects"] is not None:
+        print(f"{res['rejects'].summary()}; rejects -> {rejects_path}")
     m = res["metrics"]
     print(f"bundle written to {res['bundle']} (trained in {m['train_seconds']}s)")
     if "test" in m:
@@ -81,10 +87,15 @@ def cmd_train(a) -> int:
 def cmd_score(a) -> int:
     from .serving.batch import score_file
 
+    if _rejects_misused(a):
+        return 2
     stats = score_file(a.model, a.input, a.output, per_event=a.per_event, progress=not a.quiet,
-                       hmac_key=a.hmac_key.encode() if a.hmac_key else None, threads=a.threads)
+                       hmac_key=a.hmac_key.encode() if a.hmac_key else None, threads=a.threads,
+                       on_error=a.on_error, rejects_path=a.rejects)
     print(f"scored {stats.events:,} events in {stats.sessions:,} sessions in {stats.seconds:.2f}s "
           f"({stats.events_per_s:,.0f} events/s) -> {a.output}", file=sys.stderr)
+    if a.on_error == "skip":
+        print(f"{stats.skipped_summary}; rejects -> {stats.rejects_path}", file=sys.stderr)
     if not a.quiet and not a.per_event:
         _print_summary(Path(a.output))
     return 0
@@ -129,16 +140,50 @@ def cmd_evaluate(a) -> int:
         return 2
     from .training.evaluate_bundle import run_evaluation
 
-    report = run_evaluation(a.model, a.events, a.labels, a.report, progress=not a.quiet)
+    if _rejects_misused(a):
+        return 2
+    report = run_evaluation(a.model, a.events, a.labels, a.report, progress=not a.quiet,
+                            on_error=a.on_error, rejects_path=a.rejects)
     print(f"report written to {report}")
     return 0
+
+
+def _serve_transport(a):
+    """The serve command's TransportConfig; plaintext only with --insecure, whatever the host."""
+    from .serving.security import TransportConfig, TransportError, is_loopback_address
+
+    if not (a.tls_cert or a.tls_key or a.tls_client_ca) and not a.insecure:
+        where = "a non-loopback address, reachable from other machines" if not is_loopback_address(
+            f"{a.host}:{a.port}") else "loopback"
+        raise TransportError(f"refusing to serve on {a.host}:{a.port} ({where}) without TLS: give --tls-cert and "
+                             "--tls-key (plus --tls-client-ca for mutual TLS), or --insecure to serve "
+                             "unencrypted, unauthenticated gRPC on purpose")
+    path = lambda v: Path(v) if v else None     # noqa: E731
+    return TransportConfig(cert_file=path(a.tls_cert), key_file=path(a.tls_key),
+                           client_ca_file=path(a.tls_client_ca), token_file=path(a.token_file),
+                           insecure=a.insecure)
 
 
 def cmd_serve(a) -> int:
     from .serving.server import serve
 
+    transport = _serve_transport(a)
     return serve(a.model, a.port, host=a.host, metrics_port=a.metrics_port, shadow=a.shadow,
-                 max_sessions=a.max_sessions, workers=a.workers, grace=a.grace)
+                 max_sessions=a.max_sessions, workers=a.workers, grace=a.grace, transport=transport,
+                 reflection_enabled=not a.no_reflection, admin_enabled=not a.no_admin, limits=_serve_limits(a),
+                 snapshot_path=a.snapshot)
+
+
+def _serve_limits(a):
+    """RequestLimits from `serve`'s limit flags; a flag not given keeps the dataclass default."""
+    from .serving.limits import RequestLimits
+
+    given = {"max_concurrent_rpcs": a.max_concurrent_rpcs, "max_message_bytes": a.max_message_bytes,
+             "max_batch": a.max_batch, "max_ts_ahead_s": a.max_ts_ahead_s, "max_ts_age_s": a.max_ts_age_s}
+    kw = {k: v for k, v in given.items() if v is not None}
+    if kw.get("max_concurrent_rpcs") == 0:
+        kw["max_concurrent_rpcs"] = None
+    return RequestLimits(**kw)
 
 
 def cmd_replay(a) -> int:
@@ -147,7 +192,8 @@ def cmd_replay(a) -> int:
     try:
         summary = replay(a.target, a.events, speed=a.speed, concurrency=a.concurrency, limit=a.limit,
                          deadline_s=a.deadline_ms / 1000.0, hmac_key=a.hmac_key.encode() if a.hmac_key else None,
-                         show=not a.quiet)
+                         show=not a.quiet, tls=a.tls, tls_ca=a.tls_ca, tls_cert=a.tls_cert, tls_key=a.tls_key,
+                         token_file=a.token_file)
     except ReplayError as e:
         print(f"distillguard replay: error: {e}", file=sys.stderr)
         return 2
@@ -156,8 +202,8 @@ def cmd_replay(a) -> int:
 
 
 def cmd_bench(a) -> int:
-    # Neither flag given: run both benchmarks.
-    both = not (a.grpc or a.batch)
+    # No benchmark named: run batch and gRPC (the soak runs only when asked for).
+    both = not (a.grpc or a.batch or a.soak)
     if a.batch or both:
         from .serving.bench_batch import run_batch_bench
 
@@ -173,7 +219,30 @@ def cmd_bench(a) -> int:
         from .serving.bench_state import run_state_bench
 
         run_state_bench(sessions=a.state_sessions)
+    if a.soak:
+        from .serving.bench_soak import run_soak
+
+        res = run_soak(a.model, seconds=a.soak_seconds, workdir=Path(a.workdir), max_sessions=a.soak_max_sessions)
+        if res["server"]["crashes"]:
+            print("soak: the server crashed or did not exit 0", file=sys.stderr)
+            return 1
     return 0
+
+
+def _add_on_error_args(p, default_rejects: str) -> None:
+    p.add_argument("--on-error", choices=("fail", "skip"), default="fail",
+                   help="bad input row: fail (stop, naming file, row and column) or skip it, count it and "
+                        "write it to the rejects file; unreadable files and missing columns always fail")
+    p.add_argument("--rejects", metavar="PATH",
+                   help="with --on-error skip: where skipped rows are listed (file, row, column, error; "
+                        f"never prompt text), JSON Lines; default {default_rejects}")
+
+
+def _rejects_misused(a) -> bool:
+    if a.rejects and a.on_error != "skip":
+        print(f"distillguard {a.cmd}: error: --rejects needs --on-error skip", file=sys.stderr)
+        return True
+    return False
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -208,6 +277,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--session-gap-hours", type=float, default=24.0,
                    help="idle gap that ends a session when events carry no session_id")
     p.add_argument("--checkpoint-dir", default="runs/checkpoints")
+    _add_on_error_args(p, "OUT.rejects.jsonl, beside the bundle directory")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.set_defaults(fn=cmd_train)
 
@@ -218,6 +288,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--per-event", action="store_true", help="one row per event (score at every event)")
     p.add_argument("--hmac-key", help="key for hashing a raw `prompt` column (same as the gateway's)")
     p.add_argument("--threads", type=int, default=0, help="onnxruntime intra-op threads (0: one per core)")
+    _add_on_error_args(p, "OUTPUT.rejects.jsonl")
     p.add_argument("-q", "--quiet", action="store_true")
     p.set_defaults(fn=cmd_score)
 
@@ -226,6 +297,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--events", help="labelled events file (required unless --holdout-families)")
     p.add_argument("--labels", help="labels file (required unless --holdout-families)")
     p.add_argument("--report", help="report directory (report.md, metrics.json, PNGs)")
+    _add_on_error_args(p, "REPORT/rejects.jsonl")
     p.add_argument("--holdout-families", nargs="*", metavar="FAMILY", default=None,
                    help="leave-one-family-out evaluation on simulated traffic: train without each "
                         "FAMILY (none named: every benign-automation and harvesting family), test on it, "
@@ -251,6 +323,33 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-sessions", type=int, default=1_000_000, help="live sessions held before LRU eviction")
     p.add_argument("--workers", type=int, default=16, help="gRPC handler threads")
     p.add_argument("--grace", type=float, default=5.0, help="seconds to finish in-flight calls on SIGTERM")
+    p.add_argument("--snapshot", metavar="PATH", default=None,
+                   help="session-state snapshot (.npz): restored at start if present and of the bundle's "
+                        "feature spec, written atomically on SIGTERM/SIGINT after the drain")
+    g = p.add_argument_group("input limits and load shedding (defaults: serving/limits.py RequestLimits)")
+    g.add_argument("--max-concurrent-rpcs", type=int, metavar="N",
+                   help="RPCs in flight (running + queued) before RESOURCE_EXHAUSTED (default 256; 0: no cap)")
+    g.add_argument("--max-message-bytes", type=int, metavar="B",
+                   help="largest request message accepted (default 4 MiB; larger: RESOURCE_EXHAUSTED)")
+    g.add_argument("--max-batch", type=int, metavar="N", help="most requests in one ScoreBatch (default 1024)")
+    g.add_argument("--max-ts-ahead-s", type=float, metavar="S",
+                   help="refuse ts more than S seconds ahead of the server clock (default 3600)")
+    g.add_argument("--max-ts-age-s", type=float, metavar="S",
+                   help="refuse ts more than S seconds behind the server clock (default: off; ts >= 2015 always)")
+    g = p.add_argument_group("transport and auth (one of --tls-cert/--tls-key or --insecure is required)")
+    g.add_argument("--tls-cert", metavar="PEM", help="server certificate (chain) file: serve TLS")
+    g.add_argument("--tls-key", metavar="PEM", help="server private key file (unencrypted PEM)")
+    g.add_argument("--tls-client-ca", metavar="PEM",
+                   help="CA file for client certificates: mutual TLS, clients without a certificate signed "
+                        "by it are refused at the handshake")
+    g.add_argument("--token-file", metavar="FILE",
+                   help="bearer tokens, one per line ('#' comments): every call but health checks needs "
+                        "'authorization: Bearer <token>'")
+    g.add_argument("--insecure", action="store_true",
+                   help="serve plaintext gRPC (no TLS) on purpose; logged as a warning")
+    g.add_argument("--no-reflection", action="store_true", help="do not register the gRPC reflection service")
+    g.add_argument("--no-admin", action="store_true", help="refuse the admin RPC Reload (PERMISSION_DENIED); "
+                                                            "SIGHUP still reloads")
     p.set_defaults(fn=cmd_serve)
 
     p = sub.add_parser("replay", help="send an events file to a running scorer (Score + Complete per event)")
@@ -263,12 +362,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, default=None, help="replay only the first N events (by ts)")
     p.add_argument("--deadline-ms", type=float, default=1000.0, help="per-call deadline (fail-open after it)")
     p.add_argument("--hmac-key", help="key for hashing a raw `prompt` column (same as the gateway's)")
+    p.add_argument("--tls", action="store_true", help="connect with TLS, verifying the server with the system's CAs")
+    p.add_argument("--tls-ca", metavar="PEM", help="CA file verifying the server's certificate (implies --tls)")
+    p.add_argument("--tls-cert", metavar="PEM", help="client certificate for mutual TLS (implies --tls)")
+    p.add_argument("--tls-key", metavar="PEM", help="client private key for mutual TLS")
+    p.add_argument("--token-file", metavar="FILE", help="file whose first token is sent as 'authorization: Bearer'")
     p.add_argument("-q", "--quiet", action="store_true", help="no live view, summary only")
     p.set_defaults(fn=cmd_replay)
 
     p = sub.add_parser("bench", help="benchmarks: batch scoring vs read+sort, gRPC scorer vs a no-op server",
-                       description="Without --batch or --grpc, runs both. Results go to WORKDIR/"
-                                   "batch_bench.json and WORKDIR/grpc_bench.json.")
+                       description="Without --batch, --grpc or --soak, runs batch and gRPC. Results go to "
+                                   "WORKDIR/batch_bench.json, WORKDIR/grpc_bench.json and WORKDIR/soak.json.")
     p.add_argument("--model", default=str(DEFAULT_BUNDLE))
     p.add_argument("--batch", action="store_true", help="run the batch-scoring benchmark")
     p.add_argument("--grpc", action="store_true",
@@ -285,6 +389,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-python", action="store_true", help="gRPC: skip the Python-driven runs")
     p.add_argument("--state-sessions", type=int, default=1_000_000,
                    help="gRPC: live sessions for the session-state memory figure")
+    p.add_argument("--soak", action="store_true",
+                   help="soak a real server on loopback (rates below and above capacity, session churn): "
+                        "served/shed/failed and RSS over time -> WORKDIR/soak.json")
+    p.add_argument("--soak-seconds", type=float, default=120.0, help="soak: duration of the load")
+    p.add_argument("--soak-max-sessions", type=int, default=2_000,
+                   help="soak: the server's --max-sessions (small, so eviction runs all along)")
     p.set_defaults(fn=cmd_bench)
     return ap
 
@@ -298,7 +408,7 @@ def main(argv=None) -> int:
 
     try:
         return a.fn(a)
-    except (SchemaError, BundleError, FileNotFoundError, ValueError) as e:
+    except (SchemaError, BundleError, OSError, ValueError) as e:   # OSError: disk full, permissions...
         print(f"distillguard {a.cmd}: error: {e}", file=sys.stderr)
         return 2
 

@@ -6,7 +6,8 @@ BIN=${BIN:-.venv/bin}
 EVENTS=${1:-data/demo/events.parquet}
 LIMIT=${LIMIT:-20000}
 LOG=$(dirname "$EVENTS")/serve.log
-"$BIN/distillguard" serve --port 0 --metrics-port 0 >"$LOG" 2>&1 &
+# --insecure: plaintext on loopback (127.0.0.1, the default --host) for the demo only.
+"$BIN/distillguard" serve --insecure --port 0 --metrics-port 0 >"$LOG" 2>&1 &
 pid=$!
 trap 'kill -TERM $pid 2>/dev/null || true; wait $pid 2>/dev/null || true' EXIT
 port=""

@@ -105,3 +105,34 @@ def test_failed_scoring_leaves_no_partial_output(tiny_bundle, tmp_path):
         score_file(tiny_bundle, bad, out, progress=False)
     assert not out.exists()
     assert bad.read_text().count("\n") == 52          # the input is untouched
+
+
+def _csv_with_bad_rows(sim_data, tmp_path, bad_rows=(3, 40)):
+    """The simulated events as CSV with negative prompt_tokens in `bad_rows` (1-based data rows)."""
+    df = pd.read_parquet(sim_data[0])
+    for r in bad_rows:
+        df.loc[df.index[r - 1], "prompt_tokens"] = -7
+    path = tmp_path / "events.csv"
+    df.to_csv(path, index=False)
+    return path, len(df)
+
+
+def test_evaluate_and_train_skip_bad_rows_when_asked(tiny_bundle, sim_data, tmp_path, capsys):
+    events, _ = _csv_with_bad_rows(sim_data, tmp_path)
+    args = ["--events", str(events), "--labels", str(sim_data[1])]
+    assert main(["evaluate", "--model", str(tiny_bundle), *args, "--report", str(tmp_path / "r1"), "-q"]) == 2
+    assert "prompt_tokens" in capsys.readouterr().err          # default: fail, naming the column
+    assert main(["evaluate", "--model", str(tiny_bundle), *args, "--report", str(tmp_path / "r2"), "-q",
+                 "--on-error", "skip"]) == 0
+    rej = [json.loads(line) for line in (tmp_path / "r2" / "rejects.jsonl").read_text().splitlines()]
+    assert [(r["row"], r["column"]) for r in rej] == [(3, "prompt_tokens"), (40, "prompt_tokens")]
+    assert (tmp_path / "r2" / "metrics.json").exists()
+    out = tmp_path / "bundle"
+    assert main(["train", *args, "--out", str(out), "--epochs", "1", "--window", "8", "--d-model", "8",
+                 "--layers", "1", "--heads", "2", "--checkpoint-dir", str(tmp_path / "ck"), "-q",
+                 "--on-error", "skip"]) == 0
+    assert "skipped 2 bad row(s)" in capsys.readouterr().out
+    assert len((tmp_path / "bundle.rejects.jsonl").read_text().splitlines()) == 2
+    fp = json.loads((out / "metadata.json").read_text())["training_data"]
+    assert fp["skipped_rows"] == 2
+    assert main(["train", *args, "--out", str(tmp_path / "b2"), "--rejects", str(tmp_path / "x.jsonl")]) == 2

@@ -13,7 +13,7 @@ from distillguard.serving.stubs import pb, pb_grpc
 
 
 def _start(*args):
-    p = subprocess.Popen([sys.executable, "-m", "distillguard.cli", "serve", "--port", "0", *args],
+    p = subprocess.Popen([sys.executable, "-m", "distillguard.cli", "serve", "--insecure", "--port", "0", *args],
                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     lines = []
     deadline = time.time() + 60

@@ -30,13 +30,31 @@ Decisions worth knowing:
   zero batches from `iter_event_batches`; `load_events` then returns an empty
   table with `CANONICAL_SCHEMA`. A header that lacks a required column is still an
   error. An empty directory is an error (a mistyped path, most likely).
+- Prompt text never appears in an error message or a rejects file: a bad `prompt`
+  value is reported by row and column only.
+
+On errors (`on_error`): "fail" (the default) stops at the first bad row as above.
+"skip" drops each bad row, keeps every good one, and hands the dropped ones to a
+`Rejects` (counted, and written to a JSON Lines file when it has a path). Row-level
+problems are skipped: a value of the wrong type, a null or empty required value, a
+negative count, an unparseable time, a malformed CSV row, a bad JSON line, text that
+is not UTF-8. Whole-file problems still fail: an unreadable or truncated Parquet file,
+a missing required column, a duplicated column, an unknown file type. Both modes go
+through the same validation code: in "skip" mode `_Ctx.fail` marks rows instead of
+raising, and readers hand their row-level errors to `_row_error`. Once arrow refuses a
+CSV file in skip mode (a malformed row, text that is not UTF-8), the rest of it is read
+by Python's csv module (slower; rows numbered exactly), as JSON Lines falls back to its
+line parser. Rejects are listed in the order found, not sorted by row.
 """
 
 from __future__ import annotations
 
 import io
 import json
+import logging
 import os
+import re
+from collections import Counter
 from pathlib import Path
 from typing import Iterable, Iterator
 
@@ -112,19 +130,126 @@ _FORMATS = {
 _COMPRESSIONS = (".gz", ".bz2", ".zst", ".lz4")
 
 
+ON_ERROR = ("fail", "skip")
+
+log = logging.getLogger("distillguard.schema")
+
+
 class SchemaError(ValueError):
     """Bad event or label input. `str(e)` names the file, column, row and value."""
 
     def __init__(self, message: str, *, source: str | None = None, column: str | None = None,
-                 row: int | None = None, value: object = None):
+                 row: int | None = None, value: object = None, reason: str | None = None):
         super().__init__(message)
         self.source = source
         self.column = column
         self.row = row  # 1-based data row in the source, None when not row-specific
         self.value = value
+        self.reason = reason  # what is wrong, without the source, row or value
 
 
-def _show(value: object, limit: int = 60) -> str:
+_UNSET = object()
+# Columns whose values never leave the loader: not in messages, not in rejects files.
+_PRIVATE_COLUMNS = ("prompt",)
+
+
+def _json_value(value: object) -> object:
+    """A short JSON-safe rendering of a rejected value (for the rejects file)."""
+    if value is None or isinstance(value, bool) or isinstance(value, int) and abs(value) < 2**53:
+        return value
+    if isinstance(value, float):
+        return value if np.isfinite(value) else str(value)
+    if isinstance(value, str):
+        return value if len(value) <= 60 else value[:60] + "..."
+    return _show(value)
+
+
+class Rejects:
+    """Rows refused under on_error="skip": counted, and written to `path` when given.
+
+    The file is JSON Lines, one object per refused row: `source` (file), `row` (1-based
+    data row, header excluded; null where the row could not be numbered), `column`
+    (null for a whole-row problem such as a malformed CSV row or a bad JSON line),
+    `error` (what was expected) and, for a bad value of a column other than `prompt`,
+    `value` (truncated to 60 characters). Raw input lines and prompt text are never
+    written. The file is written under a temporary name beside `path`
+    (`.<name>.tmp-<pid>`) and renamed by `close()`, so a reader never sees a partial
+    file; `abort()` removes it.
+    """
+
+    def __init__(self, path: str | os.PathLike | None = None):
+        self.path = Path(path) if path is not None else None
+        self.count = 0
+        self.by_column: Counter = Counter()
+        self._f = None
+        self._tmp = None
+        if self.path is not None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._tmp = self.path.with_name(f".{self.path.name}.tmp-{os.getpid()}")
+            try:
+                self._f = open(self._tmp, "w", encoding="utf-8")
+            except OSError as e:
+                raise OSError(e.errno, f"cannot write rejects file {self.path}: {e.strerror or e}") from e
+
+    def add(self, source: str | None, row: int | None, column: str | None, error: str,
+            value: object = _UNSET) -> None:
+        self.count += 1
+        self.by_column[column or "(row)"] += 1
+        if self._f is None:
+            return
+        rec = {"source": source, "row": row, "column": column, "error": error}
+        if value is not _UNSET and column not in _PRIVATE_COLUMNS:
+            rec["value"] = _json_value(value)
+        try:
+            self._f.write(json.dumps(rec, ensure_ascii=False) + "\n")
+        except OSError as e:
+            raise OSError(e.errno, f"cannot write rejects file {self.path}: {e.strerror or e}") from e
+
+    def reject(self, e: SchemaError) -> None:
+        """A row-level error found by a reader: recorded (never raised) in skip mode."""
+        self.add(e.source, e.row, e.column, e.reason or str(e),
+                 _UNSET if e.value is None else e.value)
+
+    def summary(self) -> str:
+        cols = ", ".join(f"{c}: {n}" for c, n in self.by_column.most_common())
+        return f"skipped {self.count:,} bad row(s)" + (f" ({cols})" if cols else "")
+
+    def close(self) -> None:
+        """Publish the rejects file under its final name (no-op without a path)."""
+        if self._f is None:
+            return
+        try:
+            self._f.flush()
+            os.fsync(self._f.fileno())
+            self._f.close()
+            self._f = None
+            os.replace(self._tmp, self.path)
+        except OSError as e:
+            self.abort()
+            raise OSError(e.errno, f"cannot write rejects file {self.path}: {e.strerror or e}") from e
+
+    def abort(self) -> None:
+        """Drop the unfinished rejects file (an earlier file at `path` is left as it was)."""
+        if self._f is not None:
+            try:
+                self._f.close()
+            except OSError:
+                pass
+            self._f = None
+        if self._tmp is not None:
+            self._tmp.unlink(missing_ok=True)
+
+
+def _row_error(rejects: Rejects | None, e: SchemaError) -> None:
+    """A reader's row-level error: raised in fail mode, recorded in skip mode."""
+    if rejects is None:
+        raise e
+    rejects.reject(e)
+
+
+def _show(value: object, limit: int = 60, column: str | None = None) -> str:
+    if column in _PRIVATE_COLUMNS and value is not None:
+        return "a value not shown (prompt text is private)"
     if value is None:
         return "null"
     if isinstance(value, (bytes, str)) and len(value) > limit:
@@ -133,30 +258,67 @@ def _show(value: object, limit: int = 60) -> str:
     return text if len(text) <= limit + 2 else text[:limit] + "..."
 
 
-class _Ctx:
-    """Where a batch came from, so an error can name the file row of a batch index."""
+def _value_at(values: pa.Array, i: int) -> object:
+    scalar = values[i]
+    try:
+        return scalar.as_py()
+    except Exception:  # e.g. a timestamp outside Python's datetime range (str() fails too)
+        raw = getattr(scalar, "value", None)
+        return f"{raw} ({values.type})" if isinstance(raw, int) else f"a {values.type} value"
 
-    def __init__(self, source: str, rows: np.ndarray):
+
+class _BadRows:
+    """Skip mode: which rows of a batch are bad, and the first problem of each."""
+
+    def __init__(self, n: int):
+        self.mask = np.zeros(n, dtype=bool)
+        self.first: dict[int, tuple[str, str, object]] = {}
+
+    def mark(self, positions: np.ndarray, column: str, what: str, values: pa.Array,
+             idx: np.ndarray) -> None:
+        new = ~self.mask[positions]
+        for p, i in zip(positions[new].tolist(), idx[new].tolist()):
+            self.first[p] = (column, what, _value_at(values, i))
+        self.mask[positions] = True
+
+
+class _Ctx:
+    """Where a batch came from, so an error can name the file row of a batch index.
+
+    With `bad` set (skip mode) `fail` marks the bad rows there and returns; the
+    parsers then go on with placeholder values in those rows, which are dropped."""
+
+    def __init__(self, source: str, rows: np.ndarray, bad: _BadRows | None = None,
+                 index: np.ndarray | None = None):
         self.source = source
         self.rows = rows
+        self.bad = bad
+        # Position of each of this context's rows in the batch (a sub-context covers some).
+        self.index = np.arange(len(rows)) if index is None else index
+
+    def sub(self, pos: np.ndarray) -> "_Ctx":
+        return _Ctx(self.source, self.rows[pos], self.bad, self.index[pos])
 
     def fail(self, column: str, bad: np.ndarray, what: str, values: pa.Array) -> None:
         idx = np.flatnonzero(bad)
         if idx.size == 0:
             return
+        if self.bad is not None:
+            self.bad.mark(self.index[idx], column, what, values, idx)
+            return
         i = int(idx[0])
         row = int(self.rows[i]) + 1
-        try:
-            value = values[i].as_py()
-        except Exception:  # e.g. a timestamp outside Python's datetime range
-            value = str(values[i])
+        value = _value_at(values, i)
+        if column in _PRIVATE_COLUMNS:
+            value = None
         more = ""
         if idx.size > 1:
             more = (f" (and {idx.size - 1} more bad value(s) in rows "
                     f"{int(self.rows[0]) + 1}-{int(self.rows[-1]) + 1})")
+        shown = _show(_value_at(values, i), column=column)
         raise SchemaError(
-            f"{self.source}: column '{column}', row {row}: {what}, got {_show(value)}{more}",
-            source=self.source, column=column, row=row, value=value,
+            f"{self.source}: column '{column}', row {row}: {what}, got {shown}{more}",
+            source=self.source, column=column, row=row, value=value, reason=what,
         )
 
     def fail_at(self, column: str, i: int, what: str, values: pa.Array) -> None:
@@ -204,14 +366,50 @@ def _first_cast_failure(arr: pa.Array, target: pa.DataType) -> int:
     return hi - 1
 
 
+def _cast_failures(arr: pa.Array, target: pa.DataType) -> np.ndarray:
+    """Skip mode's error path: every index of `arr` whose cast fails (divide and conquer,
+    so k bad values among n cost about 2k log(n/k) casts)."""
+    bad: list[int] = []
+
+    def visit(lo: int, hi: int) -> None:
+        try:
+            pc.cast(arr.slice(lo, hi - lo), target)
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+            if hi - lo == 1:
+                bad.append(lo)
+            else:
+                mid = (lo + hi) // 2
+                visit(lo, mid)
+                visit(mid, hi)
+
+    visit(0, len(arr))
+    return np.array(bad, dtype=np.int64)
+
+
+def _placeholder(target: pa.DataType) -> pa.Scalar:
+    return pa.scalar("", target) if pa.types.is_string(target) else pa.scalar(0, target)
+
+
 def _cast_or_fail(ctx: _Ctx, column: str, arr: pa.Array, target: pa.DataType, what: str,
                   positions: np.ndarray, original: pa.Array) -> pa.Array:
-    """Cast `arr` (the rows `positions` of `original`) or name the first row that fails."""
+    """Cast `arr` (the rows `positions` of `original`) or name the first row that fails.
+
+    Skip mode: mark every row that fails and put a placeholder there."""
     try:
         return pc.cast(arr, target)
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-        ctx.fail_at(column, int(positions[_first_cast_failure(arr, target)]), what, original)
-        raise  # unreachable: fail_at raises
+        if ctx.bad is None:
+            ctx.fail_at(column, int(positions[_first_cast_failure(arr, target)]), what, original)
+            raise  # unreachable: fail_at raises
+    failed = _cast_failures(arr, target)
+    marked = np.zeros(len(original), dtype=bool)
+    marked[positions[failed]] = True
+    ctx.fail(column, marked, what, original)
+    mask = np.zeros(len(arr), dtype=bool)
+    mask[failed] = True
+    mask = pa.array(mask)
+    out = pc.cast(pc.if_else(mask, pa.scalar(None, arr.type), arr), target)
+    return pc.if_else(mask, _placeholder(target), out)
 
 
 def _clean_strings(arr: pa.Array) -> pa.Array:
@@ -224,7 +422,12 @@ def _to_utf8(ctx: _Ctx, column: str, arr: pa.Array) -> pa.Array:
     if pa.types.is_null(arr.type):
         return pa.nulls(len(arr), pa.string())
     if pa.types.is_string(arr.type):
-        return arr
+        try:
+            # Arrow's JSON and Parquet readers do not check that text is UTF-8.
+            arr.validate(full=True)
+            return arr
+        except pa.ArrowInvalid:
+            arr = arr.cast(pa.binary())   # same bytes; the cast back below names the bad rows
     if pa.types.is_nested(arr.type):
         ctx.fail(column, _np_bool(arr.is_valid()), "expected a string", arr)
         return pa.nulls(len(arr), pa.string())
@@ -270,7 +473,8 @@ def _epoch(ctx: _Ctx, column: str, arr: pa.Array, required: bool) -> pa.Array:
     if pa.types.is_null(t):
         out = np.zeros(n)
     elif pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_decimal(t):
-        out = pc.fill_null(pc.cast(arr, pa.float64()), 0.0).to_numpy()
+        # Unsafe: integers above 2**53 lose precision, and are refused below as too large.
+        out = pc.fill_null(pc.cast(arr, pa.float64(), safe=False), 0.0).to_numpy()
         nan = valid & np.isnan(out)
         if required:
             ctx.fail(column, nan, _TS_WHAT, arr)
@@ -285,7 +489,7 @@ def _epoch(ctx: _Ctx, column: str, arr: pa.Array, required: bool) -> pa.Array:
         out, valid = _epoch_from_strings(ctx, column, arr)
     else:
         ctx.fail(column, valid if valid.any() else np.ones(n, bool), _TS_WHAT, arr)
-        raise AssertionError("unreachable")
+        out, valid = np.zeros(n), np.zeros(n, dtype=bool)  # skip mode: those rows are marked
     if required:
         ctx.fail(column, ~valid, _TS_WHAT, arr)
     ctx.fail(column, valid & (np.abs(out) >= _MAX_EPOCH_S),
@@ -329,8 +533,10 @@ def _integers(ctx: _Ctx, column: str, arr: pa.Array, required: bool, what: str,
         out = np.zeros(n, np.int64)
     elif pa.types.is_integer(t):
         if pa.types.is_uint64(t):
-            ctx.fail(column, valid & _np_bool(pc.greater(arr, 2**63 - 1)), what, arr)
-        out = pc.fill_null(pc.cast(arr, pa.int64()), 0).to_numpy()
+            # The bound as uint64: an int64 scalar would make arrow cast the column to int64 and fail.
+            ctx.fail(column, valid & _np_bool(pc.greater(arr, pa.scalar(2**63 - 1, pa.uint64()))), what, arr)
+        # Unsafe: a uint64 above int64's range was marked just above (skip mode goes on).
+        out = pc.fill_null(pc.cast(arr, pa.int64(), safe=False), 0).to_numpy()
     elif pa.types.is_floating(t) or pa.types.is_decimal(t):
         out, valid = _whole_floats(ctx, column, pc.cast(arr, pa.float64()), valid, required, what, arr)
     elif _is_text(t):
@@ -347,16 +553,17 @@ def _integers(ctx: _Ctx, column: str, arr: pa.Array, required: bool, what: str,
         if other.any():
             pos = np.flatnonzero(other)
             f = pc.cast(s.take(pos), pa.float64())
-            vals, _ = _whole_floats(_Ctx(ctx.source, ctx.rows[pos]), column, f,
+            vals, _ = _whole_floats(ctx.sub(pos), column, f,
                                     np.ones(len(pos), bool), True, what, arr.take(pos))
             out[pos] = vals
     else:  # bool, nested, binary blobs...: not a count
         ctx.fail(column, valid if valid.any() else np.ones(n, bool), what, arr)
-        raise AssertionError("unreachable")
+        out, valid = np.zeros(n, np.int64), np.zeros(n, dtype=bool)  # skip mode: rows marked
     if required:
         ctx.fail(column, ~valid, what, arr)
-    ctx.fail(column, valid & ((out < lo) | (out > hi)), what, arr)
-    out = out.astype(target.to_pandas_dtype(), copy=False)
+    out_of_range = valid & ((out < lo) | (out > hi))
+    ctx.fail(column, out_of_range, what, arr)
+    out = np.where(out_of_range, 0, out).astype(target.to_pandas_dtype(), copy=False)
     if valid.all():
         return pa.array(out, target)
     return pa.array(np.where(valid, out, 0), target, mask=~valid)
@@ -374,7 +581,7 @@ def _whole_floats(ctx: _Ctx, column: str, f: pa.Array, valid: np.ndarray, requir
     # 2**63 as a float is already out of int64 range, hence >= on the upper side.
     bad = valid & (~np.isfinite(x) | (x != np.floor(x)) | (x >= 2.0**63) | (x < -(2.0**63)))
     ctx.fail(column, bad, what, original)
-    return x.astype(np.int64), valid
+    return np.where(bad, 0.0, x).astype(np.int64), valid
 
 
 _TRUE = ("true", "t", "yes", "y", "1")
@@ -406,10 +613,13 @@ def _booleans(ctx: _Ctx, column: str, arr: pa.Array) -> pa.Array:
 
 def _row_numbers(table: pa.Table, row_offset: int) -> pa.Array:
     n = table.num_rows
-    if "_row" in table.column_names:
+    if table.column_names.count("_row") == 1:
         given = plain_array(table.column("_row"))
         if pa.types.is_integer(given.type) and given.null_count == 0:
-            return pc.cast(given, pa.int64())
+            try:
+                return pc.cast(given, pa.int64())
+            except pa.ArrowInvalid:   # uint64 beyond int64: not our numbering
+                pass
     return pa.array(np.arange(row_offset, row_offset + n, dtype=np.int64))
 
 
@@ -451,11 +661,12 @@ def _scatter(base: pa.Array, positions: np.ndarray, values: pa.Array, n: int) ->
 
 
 def normalise(table: pa.Table | pa.RecordBatch, source: str = "<table>", row_offset: int = 0,
-              hmac_key: bytes | None = None) -> pa.Table:
+              hmac_key: bytes | None = None, rejects: Rejects | None = None) -> pa.Table:
     """Validate `table` and return it in `CANONICAL_SCHEMA` (see module docstring).
 
     `row_offset` is the 0-based file row of the table's first row, so a streamed
-    batch reports rows as numbered in the file.
+    batch reports rows as numbered in the file. With `rejects` (on_error="skip") bad
+    rows are handed to it and left out of the result instead of raising.
     """
     if isinstance(table, pa.RecordBatch):
         table = pa.Table.from_batches([table])
@@ -468,7 +679,8 @@ def normalise(table: pa.Table | pa.RecordBatch, source: str = "<table>", row_off
 
     n = table.num_rows
     rows = _row_numbers(table, row_offset)
-    ctx = _Ctx(source, rows.to_numpy())
+    bad = _BadRows(n) if rejects is not None else None
+    ctx = _Ctx(source, rows.to_numpy(), bad)
 
     def col(name: str) -> pa.Array | None:
         return plain_array(table.column(name)) if name in names else None
@@ -500,7 +712,14 @@ def normalise(table: pa.Table | pa.RecordBatch, source: str = "<table>", row_off
         out["template_hash"], out["elicits_reasoning"] = _hash_prompts(
             prompt, out["template_hash"], out["elicits_reasoning"], hmac_key)
 
-    return pa.Table.from_arrays([out[c] for c in CANONICAL_COLUMNS], schema=CANONICAL_SCHEMA)
+    result = pa.Table.from_arrays([out[c] for c in CANONICAL_COLUMNS], schema=CANONICAL_SCHEMA)
+    if bad is not None and bad.mask.any():
+        file_rows = ctx.rows
+        for i in np.flatnonzero(bad.mask).tolist():
+            column, what, value = bad.first[i]
+            rejects.add(source, int(file_rows[i]) + 1, column, what, value)
+        result = result.filter(pa.array(~bad.mask))
+    return result
 
 
 # ---------------------------------------------------------------------------
@@ -570,7 +789,10 @@ def _check_header(source: str, names: list[str]) -> None:
         )
 
 
-def _raw_parquet(path: Path, source: str, batch_rows: int) -> Iterator[pa.Table]:
+def _raw_parquet(path: Path, source: str, batch_rows: int,
+                 rejects: Rejects | None = None) -> Iterator[pa.Table]:
+    # Parquet has no row-level syntax errors: a file that cannot be read is one
+    # problem, whatever on_error says; bad values are normalise's to find.
     import pyarrow.parquet as pq
 
     try:
@@ -586,13 +808,8 @@ def _raw_parquet(path: Path, source: str, batch_rows: int) -> Iterator[pa.Table]
         raise SchemaError(f"{source}: could not read Parquet data: {e}", source=source) from e
 
 
-def _csv_options(include: list[str] | None, bad_rows: list,
-                 text_columns: tuple[str, ...] = INPUT_COLUMNS):
+def _csv_options(include: list[str] | None, text_columns: tuple[str, ...] = INPUT_COLUMNS):
     import pyarrow.csv as pcsv
-
-    def on_invalid_row(row) -> str:
-        bad_rows.append(row)
-        return "error"
 
     # Every known column is read as text: arrow's inference would turn "007" into 7
     # and fail mid-stream when a later block disagrees; normalise parses the text.
@@ -604,8 +821,10 @@ def _csv_options(include: list[str] | None, bad_rows: list,
         strings_can_be_null=True,
         quoted_strings_can_be_null=True,
     )
-    # Prompts are free text and may hold quoted newlines.
-    parse = pcsv.ParseOptions(newlines_in_values=True, invalid_row_handler=on_invalid_row)
+    # Prompts are free text and may hold quoted newlines. No invalid_row_handler: arrow
+    # decodes the row text for it and fails (an unraisable error) on text not UTF-8;
+    # a malformed row is found again by `_csv_locate` / `_csv_rows`, which number it.
+    parse = pcsv.ParseOptions(newlines_in_values=True)
     return convert, parse
 
 
@@ -630,56 +849,142 @@ def _csv_locate(path: Path, source: str) -> SchemaError | None:
                     continue
                 rows += 1
                 if len(fields) != len(header):
+                    shown = "" if "prompt" in header else f": {_show(','.join(fields))}"
                     return SchemaError(
                         f"{source}: row {rows}: malformed CSV row: expected {len(header)} fields, "
-                        f"got {len(fields)}: {_show(','.join(fields))}", source=source, row=rows)
+                        f"got {len(fields)}{shown}", source=source, row=rows)
                 for name, v in zip(header, fields):
                     if name in INPUT_COLUMNS and any("\udc80" <= ch <= "\udcff" for ch in v):
                         raw = v.encode("utf-8", "surrogateescape")
                         return SchemaError(f"{source}: column '{name}', row {rows}: expected UTF-8 "
-                                           f"text, got {_show(raw)}", source=source, column=name,
-                                           row=rows, value=raw)
+                                           f"text, got {_show(raw, column=name)}", source=source,
+                                           column=name, row=rows,
+                                           value=None if name in _PRIVATE_COLUMNS else raw)
     except (OSError, csv.Error, UnicodeError):
         return None
     return None
 
 
-def _csv_error(path: Path, source: str, e: Exception, bad_rows: list) -> SchemaError:
+def _csv_error(path: Path, source: str, e: Exception) -> SchemaError:
     located = _csv_locate(path, source)
     if located is not None:
         return located
-    if bad_rows:
-        r = bad_rows[-1]
-        return SchemaError(f"{source}: malformed CSV row: expected {r.expected_columns} fields, "
-                           f"got {r.actual_columns}: {_show(r.text)}", source=source, value=r.text)
-    return SchemaError(f"{source}: could not read CSV: {e}", source=source)
+    # Arrow quotes the offending row after "got N": it may hold prompt text.
+    detail = re.sub(r"(got \d+)\s*:.*", r"\1", str(e), flags=re.S)
+    return SchemaError(f"{source}: could not read CSV: {detail}", source=source)
 
 
-def _raw_csv(path: Path, source: str, batch_rows: int) -> Iterator[pa.Table]:
+def _raw_csv(path: Path, source: str, batch_rows: int,
+             rejects: Rejects | None = None) -> Iterator[pa.Table]:
     import pyarrow.csv as pcsv
 
-    bad_rows: list = []
     # First pass reads only the first block, to learn the header: include_columns
     # must name columns that exist, and extra columns are never parsed.
-    convert, parse = _csv_options(None, bad_rows)
+    convert, parse = _csv_options(None)
     try:
         names = pcsv.open_csv(path, convert_options=convert, parse_options=parse).schema.names
     except pa.ArrowInvalid as e:
         if "Empty CSV file" in str(e):
             return
-        raise _csv_error(path, source, e, bad_rows) from e
+        if rejects is None:
+            raise _csv_error(path, source, e) from e
+        yield from _csv_rows(path, source, batch_rows, 0, rejects)
+        return
     except OSError as e:
         raise SchemaError(f"{source}: could not read CSV: {e}", source=source) from e
     _check_header(source, names)
-    convert, parse = _csv_options([c for c in names if c in INPUT_COLUMNS], bad_rows)
+    convert, parse = _csv_options([c for c in names if c in INPUT_COLUMNS])
+    emitted = 0
     try:
         reader = pcsv.open_csv(path, convert_options=convert, parse_options=parse)
-        yield from _rebatch(reader, batch_rows)
+        for t in _rebatch(reader, batch_rows):
+            yield t
+            emitted += t.num_rows
+        return
+    except pa.ArrowInvalid as e:
+        # A malformed row or text that is not UTF-8: skip mode reads on row by row.
+        if rejects is None:
+            raise _csv_error(path, source, e) from e
     except (OSError, pa.ArrowException) as e:
-        raise _csv_error(path, source, e, bad_rows) from e
+        raise _csv_error(path, source, e) from e
+    yield from _csv_rows(path, source, batch_rows, emitted, rejects)
 
 
-def _raw_jsonl(path: Path, source: str, batch_rows: int) -> Iterator[pa.Table]:
+_NOT_UTF8 = re.compile("[\udc80-\udcff]")  # what surrogateescape makes of bytes that are not UTF-8
+
+
+def _csv_rows(path: Path, source: str, batch_rows: int, skip: int,
+              rejects: Rejects | None) -> Iterator[pa.Table]:
+    """CSV by Python's csv module from data row `skip + 1` on, one row at a time.
+
+    Skip mode's reader once arrow has refused the file: it numbers rows exactly (in
+    `_row`) and hands malformed rows and text that is not UTF-8 to `rejects`. Values
+    follow arrow's reading: text, an empty field is null, blank lines are not rows.
+    """
+    import csv
+
+    # A prompt may be longer than the module's default limit of 128 KiB per field.
+    csv.field_size_limit(max(csv.field_size_limit(), 2**31 - 1))
+    rows = 0
+    try:
+        with pa.input_stream(str(path)) as f:
+            text = io.TextIOWrapper(f, encoding="utf-8-sig", errors="surrogateescape", newline="")
+            reader = csv.reader(text)
+            header = next(reader, None)
+            if header is None:
+                return
+            _check_header(source, header)
+            for c in INPUT_COLUMNS:
+                if header.count(c) > 1:
+                    raise SchemaError(f"{source}: column '{c}' appears {header.count(c)} times",
+                                      source=source, column=c)
+            keep = [(i, name) for i, name in enumerate(header) if name in INPUT_COLUMNS]
+            cols: dict[str, list] = {name: [] for _, name in keep}
+            numbers: list[int] = []
+
+            def table() -> pa.Table:
+                t = {name: pa.array(cols[name], pa.string()) for _, name in keep}
+                t["_row"] = pa.array(numbers, pa.int64())
+                return pa.table(t)
+
+            for fields in reader:
+                if not fields:  # blank line: arrow skips it too
+                    continue
+                rows += 1
+                if rows <= skip:
+                    continue
+                if len(fields) != len(header):
+                    what = f"malformed CSV row: expected {len(header)} fields, got {len(fields)}"
+                    _row_error(rejects, SchemaError(f"{source}: row {rows}: {what}", source=source,
+                                                    row=rows, reason=what))
+                    continue
+                bad = next((name for i, name in keep if _NOT_UTF8.search(fields[i])), None)
+                if bad is not None:
+                    raw = fields[header.index(bad)].encode("utf-8", "surrogateescape")
+                    value = None if bad in _PRIVATE_COLUMNS else raw
+                    _row_error(rejects, SchemaError(
+                        f"{source}: column '{bad}', row {rows}: expected UTF-8 text, got "
+                        f"{_show(raw, column=bad)}", source=source, column=bad, row=rows,
+                        value=value, reason="expected UTF-8 text"))
+                    continue
+                for i, name in keep:
+                    cols[name].append(fields[i] or None)
+                numbers.append(rows - 1)
+                if len(numbers) == batch_rows:
+                    yield table()
+                    cols = {name: [] for _, name in keep}
+                    numbers = []
+            if numbers:
+                yield table()
+    except csv.Error as e:
+        raise SchemaError(f"{source}: row {rows + 1}: could not parse CSV: {e}", source=source,
+                          row=rows + 1) from e
+    except OSError as e:
+        raise SchemaError(f"{source}: could not read CSV: {e}", source=source) from e
+
+
+def _raw_jsonl(path: Path, source: str, batch_rows: int,
+               rejects: Rejects | None = None) -> Iterator[pa.Table]:
     import pyarrow.json as pjson
 
     # Fast path: arrow's reader. It infers types from the first block and stops on a
@@ -705,7 +1010,7 @@ def _raw_jsonl(path: Path, source: str, batch_rows: int) -> Iterator[pa.Table]:
     except pa.ArrowException as e:
         if emitted == 0 and "Empty JSON stream" in str(e):
             return
-    yield from _jsonl_lines(path, source, batch_rows, skip=emitted)
+    yield from _jsonl_lines(path, source, batch_rows, skip=emitted, rejects=rejects)
 
 
 def _json_text(v: object) -> str | None:
@@ -718,53 +1023,72 @@ def _json_text(v: object) -> str | None:
 
 
 def _jsonl_lines(path: Path, source: str, batch_rows: int, skip: int,
-                 columns: tuple[str, ...] = INPUT_COLUMNS) -> Iterator[pa.Table]:
+                 columns: tuple[str, ...] = INPUT_COLUMNS,
+                 rejects: Rejects | None = None,
+                 always: tuple[str, ...] = REQUIRED_COLUMNS) -> Iterator[pa.Table]:
     """JSON Lines parsed line by line: slower than arrow, but takes any JSON value in any
-    row and numbers rows exactly. Values become text, which normalise parses."""
+    row and numbers rows exactly (in `_row`). Values become text, which normalise parses.
+    A line that is not a JSON object, or not UTF-8, is a row-level error (`_row_error`).
+    Columns in `always` are there in every batch: a row without such a key has a null
+    in it (so it is that row's error, wherever the batch boundaries fall)."""
     cols: dict[str, list] = {c: [] for c in columns}
+    numbers: list[int] = []
+    # Keys seen so far in the file: an optional key is a column from its first row on,
+    # null in rows without it (no header to go by); `always` keys are columns throughout.
     present: set[str] = set()
-    pending = 0
 
     def table() -> pa.Table:
-        # A key absent from every row of the batch is a missing column; absent from
-        # some rows only, it is null there (JSON Lines has no header to go by).
-        keep = [c for c in columns if c in present] or list(columns)
-        return pa.table({c: pa.array(cols[c], pa.string()) for c in keep})
+        keep = [c for c in columns if c in present or c in always] or list(columns)
+        t = {c: pa.array(cols[c], pa.string()) for c in keep}
+        t["_row"] = pa.array(numbers, pa.int64())
+        return pa.table(t)
+
+    def bad_line(what: str, shown: str) -> None:
+        # The line may hold prompt text: it is shown (in fail mode's message) only when not.
+        got = "" if '"prompt"' in shown else f", got {_show(shown)}"
+        _row_error(rejects, SchemaError(f"{source}: row {rows} (line {lineno}): {what}{got}",
+                                        source=source, row=rows, reason=what))
 
     rows = 0  # data rows seen; blank lines are not rows, as for arrow
+    lineno = 0
     try:
         f = pa.input_stream(str(path))  # decompresses by extension, like arrow's readers
-        for lineno, line in enumerate(io.TextIOWrapper(f, encoding="utf-8"), start=1):
+        # utf-8-sig: a byte-order mark is not part of the first line (arrow skips it too).
+        text = io.TextIOWrapper(f, encoding="utf-8-sig", errors="surrogateescape")
+        for lineno, line in enumerate(text, start=1):
             if not line.strip():
                 continue
             rows += 1
             if rows <= skip:
                 continue
+            if _NOT_UTF8.search(line):
+                bad_line("not UTF-8 text", "")
+                continue
             try:
                 obj = json.loads(line)
             except json.JSONDecodeError as e:
-                raise SchemaError(f"{source}: row {rows} (line {lineno}): invalid JSON: {e.msg}, "
-                                  f"got {_show(line.strip())}", source=source, row=rows) from e
+                bad_line(f"invalid JSON: {e.msg}", line.strip())
+                continue
+            except (ValueError, RecursionError) as e:  # e.g. a 5000-digit number, deep nesting
+                bad_line(f"invalid JSON: {type(e).__name__}", line.strip())
+                continue
             if not isinstance(obj, dict):
-                raise SchemaError(f"{source}: row {rows} (line {lineno}): expected a JSON object "
-                                  f"per line, got {_show(line.strip())}", source=source, row=rows)
+                bad_line("expected a JSON object per line", line.strip())
+                continue
             for c in columns:
                 if c in obj:
                     present.add(c)
                     cols[c].append(_json_text(obj[c]))
                 else:
                     cols[c].append(None)
-            pending += 1
-            if pending == batch_rows:
+            numbers.append(rows - 1)
+            if len(numbers) == batch_rows:
                 yield table()
                 cols = {c: [] for c in columns}
-                present = set()
-                pending = 0
-    except UnicodeDecodeError as e:
-        raise SchemaError(f"{source}: not UTF-8 text near row {rows + 1}: {e}", source=source) from e
+                numbers = []
     except OSError as e:
         raise SchemaError(f"{source}: could not read JSON Lines: {e}", source=source) from e
-    if pending:
+    if numbers:
         yield table()
 
 
@@ -772,30 +1096,65 @@ _READERS = {"parquet": _raw_parquet, "csv": _raw_csv, "jsonl": _raw_jsonl}
 
 
 def iter_event_batches(path: str | os.PathLike, batch_rows: int = 262_144,
-                       hmac_key: bytes | None = None) -> Iterator[pa.Table]:
+                       hmac_key: bytes | None = None, on_error: str = "fail",
+                       rejects: Rejects | None = None) -> Iterator[pa.Table]:
     """Stream canonical tables of at most `batch_rows` rows from a file or directory.
 
     Format by extension: .parquet/.pq, .csv, .jsonl/.ndjson/.json (JSON Lines);
     CSV and JSON Lines may be compressed (.gz, .bz2, .zst, .lz4). A directory is read
     recursively in sorted path order, skipping names starting with '.' or '_'; `_row`
     restarts at 0 in each file. An empty file gives no batches.
+
+    on_error="fail" raises SchemaError at the first bad row. on_error="skip" leaves
+    bad rows out and hands them to `rejects` (one that only counts when None; the
+    count is then logged); whole-file problems raise in both modes.
     """
+    if on_error not in ON_ERROR:
+        raise ValueError(f"on_error must be one of {', '.join(ON_ERROR)}, got {on_error!r}")
     if batch_rows < 1:
         raise ValueError(f"batch_rows must be >= 1, got {batch_rows}")
+    own = None
+    if on_error == "fail":
+        rejects = None
+    elif rejects is None:
+        rejects = own = Rejects()
     for f in _event_files(path):
         source = str(f)
         offset = 0
-        for raw in _READERS[_format_of(f)](f, source, batch_rows):
-            yield normalise(raw, source=source, row_offset=offset, hmac_key=hmac_key)
+        for raw in _READERS[_format_of(f)](f, source, batch_rows, rejects):
+            t = normalise(raw, source=source, row_offset=offset, hmac_key=hmac_key, rejects=rejects)
             offset += raw.num_rows
+            if t.num_rows or rejects is None:
+                yield t
+    if own is not None and own.count:
+        log.warning("%s: %s", path, own.summary())
 
 
-def load_events(path: str | os.PathLike, hmac_key: bytes | None = None) -> pa.Table:
+def load_events(path: str | os.PathLike, hmac_key: bytes | None = None, on_error: str = "fail",
+                rejects: Rejects | None = None) -> pa.Table:
     """The whole of `path` as one canonical table (empty input -> empty table)."""
-    batches = list(iter_event_batches(path, hmac_key=hmac_key))
+    batches = list(iter_event_batches(path, hmac_key=hmac_key, on_error=on_error, rejects=rejects))
     if not batches:
         return CANONICAL_SCHEMA.empty_table()
     return pa.concat_tables(batches)
+
+
+def load_events_or_skip(path: str | os.PathLike, on_error: str = "fail",
+                        rejects_path: str | os.PathLike | None = None,
+                        hmac_key: bytes | None = None) -> tuple[pa.Table, Rejects | None]:
+    """`load_events` for commands that read a whole file (train, evaluate): with
+    on_error="skip" the bad rows go to `rejects_path` (published only if loading
+    finished) and the returned Rejects carries their count; with "fail" it is None."""
+    if on_error == "fail":
+        return load_events(path, hmac_key=hmac_key), None
+    rejects = Rejects(rejects_path)
+    try:
+        table = load_events(path, hmac_key=hmac_key, on_error=on_error, rejects=rejects)
+    except BaseException:
+        rejects.abort()
+        raise
+    rejects.close()
+    return table, rejects
 
 
 _LABEL_KEYS = ("session_id", "account_id")
@@ -814,22 +1173,21 @@ def _read_label_file(path: Path, source: str) -> pa.Table:
         except (OSError, pa.ArrowException) as e:
             raise SchemaError(f"{source}: not a readable Parquet file: {e}", source=source) from e
     if fmt == "jsonl":
-        tables = list(_jsonl_lines(path, source, 1 << 62, skip=0, columns=_LABEL_COLUMNS))
+        tables = list(_jsonl_lines(path, source, 1 << 62, skip=0, columns=_LABEL_COLUMNS, always=()))
         return tables[0] if tables else pa.table({})
     import pyarrow.csv as pcsv
 
-    bad_rows: list = []
     try:
-        convert, parse = _csv_options(None, bad_rows, _LABEL_COLUMNS)
+        convert, parse = _csv_options(None, _LABEL_COLUMNS)
         names = pcsv.open_csv(path, convert_options=convert, parse_options=parse).schema.names
         convert, parse = _csv_options([c for c in names if c in _LABEL_COLUMNS] or names[:1],
-                                      bad_rows, _LABEL_COLUMNS)
+                                      _LABEL_COLUMNS)
         return pcsv.read_csv(path, convert_options=convert, parse_options=parse).select(
             [c for c in names if c in _LABEL_COLUMNS])
     except pa.ArrowInvalid as e:
         if "Empty CSV file" in str(e):
             return pa.table({})
-        raise _csv_error(path, source, e, bad_rows) from e
+        raise _csv_error(path, source, e) from e
     except OSError as e:
         raise SchemaError(f"{source}: could not read CSV: {e}", source=source) from e
 

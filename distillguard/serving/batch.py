@@ -3,6 +3,19 @@
 Streaming: input batches are normalised as they are read and, for inputs larger than one
 partition, spilled to Arrow IPC files partitioned by a hash of account_id (sessions never
 cross accounts), so only one partition's events are in memory at a time.
+
+Files written:
+- the output is written under a temporary name in the output's directory,
+  `.<name>.tmp-<pid>`, fsynced, then renamed over the final name: a reader sees the old
+  file or the complete new one, never a partial one. Any failure (a bad row in fail mode,
+  disk full, Ctrl-C) removes the temporary file and leaves an earlier output as it was.
+  A process killed with SIGKILL (or a machine crash) cannot clean up: a stale
+  `.<name>.tmp-<pid>` may remain beside the output, never under the final name.
+- spill partitions (inputs above `partition_rows`) go to a `distillguard-*` directory
+  under $TMPDIR (normalised events: ids, counts, times, template hashes; no prompt text),
+  removed when scoring ends (not after SIGKILL).
+- with on_error="skip", the rejects file (see `schema.Rejects`), by default
+  `<output>.rejects.jsonl`, written and renamed the same way as the output.
 """
 from __future__ import annotations
 
@@ -37,6 +50,9 @@ class ScoreStats:
     events: int = 0
     sessions: int = 0
     seconds: float = 0.0
+    skipped: int = 0                 # rows left out under on_error="skip"
+    skipped_summary: str = ""
+    rejects_path: Path | None = None
 
     @property
     def events_per_s(self) -> float:
@@ -111,45 +127,88 @@ def score_sessions(bundle: Bundle, table: pa.Table, per_event: bool = False) -> 
     return pa.table({k: cols[k] for k in SESSION_COLUMNS})
 
 
+def temp_path(path: Path) -> Path:
+    """Where `path` is written before it is renamed into place (same directory, so the
+    rename is atomic; a leading dot hides it from directory readers such as our own)."""
+    return path.with_name(f".{path.name}.tmp-{os.getpid()}")
+
+
 class _Writer:
-    """Writes output tables to .parquet, .csv or .jsonl, batch by batch."""
+    """Writes output tables to .parquet, .csv or .jsonl, batch by batch, under a
+    temporary name; `close()` renames the complete file into place."""
 
     def __init__(self, path: Path):
         self.path = path
         self.kind = path.suffix.lower().lstrip(".")
         if self.kind not in ("parquet", "csv", "jsonl"):
             raise ValueError(f"output {path}: unsupported extension (use .parquet, .csv or .jsonl)")
+        if path.is_dir():
+            raise ValueError(f"output {path}: is a directory")
         path.parent.mkdir(parents=True, exist_ok=True)
+        self.tmp = temp_path(path)
         self._w = None
         self._f = None
+
+    def _error(self, e: OSError) -> OSError:
+        # Arrow's messages name no file; say which output failed and that it was not touched.
+        reason = os.strerror(e.errno) if e.errno else str(e)
+        return OSError(e.errno, f"cannot write {self.path}: {reason} "
+                                f"({self.path} was left as it was; nothing written under that name)")
 
     def write(self, t: pa.Table):
         import pyarrow.csv as pacsv
         import pyarrow.parquet as pq
 
-        if self.kind == "parquet":
-            self._w = self._w or pq.ParquetWriter(self.path, t.schema)
-            self._w.write_table(t)
-        elif self.kind == "csv":
-            self._w = self._w or pacsv.CSVWriter(self.path, t.schema)
-            self._w.write_table(t)
-        else:
-            self._f = self._f or open(self.path, "w")
-            t.to_pandas().to_json(self._f, orient="records", lines=True)
+        try:
+            if self.kind == "parquet":
+                self._w = self._w or pq.ParquetWriter(str(self.tmp), t.schema)
+                self._w.write_table(t)
+            elif self.kind == "csv":
+                self._w = self._w or pacsv.CSVWriter(str(self.tmp), t.schema)
+                self._w.write_table(t)
+            else:
+                self._f = self._f or open(self.tmp, "w", encoding="utf-8")
+                t.to_pandas().to_json(self._f, orient="records", lines=True)
+        except OSError as e:
+            raise self._error(e) from e
 
     def abort(self):
+        """Drop the temporary file; an earlier file at the final path is left as it was."""
         for h in (self._w, self._f):
             if h is not None:
-                h.close()
-        self.path.unlink(missing_ok=True)
+                try:
+                    h.close()
+                except Exception:  # e.g. the disk is still full: the file goes anyway
+                    pass
+        self._w = self._f = None
+        self.tmp.unlink(missing_ok=True)
 
     def close(self, schema_if_empty: pa.Schema):
+        """Finish the file, fsync it and rename it over the final path."""
         if self._w is None and self._f is None:
             self.write(schema_if_empty.empty_table())
-        if self._w is not None:
-            self._w.close()
-        if self._f is not None:
-            self._f.close()
+        try:
+            if self._w is not None:
+                self._w.close()
+            if self._f is not None:
+                self._f.close()
+            self._w = self._f = None
+            fd = os.open(self.tmp, os.O_RDONLY)
+            try:
+                os.fsync(fd)   # data on disk before the name points at it
+            finally:
+                os.close(fd)
+            os.replace(self.tmp, self.path)
+        except OSError as e:
+            raise self._error(e) from e
+        try:   # make the rename itself durable; not every filesystem allows it
+            fd = os.open(self.path.parent, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        except OSError:
+            pass
 
 
 def _estimate_rows(path: Path) -> int:
@@ -158,10 +217,13 @@ def _estimate_rows(path: Path) -> int:
     files = sorted(p for p in path.iterdir() if p.is_file()) if path.is_dir() else [path]
     total = 0
     for f in files:
-        if f.suffix.lower() in (".parquet", ".pq"):
-            total += pq.ParquetFile(f).metadata.num_rows
-        else:
-            total += f.stat().st_size // 80   # ~80 bytes per text row: only sizes the partitions
+        try:
+            if f.suffix.lower() in (".parquet", ".pq"):
+                total += pq.ParquetFile(f).metadata.num_rows
+                continue
+        except (OSError, pa.ArrowException):
+            pass   # unreadable: the loader reports it, naming the file
+        total += f.stat().st_size // 80   # ~80 bytes per text row: only sizes the partitions
     return total
 
 
@@ -171,31 +233,47 @@ def _partition_of(accounts: pa.ChunkedArray | pa.Array, n: int) -> np.ndarray:
     return part[enc.indices.to_numpy()]
 
 
+def default_rejects_path(output_path: str | Path) -> Path:
+    output_path = Path(output_path)
+    return output_path.with_name(output_path.name + ".rejects.jsonl")
+
+
 def score_file(model: str | Path | Bundle, input_path: str | Path, output_path: str | Path,
                per_event: bool = False, partition_rows: int = 2_000_000, hmac_key: bytes | None = None,
-               progress: bool = True, threads: int = 0) -> ScoreStats:
-    """Score an events file (or directory) and write the output table; returns counts and time."""
+               progress: bool = True, threads: int = 0, on_error: str = "fail",
+               rejects_path: str | Path | None = None) -> ScoreStats:
+    """Score an events file (or directory) and write the output table; returns counts and time.
+
+    on_error="skip" leaves bad input rows out and writes them (row, column, error; never
+    prompt text) to `rejects_path` (default `<output>.rejects.jsonl`)."""
     t0 = time.perf_counter()
+    if on_error not in schema.ON_ERROR:
+        raise ValueError(f"on_error must be one of {', '.join(schema.ON_ERROR)}, got {on_error!r}")
     bundle = model if isinstance(model, Bundle) else load_bundle(model, threads=threads)
     input_path, output_path = Path(input_path), Path(output_path)
     if not input_path.exists():
         raise schema.SchemaError(f"{input_path}: no such file or directory")
     writer = _Writer(output_path)
     stats = ScoreStats()
-    est = _estimate_rows(input_path)
-    n_parts = max(1, math.ceil(est / partition_rows))
-    # Two passes over the events (read/partition, then score): the bar counts both.
-    bar = tqdm(total=2 * est, unit="ev", unit_scale=True, disable=not progress, file=sys.stderr,
-               desc="reading")
+    rejects = bar = None
     try:
+        if on_error == "skip":
+            stats.rejects_path = Path(rejects_path) if rejects_path else default_rejects_path(output_path)
+            rejects = schema.Rejects(stats.rejects_path)
+        load = dict(hmac_key=hmac_key, on_error=on_error, rejects=rejects)
+        est = _estimate_rows(input_path)
+        n_parts = max(1, math.ceil(est / partition_rows))
+        # Two passes over the events (read/partition, then score): the bar counts both.
+        bar = tqdm(total=2 * est, unit="ev", unit_scale=True, disable=not progress, file=sys.stderr,
+                   desc="reading")
         if n_parts == 1:
             batches = []
-            for b in schema.iter_event_batches(input_path, hmac_key=hmac_key):
+            for b in schema.iter_event_batches(input_path, **load):
                 batches.append(b)
                 bar.update(len(b))
             parts = [pa.concat_tables(batches)] if batches else []
         else:
-            parts = _spill(input_path, n_parts, hmac_key, bar)
+            parts = _spill(input_path, n_parts, load, bar)
         for part in parts:
             table = part() if callable(part) else part
             bar.set_description("scoring")
@@ -208,33 +286,51 @@ def score_file(model: str | Path | Bundle, input_path: str | Path, output_path: 
             bar.update(len(table))
         bar.total = 2 * stats.events
         bar.refresh()
+        if rejects is not None:
+            rejects.close()
+            stats.skipped, stats.skipped_summary = rejects.count, rejects.summary()
+        # Last: the rename that publishes the output.
+        writer.close(pa.schema([(c, pa.string()) for c in (EVENT_COLUMNS if per_event else SESSION_COLUMNS)]))
     except BaseException:
         writer.abort()   # an incomplete output must not pass for a result
+        if rejects is not None:
+            rejects.abort()
         raise
     finally:
-        bar.close()
-    writer.close(pa.schema([(c, pa.string()) for c in (EVENT_COLUMNS if per_event else SESSION_COLUMNS)]))
+        if bar is not None:
+            bar.close()
     stats.seconds = time.perf_counter() - t0
     return stats
 
 
-def _spill(input_path: Path, n_parts: int, hmac_key, bar):
+def _spill(input_path: Path, n_parts: int, load_opts: dict, bar):
     """Partition the normalised input by account hash into IPC files; yield loaders."""
     tmp = tempfile.TemporaryDirectory(prefix="distillguard-")
     writers = {}
+
+    def spill_error(e: OSError) -> OSError:
+        return OSError(e.errno, f"cannot write spill partitions under {tmp.name}: "
+                                f"{e.strerror or e} (set TMPDIR to a larger disk)")
+
     try:
-        for batch in schema.iter_event_batches(input_path, hmac_key=hmac_key):
+        for batch in schema.iter_event_batches(input_path, **load_opts):
             part = _partition_of(batch["account_id"], n_parts)
-            for p in np.unique(part):
-                piece = batch.filter(pa.array(part == p))
-                if p not in writers:
-                    sink = pa.OSFile(os.path.join(tmp.name, f"part-{p}.arrow"), "wb")
-                    writers[p] = (sink, pa.ipc.new_stream(sink, piece.schema))
-                writers[p][1].write_table(piece)
+            try:
+                for p in np.unique(part):
+                    piece = batch.filter(pa.array(part == p))
+                    if p not in writers:
+                        sink = pa.OSFile(os.path.join(tmp.name, f"part-{p}.arrow"), "wb")
+                        writers[p] = (sink, pa.ipc.new_stream(sink, piece.schema))
+                    writers[p][1].write_table(piece)
+            except OSError as e:
+                raise spill_error(e) from e
             bar.update(len(batch))
-        for sink, w in writers.values():
-            w.close()
-            sink.close()
+        try:
+            for sink, w in writers.values():
+                w.close()
+                sink.close()
+        except OSError as e:
+            raise spill_error(e) from e
         for p in sorted(writers):
             def load(p=p):
                 with pa.OSFile(os.path.join(tmp.name, f"part-{p}.arrow"), "rb") as f:

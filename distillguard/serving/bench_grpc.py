@@ -566,7 +566,7 @@ def start_servers(model, workdir: Path, workers: int | None = None,
                   serve_args: tuple = ()) -> tuple[ServerProc, ServerProc]:
     sp, mp, np_ = free_port(), free_port(), free_port()
     scorer_argv = [sys.executable, "-m", "distillguard.cli", "serve", "--model", str(model),
-                   "--port", str(sp), "--metrics-port", str(mp), *serve_args]
+                   "--insecure", "--port", str(sp), "--metrics-port", str(mp), *serve_args]
     noop_argv = [sys.executable, "-m", "distillguard.serving.noop_server", "--port", str(np_)]
     if workers:
         # Same handler pool on both sides, else the comparison measures pool sizes.

@@ -17,6 +17,9 @@ Failure handling, per call:
   as breaker failures: `breaker_failures` in a row open the circuit, and while it is open
   calls fail open at once, without touching the network; after `breaker_reset_s` one trial
   call goes through (half-open): an answer closes the circuit, a failure re-opens it;
+* RESOURCE_EXHAUSTED means the scorer shed the call (over its concurrent-RPC cap): not
+  retried (that would add load), fails open with reason `overloaded` and counts as a breaker
+  failure, so a scorer shedding steadily is left alone for `breaker_reset_s`;
 * INVALID_ARGUMENT means the *gateway* sent a bad request (a bug to fix, not an outage): it
   does not count against the scorer's health (the scorer did answer), the verdict fails open
   with `error` naming the problem, and `requests_total{outcome="error"}` counts it. Requests
@@ -27,9 +30,9 @@ Raw prompts never leave the gateway: given `prompt`, the client computes the tem
 
 Metrics (prometheus_client, on the registry given, else the global one):
 `distillguard_client_requests_total{outcome=ok|fail_open|error}` (fail_open: unreachable,
-late or open circuit; error: an error status or a request that could not be built; every
+late, shed (overloaded) or open circuit; error: an error status or a request that could not be built; every
 non-ok call still returns a fail-open verdict),
-`distillguard_client_fail_open_total{reason=deadline|unavailable|circuit_open|invalid|other}`
+`distillguard_client_fail_open_total{reason=deadline|unavailable|overloaded|circuit_open|invalid|other}`
 and `distillguard_client_latency_seconds{method}` (time added to the gateway, fail-opens included).
 
 `ScorerClient` is the thread-safe sync client (one channel shared by all threads);
@@ -44,7 +47,7 @@ import math
 import threading
 import time
 import weakref
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable, Generator, Iterable, Mapping, NamedTuple
 
 import grpc
@@ -59,7 +62,7 @@ __all__ = ["ClientConfig", "Verdict", "SessionState", "CircuitBreaker", "ScorerC
 log = logging.getLogger(__name__)
 
 ACTIONS = ("ALLOW", "THROTTLE", "CHALLENGE", "DEGRADE", "BLOCK")
-FAIL_OPEN_REASONS = ("deadline", "unavailable", "circuit_open", "invalid", "other")
+FAIL_OPEN_REASONS = ("deadline", "unavailable", "overloaded", "circuit_open", "invalid", "other")
 OUTCOMES = ("ok", "fail_open", "error")
 # Below this much deadline left, a retry could not finish anyway.
 _MIN_RETRY_BUDGET_S = 0.001
@@ -76,6 +79,9 @@ class ClientConfig:
     hmac_key: bytes | None = None            # keys the template hash computed at the gateway
     channel_credentials: grpc.ChannelCredentials | None = None   # None: plaintext channel
     channel_options: tuple = ()              # extra grpc channel args, appended last (they win)
+    # Bearer token sent as `authorization: Bearer <token>` on every call (security.read_token
+    # reads one from a file); TLS comes from channel_credentials (security.channel_credentials).
+    token: str | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         if not self.target:
@@ -88,6 +94,12 @@ class ClientConfig:
             raise ValueError("need retries >= 0, breaker_failures >= 1, breaker_reset_s >= 0")
         if isinstance(self.hmac_key, str):
             self.hmac_key = self.hmac_key.encode("utf-8")
+        if self.token is not None and (not self.token or any(c.isspace() for c in self.token)):
+            raise ValueError("token must be non-empty and contain no whitespace")
+
+    def call_metadata(self) -> tuple | None:
+        """Metadata sent with every call: the bearer token, if any."""
+        return (("authorization", f"Bearer {self.token}"),) if self.token else None
 
     def grpc_options(self) -> list[tuple[str, Any]]:
         # gRPC's default reconnect backoff grows to 120 s: a scorer that came back would stay
@@ -114,7 +126,7 @@ class Verdict:
     shadow: bool                      # report the action, do not enforce it
     fail_open: bool = False           # True: no score came back, `action` is the configured default
     error: str | None = None          # why it failed open
-    fail_open_reason: str | None = None   # deadline | unavailable | circuit_open | invalid | other
+    fail_open_reason: str | None = None   # deadline | unavailable | overloaded | circuit_open | invalid | other
     session_id: str = ""              # the session the scorer put the request in
     duplicate: bool = False           # the scorer had seen this event_id (a retry)
 
@@ -268,7 +280,8 @@ class CircuitBreaker:
 class _Metrics:
     def __init__(self, registry: CollectorRegistry):
         self.requests = Counter("distillguard_client_requests", "Scorer calls by outcome "
-                                "(fail_open: scorer unreachable, late or circuit open; error: request refused)",
+                                "(fail_open: scorer unreachable, late, overloaded or circuit open; "
+                                "error: request refused)",
                                 ["outcome"], registry=registry)
         self.fail_open = Counter("distillguard_client_fail_open", "Calls answered with the default verdict, by reason",
                                  ["reason"], registry=registry)
@@ -321,6 +334,8 @@ def _classify(exc: BaseException) -> tuple[str, bool]:
             return "deadline", True
         if code == grpc.StatusCode.UNAVAILABLE:
             return "unavailable", True
+        if code == grpc.StatusCode.RESOURCE_EXHAUSTED:    # shed by the scorer's concurrency cap
+            return "overloaded", True
         if code == grpc.StatusCode.INVALID_ARGUMENT:
             return "invalid", False
         return "other", True
@@ -457,13 +472,14 @@ class ScorerClient(_ClientBase):
         else:
             self._channel = grpc.insecure_channel(cfg.target, options=cfg.grpc_options())
         self._stub = pb_grpc.ScorerStub(self._channel)
+        self._metadata = cfg.call_metadata()
 
     def _call(self, rpc, request, method: str, deadline_s: float | None = None) -> _Outcome:
         plan = self._policy.plan(method, deadline_s)
         try:
             timeout = next(plan)
             while True:
-                timeout = plan.send(_try(lambda: rpc(request, timeout=timeout)))
+                timeout = plan.send(_try(lambda: rpc(request, timeout=timeout, metadata=self._metadata)))
         except StopIteration as stop:
             return stop.value
         finally:
@@ -478,7 +494,7 @@ class ScorerClient(_ClientBase):
                 timeout = next(plan) if sent is None else plan.send(sent)
             except StopIteration:
                 return
-            fut, err = _try(lambda: rpc.future(request, timeout=timeout))
+            fut, err = _try(lambda: rpc.future(request, timeout=timeout, metadata=self._metadata))
             if err is not None:
                 step((None, err))
             else:
@@ -577,7 +593,7 @@ class AsyncScorerClient(_ClientBase):
             timeout = next(plan)
             while True:
                 try:
-                    sent = (await rpc(request, timeout=timeout), None)
+                    sent = (await rpc(request, timeout=timeout, metadata=self.config.call_metadata()), None)
                 except Exception as e:     # noqa: BLE001 - CancelledError is not an Exception and propagates
                     sent = (None, e)
                 timeout = plan.send(sent)

@@ -24,6 +24,17 @@ class ScorerMetrics:
                                     buckets=(1, 2, 4, 8, 16, 32, 64, 128), registry=r)
         self.model = Info("distillguard_model", "Served model bundle", registry=r)
         self.reloads = Counter("distillguard_reloads", "Model reloads", ["result"], registry=r)
+        # INVALID_ARGUMENT by the field named (ScoreBatch's `requests[i].` dropped: bounded
+        # cardinality); limits in serving/limits.py. Calls shed by the concurrency cap are
+        # requests{code="RESOURCE_EXHAUSTED"} (limits.ShedCounter).
+        self.rejected = Counter("distillguard_rejected_requests", "Requests refused with INVALID_ARGUMENT, "
+                                "by method and field", ["method", "field"], registry=r)
+        # Calls refused by the bearer-token check (reason: missing|invalid). TLS handshake
+        # refusals (mTLS) happen below gRPC's Python layer and are not counted here.
+        self.auth_failures = Counter("distillguard_auth_failures", "Calls refused for a missing or invalid "
+                                     "bearer token", ["reason"], registry=r)
+        for reason in ("missing", "invalid"):
+            self.auth_failures.labels(reason=reason)
 
     def observe_store(self, store) -> None:
         self.live_sessions.set(len(store))

@@ -169,24 +169,56 @@ def _ordered_rows(table, limit: int | None):
             yield ev
 
 
+def _client_config(target: str, deadline_s: float, hmac_key: bytes | None, tls: bool, tls_ca, tls_cert, tls_key,
+                   token_file) -> ClientConfig:
+    from .security import channel_credentials, read_token
+
+    creds = None
+    if tls or tls_ca or tls_cert or tls_key:
+        creds = channel_credentials(tls_ca, tls_cert, tls_key)
+    token = read_token(token_file) if token_file else None
+    return ClientConfig(target, deadline_s=deadline_s, hmac_key=hmac_key, channel_credentials=creds, token=token)
+
+
+def _check_access(client: ScorerClient, target: str, timeout_s: float) -> None:
+    """One read-only call first, so that refused credentials stop the replay with the reason
+    instead of turning every event into a fail-open (the client itself never raises)."""
+    import grpc
+
+    from .stubs import pb, pb_grpc
+
+    try:
+        pb_grpc.ScorerStub(client._channel).GetSession(pb.SessionRef(account_id="replay-access-check"),
+                                                      timeout=timeout_s, metadata=client.config.call_metadata())
+    except grpc.RpcError as e:
+        if e.code() in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED):
+            raise ReplayError(f"scorer at {target} refused the call: {e.code().name}: {e.details()} "
+                              "(--token-file, --tls-cert/--tls-key)") from None
+
+
 def replay(target: str, events: str | Path, *, speed: float = 0.0, concurrency: int = 4, limit: int | None = None,
            deadline_s: float = 1.0, hmac_key: bytes | None = None, show: bool = True, console=None,
-           connect_timeout_s: float = 5.0) -> dict:
+           connect_timeout_s: float = 5.0, tls: bool = False, tls_ca: str | Path | None = None,
+           tls_cert: str | Path | None = None, tls_key: str | Path | None = None,
+           token_file: str | Path | None = None) -> dict:
     """Replay `events` against the scorer at `target`; returns the summary dict.
 
     deadline_s is per call and generous by default: a replay measures verdicts, and the
-    gateway's 50 ms budget would turn a busy 2-core box's queueing into fail-opens."""
+    gateway's 50 ms budget would turn a busy 2-core box's queueing into fail-opens.
+    TLS when `tls` or any tls_* file is given (tls_ca verifies the server, None: system
+    CAs; tls_cert + tls_key for mutual TLS); `token_file`'s first token is sent as bearer."""
     if speed < 0 or concurrency < 1:
         raise ValueError(f"need speed >= 0 and concurrency >= 1, got speed={speed}, concurrency={concurrency}")
+    config = _client_config(target, deadline_s, hmac_key, tls, tls_ca, tls_cert, tls_key, token_file)
     table = load_events(events, hmac_key=hmac_key)
     n = table.num_rows if limit is None else min(table.num_rows, max(limit, 0))
     stats = _Stats(total=n)
     # A private registry: a replay's counters must not mix with a gateway's in the same process.
-    client = ScorerClient(ClientConfig(target, deadline_s=deadline_s, hmac_key=hmac_key),
-                          registry=CollectorRegistry())
+    client = ScorerClient(config, registry=CollectorRegistry())
     try:
         if not client.wait_ready(connect_timeout_s):
             raise ReplayError(f"no scorer answering at {target} after {connect_timeout_s:.0f}s")
+        _check_access(client, target, connect_timeout_s)
         queues = [queue.Queue(maxsize=_QUEUE) for _ in range(concurrency)]
         stop = threading.Event()
         workers = [threading.Thread(target=_worker, args=(client, q, stats, stop), name=f"replay-{i}", daemon=True)

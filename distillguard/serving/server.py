@@ -3,6 +3,13 @@
 `create_server(address, model) -> (server, port)` builds and starts it (port 0 picks a
 free one). Health (`grpc.health.v1`) says NOT_SERVING while loading and while draining;
 reflection makes it usable with grpcurl.
+
+Transport and auth (`security.TransportConfig`): TLS / mutual TLS from PEM files and bearer
+tokens checked by `security.TokenAuthInterceptor` (health stays open for probes). With
+`transport=None` (library and tests) the server listens in plaintext and only on loopback;
+the CLI always passes a TransportConfig, so plaintext there needs `--insecure`.
+`reflection_enabled=False` leaves reflection out; `admin_enabled=False` makes the admin RPC
+`Reload` answer PERMISSION_DENIED (SIGHUP still reloads: that needs access to the host).
 """
 from __future__ import annotations
 
@@ -19,8 +26,11 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from .bundle import BundleError
+from .limits import RequestLimits, ShedCounter, metric_field
 from .metrics import ScorerMetrics
 from .scorer import CompleteInput, InvalidRequest, Scorer, ScoreInput, Verdict
+from .security import TokenAuthInterceptor, TransportConfig, check_bind, server_credentials
+from .snapshot import restore_scorer, save_scorer
 from .stubs import pb, pb_grpc
 
 log = logging.getLogger("distillguard.server")
@@ -53,26 +63,65 @@ def _remaining(context, cap: float = 30.0) -> float:
 
 
 class ScorerServicer(pb_grpc.ScorerServicer):
-    def __init__(self, scorer: Scorer | None, metrics: ScorerMetrics):
-        self.scorer, self.m = scorer, metrics
+    def __init__(self, scorer: Scorer | None, metrics: ScorerMetrics, admin_enabled: bool = True,
+                 limits: RequestLimits | None = None):
+        self.scorer, self.m, self.admin_enabled = scorer, metrics, admin_enabled
+        self.limits = limits or RequestLimits()
+        # Drain bookkeeping (ScorerServer.stop): handlers running now, when the last began.
+        self.draining = False
+        self._active, self._last_start = 0, 0.0
+        self._gate = threading.Condition()
+
+    def drain(self, timeout: float, quiet: float = 0.1) -> bool:
+        """Refuse calls that reach a handler from now on (UNAVAILABLE: the client retries
+        another replica or fails open) and wait until the running ones have finished and
+        no handler has started for `quiet` s, so gRPC has matched every call it had
+        received; True if that happened within `timeout`. Only then may the gRPC server
+        stop: it answers calls it received but never handed to a handler with CANCELLED
+        (grpc/grpc#41785), which the gateway client would count as errors."""
+        deadline = time.monotonic() + timeout
+        with self._gate:
+            self.draining = True
+            while True:
+                now = time.monotonic()
+                idle_for = now - self._last_start
+                if self._active == 0 and idle_for >= quiet:
+                    return True
+                if now >= deadline:
+                    return False
+                self._gate.wait(min(deadline - now, max(quiet - idle_for, 0.005)))
 
     def _call(self, method: str, context, fn):
         t0 = time.perf_counter()
         code = "OK"
+        with self._gate:
+            self._active += 1
+            self._last_start = time.monotonic()
         try:
+            if self.draining:
+                code = "UNAVAILABLE"
+                context.abort(grpc.StatusCode.UNAVAILABLE, "server shutting down: retry another replica")
             if self.scorer is None:
                 code = "UNAVAILABLE"
                 context.abort(grpc.StatusCode.UNAVAILABLE, "model still loading")
             return fn()
         except InvalidRequest as e:
             code = "INVALID_ARGUMENT"
+            self.m.rejected.labels(method=method, field=metric_field(e.field)).inc()
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(e))
         except futures.TimeoutError:
             code = "DEADLINE_EXCEEDED"
             context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, f"{method}: deadline passed before the scorer answered")
+        except Exception:
+            if code == "OK":    # context.abort raises too, after setting the code it sent
+                code = "INTERNAL"
+            raise
         finally:
             self.m.requests.labels(method=method, code=code).inc()
             self.m.latency.labels(method=method).observe(time.perf_counter() - t0)
+            with self._gate:
+                self._active -= 1
+                self._gate.notify_all()
 
     def _count(self, verdicts):
         for v in verdicts:
@@ -86,6 +135,7 @@ class ScorerServicer(pb_grpc.ScorerServicer):
         def run():
             req = _score_input(request)
             req.validate()
+            self.limits.check_score(req)
             v = self.scorer.score(req, timeout=_remaining(context))
             self._count([v])
             return _response(v)
@@ -93,10 +143,13 @@ class ScorerServicer(pb_grpc.ScorerServicer):
 
     def ScoreBatch(self, request, context):
         def run():
+            self.limits.check_batch_size(len(request.requests))
             reqs = [_score_input(r) for r in request.requests]
+            now = self.limits.clock()
             for i, r in enumerate(reqs):
                 try:
                     r.validate()
+                    self.limits.check_score(r, now)
                 except InvalidRequest as e:
                     raise InvalidRequest(f"requests[{i}].{e.field}", str(e).split(": ", 1)[1]) from None
             vs = self.scorer.score_many(reqs, timeout=_remaining(context)) if reqs else []
@@ -110,6 +163,7 @@ class ScorerServicer(pb_grpc.ScorerServicer):
                                 completion_tokens=request.completion_tokens, status=request.status,
                                 session_id=request.session_id, latency_s=request.latency_s)
             req.validate()
+            self.limits.check_complete(req)
             return pb.CompleteResponse(applied=self.scorer.complete(req, timeout=_remaining(context)))
         return self._call("Complete", context, run)
 
@@ -117,6 +171,7 @@ class ScorerServicer(pb_grpc.ScorerServicer):
         def run():
             if not request.account_id:
                 raise InvalidRequest("account_id", "required, non-empty")
+            self.limits.check_session_ref(request.account_id, request.session_id)
             snap = self.scorer.get_session(request.account_id, request.session_id, timeout=_remaining(context))
             if snap is None:
                 return pb.SessionInfo(found=False)
@@ -136,12 +191,19 @@ class ScorerServicer(pb_grpc.ScorerServicer):
         def run():
             if not request.account_id:
                 raise InvalidRequest("account_id", "required, non-empty")
+            self.limits.check_session_ref(request.account_id, request.session_id)
             ended = self.scorer.end_session(request.account_id, request.session_id, timeout=_remaining(context))
             self.m.observe_store(self.scorer.store)
             return pb.EndSessionResponse(ended=ended)
         return self._call("EndSession", context, run)
 
     def Reload(self, request, context):
+        if not self.admin_enabled:
+            # PERMISSION_DENIED, not UNIMPLEMENTED: the method exists, this server's policy refuses it.
+            self.m.requests.labels(method="Reload", code="PERMISSION_DENIED").inc()
+            context.abort(grpc.StatusCode.PERMISSION_DENIED,
+                          "admin RPCs are disabled on this server (--no-admin); reload with SIGHUP on the host")
+
         def run():
             try:
                 b = reload_model(self.scorer, self.m, request.path or None)
@@ -165,8 +227,40 @@ def reload_model(scorer: Scorer, metrics: ScorerMetrics, path=None):
     return b
 
 
+class HealthServicer(health.HealthServicer):
+    """grpc_health's servicer, minus a deadlock: it sends Watch updates while holding its
+    lock, each send waits for gRPC's event thread, and that thread runs the close callback
+    of a Watch stream ending at that moment, which needs the same lock. Seen here on
+    SIGTERM with one watcher disconnecting while another was being told NOT_SERVING: the
+    server hung. This one sends with the lock released. Updates come from one thread at a
+    time here (start, then stop), so they still reach each watcher in order."""
+
+    def set(self, service, status):
+        with self._lock:
+            if self._gracefully_shutting_down:
+                return
+            self._server_status[service] = status
+            callbacks = list(self._send_response_callbacks.get(service, ()))
+        for send in callbacks:
+            send(health_pb2.HealthCheckResponse(status=status))
+
+    def Watch(self, request, context, send_response_callback=None):
+        if send_response_callback is None:      # a server without non-blocking streams: as upstream
+            return super().Watch(request, context, send_response_callback)
+        service = request.service
+        with self._lock:
+            self._send_response_callbacks.setdefault(service, set()).add(send_response_callback)
+            context.add_callback(self._on_close_callback(send_response_callback, service))
+            status = self._server_status.get(service, health_pb2.HealthCheckResponse.SERVICE_UNKNOWN)
+        send_response_callback(health_pb2.HealthCheckResponse(status=status))
+        return None
+
+
 class ScorerServer:
     """The running server with its scorer, health and metrics (what `serve` holds)."""
+
+    snapshot_path: Path | None = None   # session-state snapshot written on stop (serving.snapshot)
+    servicer: "ScorerServicer | None" = None
 
     def __init__(self, server: grpc.Server, port: int, scorer: Scorer, health_servicer, metrics: ScorerMetrics):
         self.server, self.port, self.scorer, self.health, self.metrics = server, port, scorer, health_servicer, metrics
@@ -177,9 +271,24 @@ class ScorerServer:
             self.health.set(name, status)
 
     def stop(self, grace: float = 5.0) -> None:
-        """Drain: NOT_SERVING first so balancers move away, then finish in-flight calls."""
+        """Drain: NOT_SERVING first so balancers move away; calls already in a handler
+        finish (within `grace`) while new ones are refused with UNAVAILABLE; then the
+        listener closes, the session snapshot (if any) is written."""
         self.set_serving(False)
-        self.server.stop(grace).wait()
+        deadline = time.monotonic() + grace
+        left = grace
+        if self.servicer is not None:
+            if self.servicer.drain(grace):
+                # Drained: what is still open is health Watch streams (they never end by
+                # themselves) and calls refused at once; do not wait the whole grace.
+                left = min(max(deadline - time.monotonic(), 0.0), 0.5)
+            else:
+                left = max(deadline - time.monotonic(), 0.0)
+                log.warning(json.dumps({"event": "drain_timeout", "grace_s": grace,
+                                        "running": self.servicer._active}))
+        self.server.stop(left).wait()
+        if self.snapshot_path is not None:   # no call is running now: the state is final
+            save_scorer(self.scorer, self.snapshot_path)
         self.scorer.close()
 
     def reload(self, path=None) -> None:
@@ -192,20 +301,53 @@ class ScorerServer:
 
 def create_server(address: str, model: str | Path, *, shadow: bool = False, max_sessions: int = 1_000_000,
                   workers: int = 16, metrics: ScorerMetrics | None = None,
-                  reflection_enabled: bool = True) -> tuple[ScorerServer, int]:
-    """Build, bind and start the scorer server. Returns (ScorerServer, bound port)."""
+                  reflection_enabled: bool = True, transport: TransportConfig | None = None,
+                  admin_enabled: bool = True, limits: RequestLimits | None = None,
+                  snapshot_path: str | Path | None = None) -> tuple[ScorerServer, int]:
+    """Build, bind and start the scorer server. Returns (ScorerServer, bound port).
+
+    transport=None: plaintext, loopback addresses only (library and tests); anything else
+    needs a TransportConfig with TLS files or insecure=True (`security.check_bind`).
+    limits: input bounds, message size and the concurrent-RPC cap (`limits.RequestLimits`;
+    None: its defaults).
+    snapshot_path: restore live session state from it before SERVING (if present and of
+    the bundle's feature spec; otherwise start empty) and write it on `stop`."""
     metrics = metrics or ScorerMetrics()
+    limits = limits or RequestLimits()
+    check_bind(address, transport)
+    loaded = transport.load() if transport is not None else None    # every file read and checked up front
+    interceptors = []
+    if loaded is not None and loaded.token_digests:
+        interceptors.append(TokenAuthInterceptor(
+            loaded.token_digests, on_failure=lambda reason: metrics.auth_failures.labels(reason=reason).inc()))
+    # First in the chain, so it sees every call gRPC sheds beyond maximum_concurrent_rpcs.
+    shed = ShedCounter(lambda m: metrics.requests.labels(method=m.rsplit("/", 1)[-1], code="RESOURCE_EXHAUSTED").inc())
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="grpc"),
-                         options=[("grpc.so_reuseport", 0)])
-    health_servicer = health.HealthServicer()
+                         interceptors=[shed, *interceptors], options=[("grpc.so_reuseport", 0), *limits.grpc_options()],
+                         maximum_concurrent_rpcs=limits.max_concurrent_rpcs)
+    shed.attach(server)
+    health_servicer = HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     for name in ("", SERVICE):
         health_servicer.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)   # until the model is loaded
-    servicer = ScorerServicer(None, metrics)
+    servicer = ScorerServicer(None, metrics, admin_enabled=admin_enabled, limits=limits)
     pb_grpc.add_ScorerServicer_to_server(servicer, server)   # handlers must exist before start()
-    port = server.add_insecure_port(address)
+    try:
+        if loaded is not None and loaded.config.tls:
+            port = server.add_secure_port(address, server_credentials(loaded))
+        else:
+            port = server.add_insecure_port(address)
+    except RuntimeError as e:
+        raise OSError(f"cannot bind {address}: {e}") from None
     if port == 0:
         raise OSError(f"cannot bind {address}")
+    if loaded is None or not loaded.config.tls:
+        log.warning("INSECURE: serving plaintext gRPC on %s: traffic is unencrypted%s", address,
+                    " and bearer tokens travel in clear text" if loaded is not None and loaded.token_digests
+                    else " and unauthenticated")
+    log.info(json.dumps({"event": "transport", "address": address,
+                         "mode": loaded.describe() if loaded is not None else "INSECURE plaintext (loopback default)",
+                         "reflection": reflection_enabled, "admin": admin_enabled}))
     if reflection_enabled:
         reflection.enable_server_reflection((SERVICE, reflection.SERVICE_NAME, health.SERVICE_NAME), server)
     server.start()
@@ -214,17 +356,29 @@ def create_server(address: str, model: str | Path, *, shadow: bool = False, max_
     except Exception:
         server.stop(0)
         raise
+    if snapshot_path is not None:
+        restore_scorer(scorer, snapshot_path)   # never raises: a bad snapshot means an empty store
+        metrics.observe_store(scorer.store)
     servicer.scorer = scorer
     metrics.model.info({"version": scorer.bundle.version, "path": str(scorer.bundle.path)})
     srv = ScorerServer(server, port, scorer, health_servicer, metrics)
+    srv.snapshot_path = Path(snapshot_path) if snapshot_path is not None else None
+    srv.servicer = servicer
     srv.set_serving(True)
     return srv, port
 
 
 def serve(model, port: int, host: str = "127.0.0.1", metrics_port: int | None = None, shadow: bool = False,
-          max_sessions: int = 1_000_000, workers: int = 16, grace: float = 5.0) -> int:
-    """Run until SIGTERM/SIGINT (drain and exit 0); SIGHUP reloads the bundle from its path."""
-    srv, bound = create_server(f"{host}:{port}", model, shadow=shadow, max_sessions=max_sessions, workers=workers)
+          max_sessions: int = 1_000_000, workers: int = 16, grace: float = 5.0,
+          transport: TransportConfig | None = None, reflection_enabled: bool = True,
+          admin_enabled: bool = True, limits: RequestLimits | None = None,
+          snapshot_path: str | Path | None = None) -> int:
+    """Run until SIGTERM/SIGINT (drain and exit 0); SIGHUP reloads the bundle from its path.
+    snapshot_path: session state restored at start and written after the drain."""
+    address = f"[{host}]:{port}" if ":" in host and not host.startswith("[") else f"{host}:{port}"
+    srv, bound = create_server(address, model, shadow=shadow, max_sessions=max_sessions, workers=workers,
+                               transport=transport, reflection_enabled=reflection_enabled,
+                               admin_enabled=admin_enabled, limits=limits, snapshot_path=snapshot_path)
     if metrics_port is not None:
         _, mport = srv.metrics.serve(metrics_port, addr=host)
         log.info("metrics on http://%s:%d/metrics", host, mport)

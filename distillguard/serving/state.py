@@ -14,8 +14,12 @@ nothing until sessions arrive.
 
 Eviction, O(1) per request: sessions live in two LRU lists, unflagged and flagged; at
 capacity the least recently used unflagged session goes first, so a flood of fresh ids
-cannot push out a harvester's history. Sessions idle for longer than the session gap in
-*event time* (relative to the newest event seen) expire.
+cannot push out a harvester's history (flagged sessions go only when no unflagged one is
+left). Sessions idle for longer than the session gap in *event time* (relative to the
+newest event seen) expire. Every departure is counted in `evictions` by reason
+(capacity | idle | ended), exported as the `distillguard_evictions` gauge;
+tests/test_state_flood.py floods 1M fresh ids into 50k slots. `serving.snapshot` writes
+and restores the live sessions across a restart (`sessions_in_order`, `adopt_many`).
 
 Not thread-safe by itself: the scorer mutates it from one batcher thread only.
 """
@@ -177,6 +181,38 @@ class MemoryStore:
                 del lru[key]
                 self._free.append(meta.slot)
                 self.evictions["idle"] += 1
+
+    # ------------------------------------------------------------------ snapshot support
+    def sessions_in_order(self):
+        """(key, meta, flagged) of every live session in eviction order: unflagged least
+        recently used first, then flagged least recently used first (serving.snapshot)."""
+        for key, meta in self._normal.items():
+            yield key, meta, False
+        for key, meta in self._flagged.items():
+            yield key, meta, True
+
+    def adopt_many(self, keys: list, generations: list, flagged: list) -> np.ndarray:
+        """Free, reset slots for restored sessions, given least recently used first; each
+        becomes the most recently used of its list. The caller fills rings and aggregates.
+        Raises (changing nothing) if a key is live or repeated, or the store lacks room:
+        restore never evicts."""
+        if len(keys) > len(self._free):
+            raise ValueError(f"{len(keys)} sessions do not fit in {len(self._free)} free slots")
+        if len(set(keys)) != len(keys) or any(self.get(k) is not None for k in keys):
+            raise ValueError("restored session keys repeat or are already live")
+        slots = np.empty(len(keys), dtype=np.int64)
+        for i, (key, gen, flag) in enumerate(zip(keys, generations, flagged)):
+            meta = SessionMeta(slot=self._free.pop(), name=key[1] or f"{key[0]}:{gen}", generation=int(gen))
+            (self._flagged if flag else self._normal)[key] = meta
+            slots[i] = meta.slot
+        self.length[slots] = 0
+        for name, _ in features._SCALARS:
+            getattr(self.agg, name)[slots] = 0
+        self.agg.last_max[slots] = -1
+        self.agg.last_status[slots] = -1
+        self.agg.tcount[slots] = 0
+        self.created_at[slots] = np.nan
+        return slots
 
     # ------------------------------------------------------------------ ring access
     def ring_events(self, slots: np.ndarray, new: list[dict] | None = None

@@ -24,13 +24,16 @@ def events_to_detection(p_distill_per_event: np.ndarray, starts: np.ndarray, thr
 
 
 def run_evaluation(model, events_path, labels_path, report_dir, progress: bool = True,
-                   n_boot: int = 200, seed: int = 0) -> Path:
+                   n_boot: int = 200, seed: int = 0, on_error: str = "fail", rejects_path=None) -> Path:
+    """Writes the report into report_dir; with on_error="skip" the bad event rows are left
+    out and listed in `rejects_path` (default report_dir/rejects.jsonl)."""
     from ..serving.batch import _per_event_probs, session_probs
     from ..serving.bundle import load_bundle
     from ..model import windows
 
     bundle = load_bundle(model)
-    events = schema.load_events(events_path)
+    events, _ = schema.load_events_or_skip(events_path, on_error,
+                                           rejects_path or Path(report_dir) / "rejects.jsonl")
     labels = schema.read_labels(labels_path)
     p = prepare(events, labels, bundle.gap_s)
     if len(p.y) == 0:
