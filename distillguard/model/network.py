@@ -30,6 +30,10 @@ class NetworkConfig:
     d_ff: int = 64
     dropout: float = 0.1
     n_classes: int = len(LABELS)
+    # Piecewise-linear encoding of each input feature over `ple_bins` quantile bins of the
+    # training rows (0 = feed raw features to a linear layer). Saturates beyond the
+    # training range, like a tree's last split, instead of extrapolating linearly.
+    ple_bins: int = 0
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -80,19 +84,40 @@ class SessionTransformer(nn.Module):
     def __init__(self, cfg: NetworkConfig):
         super().__init__()
         self.cfg = cfg
-        self.inp = nn.Linear(cfg.n_features, cfg.d_model)
+        k = cfg.ple_bins
+        if k:
+            # (k, F) left bin edges and 1/width, set from training rows by `set_ple_edges`
+            self.register_buffer("ple_lo", torch.zeros(k, cfg.n_features))
+            self.register_buffer("ple_inv_w", torch.zeros(k, cfg.n_features))
+        self.inp = nn.Linear(cfg.n_features * max(k, 1), cfg.d_model)
         self.pos = nn.Embedding(cfg.window, cfg.d_model)
         self.drop = nn.Dropout(cfg.dropout)
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layer))
         self.ln_f = nn.LayerNorm(cfg.d_model)
         self.head = nn.Linear(cfg.d_model, cfg.n_classes)
 
+    def set_ple_edges(self, edges: torch.Tensor) -> None:
+        """edges: (ple_bins + 1, F) increasing quantiles of each feature over training rows;
+        a zero-width bin (a constant stretch of a feature) encodes as 0."""
+        lo, hi = edges[:-1], edges[1:]
+        width = hi - lo
+        self.ple_lo.copy_(lo)
+        self.ple_inv_w.copy_(torch.where(width > 1e-6, 1.0 / width.clamp_min(1e-6), torch.zeros_like(width)))
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, T, F) -> (B, T, F * max(ple_bins, 1))."""
+        if not self.cfg.ple_bins:
+            return x
+        B, T, Fn = x.shape
+        e = ((x.unsqueeze(2) - self.ple_lo) * self.ple_inv_w).clamp(0.0, 1.0)  # (B, T, k, F)
+        return e.reshape(B, T, -1)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         T = x.shape[1]
         pos = torch.arange(T, device=x.device)
         # Float causal mask from arange: exports with a dynamic T (a bool/triu mask did not).
         mask = (pos.unsqueeze(0) > pos.unsqueeze(1)).to(x.dtype) * -1e9  # (T, T)
-        h = self.drop(self.inp(x) + self.pos(pos))
+        h = self.drop(self.inp(self.encode(x)) + self.pos(pos))
         for block in self.blocks:
             h = block(h, mask)
         return self.head(self.ln_f(h))

@@ -48,8 +48,10 @@ def _quiet_libraries() -> None:
 
 
 def train(events_path: str | Path, labels_path: str | Path, out: str | Path,
-          cfg: TrainConfig | None = None, progress: bool = True, extra_fingerprint: dict | None = None) -> dict:
+          cfg: TrainConfig | None = None, progress: bool = True, extra_fingerprint: dict | None = None,
+          on_error: str = "fail", rejects_path: str | Path | None = None) -> dict:
     import lightning as L
+    import torch
     from lightning.pytorch.callbacks import ModelCheckpoint
 
     from ..serving.batch import session_probs
@@ -64,7 +66,7 @@ def train(events_path: str | Path, labels_path: str | Path, out: str | Path,
     _quiet_libraries()
     t0 = time.perf_counter()
     L.seed_everything(cfg.seed, workers=True, verbose=False)
-    events = schema.load_events(events_path)
+    events, rejects = schema.load_events_or_skip(events_path, on_error, rejects_path)
     labels = schema.read_labels(labels_path)
     p = prepare(events, labels, cfg.session_gap_s)
     if len(p.y) == 0:
@@ -76,6 +78,10 @@ def train(events_path: str | Path, labels_path: str | Path, out: str | Path,
     dm = SessionDataModule(p, split, cfg.network.window, cfg.batch_size, cfg.seed)
     net_cfg = asdict(cfg.network)
     model = SessionClassifier(net_cfg, dm.class_weights().tolist(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    if cfg.network.ple_bins:
+        train_rows = np.concatenate([p.sr.rows[p.sr.starts[i]:p.sr.starts[i + 1]] for i in np.flatnonzero(split == 0)])
+        edges = np.quantile(train_rows, np.linspace(0.0, 1.0, cfg.network.ple_bins + 1), axis=0)
+        model.net.set_ple_edges(torch.tensor(edges, dtype=torch.float32))
     ckpt = ModelCheckpoint(dirpath=cfg.checkpoint_dir, monitor="val_loss", save_top_k=1,
                            filename="best-{epoch}-{val_loss:.4f}", enable_version_counter=False)
     Path(cfg.checkpoint_dir).mkdir(parents=True, exist_ok=True)
@@ -94,6 +100,7 @@ def train(events_path: str | Path, labels_path: str | Path, out: str | Path,
                    "sessions": int(len(p.y)), "unlabelled_sessions": p.n_unlabelled,
                    "sessions_per_class": {LABELS[i]: int((p.y == i).sum()) for i in range(len(LABELS))},
                    "split_sessions": {s: int((split == i).sum()) for i, s in enumerate(("train", "val", "test"))},
+                   **({"skipped_rows": rejects.count} if rejects is not None else {}),
                    **(extra_fingerprint or {})}
     train_config = asdict(cfg)
     # Write once to score validation/test with the exported ONNX graph itself, so the
@@ -121,4 +128,5 @@ def train(events_path: str | Path, labels_path: str | Path, out: str | Path,
     policy = PolicyConfig(thresholds=thresholds)
     update_metadata(out, thresholds=thresholds, threshold_details=th["details"], metrics=metrics,
                     calibration={"method": "temperature", "temperature": T}, policy=policy.to_dict())
-    return {"bundle": str(out), "thresholds": thresholds, "metrics": metrics, "fingerprint": fingerprint}
+    return {"bundle": str(out), "thresholds": thresholds, "metrics": metrics, "fingerprint": fingerprint,
+            "rejects": rejects}
