@@ -42,9 +42,10 @@ def cmd_simulate(a) -> int:
 
 def _train_config(a):
     from .model.network import NetworkConfig
-    from .training.train import TrainConfig
+    from .training.train import DEFAULT_PLE_BINS, TrainConfig
 
-    net = NetworkConfig(window=a.window, d_model=a.d_model, n_layer=a.layers, n_head=a.heads)
+    net = NetworkConfig(window=a.window, d_model=a.d_model, n_layer=a.layers, n_head=a.heads,
+                        ple_bins=DEFAULT_PLE_BINS if a.ple_bins is None else a.ple_bins)
     return TrainConfig(seed=a.seed, epochs=a.epochs, batch_size=a.batch_size, lr=a.lr,
                        session_gap_s=a.session_gap_hours * 3600.0, network=net,
                        checkpoint_dir=a.checkpoint_dir)
@@ -274,6 +275,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--d-model", type=int, default=32)
     p.add_argument("--layers", type=int, default=2)
     p.add_argument("--heads", type=int, default=4)
+    p.add_argument("--ple-bins", type=int, default=None,
+                   help="quantile bins of the piecewise-linear input encoding (0: raw features; default 16)")
     p.add_argument("--session-gap-hours", type=float, default=24.0,
                    help="idle gap that ends a session when events carry no session_id")
     p.add_argument("--checkpoint-dir", default="runs/checkpoints")

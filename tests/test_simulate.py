@@ -78,7 +78,9 @@ def test_event_columns_and_types(sim):
     assert events["template_hash"].str.fullmatch(r"[0-9a-f]{16}").all()
     assert events["elicits_reasoning"].dtype == bool and events["elicits_reasoning"].any()
     assert events["account_created_at"].dtype == np.float64
-    assert (events["account_created_at"] < events["ts"]).all()
+    known = events["account_created_at"].notna()
+    assert 0.02 < 1 - known.mean() < 0.2                   # age_unknown_share of the accounts: no creation time
+    assert (events.loc[known, "account_created_at"] < events.loc[known, "ts"]).all()
 
 
 def test_schema_accepts_the_output(sim):
@@ -141,8 +143,17 @@ def test_family_restriction():
 
 # ----------------------------------------------------------------------------- harvest structure
 
+def test_account_age_is_unknown_for_a_share_of_every_class(merged):
+    # A missing creation time must not be a class signal: same share in each class.
+    unknown = merged.groupby("account_id").agg(na=("account_created_at", lambda s: s.isna().all()),
+                                               label=("label", "first"))
+    share = unknown.groupby("label")["na"].mean()
+    assert set(share.index) == {"human", "benign_automation", HARVEST}
+    assert ((share > 0.02) & (share < 0.2)).all(), share
+
+
 def test_harvest_accounts_young_and_grouped_in_campaigns(merged):
-    first = merged.groupby("account_id").agg(ts=("ts", "min"), created=("account_created_at", "first"),
+    first = merged.dropna(subset=["account_created_at"]).groupby("account_id").agg(ts=("ts", "min"), created=("account_created_at", "first"),
                                              label=("label", "first"), campaign=("campaign", "first"))
     age_days = (first["ts"] - first["created"]) / 86400
     young = (age_days < 30).groupby(first["label"]).mean()

@@ -90,7 +90,9 @@ class _Traffic:
                                status=200)
         acct, eid = f"{self.acct[i]}~{k}", f"{self.eid[i]}~{k}"
         created = float(self.created[i] + shift)
-        score = dict(account_id=acct, event_id=eid, ts=ts, account_created_at=max(created, 0.0), **self.fields[i])
+        # Null creation time in the simulated events (NaN here) is 0 = unknown on the wire.
+        score = dict(account_id=acct, event_id=eid, ts=ts, account_created_at=created if created > 0 else 0.0,
+                     **self.fields[i])
         ct, st = self.completion[i]
         return score, dict(account_id=acct, event_id=eid, completion_tokens=int(ct), status=int(st))
 

@@ -193,7 +193,9 @@ def build_score_request(account_id: str, event_id: str, ts: float, prompt_tokens
         account_id=account_id, session_id=session_id or "", event_id=event_id, ts=float(ts),
         prompt_tokens=int(prompt_tokens), max_tokens=int(max_tokens or 0), model=model or "",
         client_fingerprint=client_fingerprint or "", ip_prefix=ip_prefix or "",
-        account_created_at=float(account_created_at or 0.0), template_hash=template_hash or "")
+        # Unknown creation time (None, NaN from a null column) goes out as 0 = unknown.
+        account_created_at=float(account_created_at) if account_created_at and math.isfinite(account_created_at)
+        else 0.0, template_hash=template_hash or "")
     if elicits_reasoning is not None:
         req.elicits_reasoning = bool(elicits_reasoning)
     return req

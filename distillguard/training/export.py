@@ -18,6 +18,9 @@ from ..model.network import LABELS, ScoringGraph, SessionTransformer
 def export_onnx(net: SessionTransformer, path: Path) -> None:
     """Dynamic batch and length (1..W). The example uses batch 2 and length W: a batch of
     1 would be specialised to a constant by the dynamo exporter (design doc pitfalls)."""
+    if net.cfg.ple_bins and not bool(net.ple_inv_w.any()):
+        raise ValueError("the network's piecewise-linear encoding has no bin edges (set_ple_edges was "
+                         "never called): it would ignore its input")
     graph = ScoringGraph(net).eval()
     W = net.cfg.window
     x = torch.zeros(2, W, net.cfg.n_features)

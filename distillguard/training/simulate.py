@@ -355,6 +355,10 @@ class SimConfig:
     natural_pool: int = 20_000             # distinct natural prompts per style (render+hash cost)
     template_slots: int = 8                # distinct slot fillings per template (render+hash cost)
     hash_key: str | bytes | None = None    # HMAC key for templates.template_hash
+    # Accounts whose creation time the gateway does not know (partner keys, legacy
+    # accounts): account_created_at null, same share in every family, so a model learns
+    # what a missing age means instead of reading it as a brand-new account.
+    age_unknown_share: float = 0.1
 
 
 # ============================================================================ helpers
@@ -1322,6 +1326,8 @@ def simulate(cfg: SimConfig = SimConfig()) -> tuple[pd.DataFrame, pd.DataFrame]:
         ev["ptok"] = np.maximum(ev["ptok"], text_tokens)
 
     strs = lambda values, idx: pa.array(values, pa.string()).take(pa.array(idx))
+    # Own stream: switching the share on or off leaves every other draw as it was.
+    age_unknown = np.random.default_rng([cfg.seed, 0xA6E]).random(len(ctx.created)) < cfg.age_unknown_share
     maxtok = pa.array(ev["maxtok"], pa.int64(), mask=ev["maxtok"] < 0)   # replaced below
     cols = {
         "event_id": pa.array([f"evt_{i:09d}" for i in range(n)], pa.string()),
@@ -1334,7 +1340,8 @@ def simulate(cfg: SimConfig = SimConfig()) -> tuple[pd.DataFrame, pd.DataFrame]:
         "status": pa.array(status, pa.int64()),
         "client_fingerprint": strs(ctx.fp.values, ev["fp"]),
         "ip_prefix": strs(ctx.ip.values, ev["ip"]),
-        "account_created_at": pa.array(np.round(ctx.created[ev["acc"]], 3), pa.float64()),
+        "account_created_at": pa.array(np.round(ctx.created[ev["acc"]], 3), pa.float64(),
+                                       mask=age_unknown[ev["acc"]]),
         "template_hash": hashes if hashes is not None else pa.nulls(n, pa.string()),
         "elicits_reasoning": flags if flags is not None else pa.nulls(n, pa.bool_()),
     }
