@@ -7,7 +7,7 @@ BUNDLE := distillguard/default_bundle
 # The default model: same seed, same data, same weights on this machine.
 MODEL_ARGS := --simulate 600000 --seed 0 --epochs 10
 
-.PHONY: install proto test run model bench examples clean report
+.PHONY: install proto test run model bench examples clean report redis-server
 
 install: $(STAMP)
 
@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q --upgrade pip
 	# torch pinned to the CPU wheel on disk; a looser spec would pull a multi-GB CUDA build.
 	$(BIN)/python -m pip install -q 'torch==2.13.0'
-	$(BIN)/python -m pip install -q -e '.[test]'
+	$(BIN)/python -m pip install -q -e '.[test,ray]'
 	rm -f $(VENV)/.installed-*
 	touch $@
 	$(MAKE) proto
@@ -25,8 +25,13 @@ $(STAMP): pyproject.toml
 proto: $(STAMP)
 	$(BIN)/python -c "from distillguard.serving import stubs; stubs.generate()"
 
-test: install
+test: install redis-server
 	$(BIN)/python -m pytest -q
+
+# The Redis session-store tests start a real redis-server (Debian's) on a free loopback
+# port; installed only when missing. Without it those tests fail, they do not skip.
+redis-server:
+	command -v redis-server >/dev/null || (apt-get update && apt-get install -y redis-server)
 
 # Main job, on demo traffic simulated with another seed than the training data:
 # serve the default bundle over gRPC and replay the traffic through it, then batch-score
@@ -46,11 +51,15 @@ bench: install
 	test -f $(BUNDLE)/model.onnx || $(MAKE) model
 	# h2load (Debian's nghttp2-client) is the native gRPC load generator; installed only when missing.
 	command -v h2load >/dev/null || (apt-get update && apt-get install -y nghttp2-client)
-	# Both benchmarks: batch scoring (bench/batch_bench.json) and gRPC scorer vs no-op (bench/grpc_bench.json).
-	$(BIN)/distillguard bench --batch --grpc --model $(BUNDLE) --events 1000000
+	command -v redis-server >/dev/null || (apt-get update && apt-get install -y redis-server)
+	# Both benchmarks: batch scoring, local vs Ray engine on the same file (bench/batch_bench.json), and gRPC scorer vs no-op (bench/grpc_bench.json).
+	$(BIN)/distillguard bench --batch --ray --grpc --model $(BUNDLE) --events 1000000
 	# Soak (bench/soak.json): a real server on loopback for 90 s at 0.5x..4x capacity with session churn;
 	# served/shed/failed RPCs and server RSS over time (fails only if the server crashes).
 	$(BIN)/distillguard bench --soak --soak-seconds 90 --model $(BUNDLE)
+	# Scaling (bench/scaling_bench.json): 1 vs 2 scorer processes (serve --workers) on the in-process
+	# store and on a throwaway redis-server; qps per busy core, p99 at half peak, Redis share of latency.
+	$(BIN)/distillguard bench --scaling --model $(BUNDLE)
 	@echo "== training time and peak memory of the default model (fresh run into bench/model)"
 	/usr/bin/env time -v $(BIN)/distillguard train $(MODEL_ARGS) --out bench/model --checkpoint-dir bench/ckpt -q 2>&1 \
 	  | grep -E "bundle written|macro-F1|Maximum resident|Elapsed" || true

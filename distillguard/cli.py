@@ -48,24 +48,29 @@ def _train_config(a):
                         ple_bins=DEFAULT_PLE_BINS if a.ple_bins is None else a.ple_bins)
     return TrainConfig(seed=a.seed, epochs=a.epochs, batch_size=a.batch_size, lr=a.lr,
                        session_gap_s=a.session_gap_hours * 3600.0, network=net,
-                       checkpoint_dir=a.checkpoint_dir)
+                       checkpoint_dir=a.checkpoint_dir, devices=a.devices, strategy=a.strategy,
+                       accelerator=a.accelerator)
 
 
 def cmd_train(a) -> int:
-    from .training.train import train
+    from .training.train import local_rank, train
 
     extra = {}
     events, labels = a.events, a.labels
+    # --devices N --strategy ddp: Lightning re-runs this command line in N-1 more processes
+    # (LOCAL_RANK > 0); they simulate the same data privately, print nothing, write nothing.
+    launcher = local_rank() == 0
     if a.simulate:
         from .training.simulate import SimConfig, accounts_for_events, simulate, write
 
         sim = SimConfig(seed=a.seed, accounts=accounts_for_events(a.simulate, a.sim_days), days=a.sim_days)
         ev, lab = simulate(sim)
         tmp = tempfile.TemporaryDirectory(prefix="distillguard-sim-")
-        data_dir = Path(a.sim_out) if a.sim_out else Path(tmp.name)
+        data_dir = Path(a.sim_out) if a.sim_out and launcher else Path(tmp.name)
         events, labels = write(ev, lab, data_dir)
         extra = {"simulated": {"seed": sim.seed, "accounts": sim.accounts, "days": sim.days}}
-        print(f"simulated {len(ev):,} events of {len(lab):,} accounts" + (f" into {data_dir}" if a.sim_out else ""))
+        if launcher:
+            print(f"simulated {len(ev):,} events of {len(lab):,} accounts" + (f" into {data_dir}" if a.sim_out else ""))
     if not events or not labels:
         print("train: give --events and --labels, or --simulate N", file=sys.stderr)
         return 2
@@ -74,6 +79,8 @@ def cmd_train(a) -> int:
     rejects_path = a.rejects or Path(a.out).with_name(Path(a.out).name + ".rejects.jsonl")
     res = train(events, labels, a.out, _train_config(a), progress=not a.quiet, extra_fingerprint=extra,
                 on_error=a.on_error, rejects_path=rejects_path)
+    if res is None:             # a DDP process other than rank 0: rank 0 writes the bundle
+        return 0
     if res["rejects"] is not None:
         print(f"{res['rejects'].summary()}; rejects -> {rejects_path}")
     m = res["metrics"]
@@ -90,10 +97,21 @@ def cmd_score(a) -> int:
 
     if _rejects_misused(a):
         return 2
-    stats = score_file(a.model, a.input, a.output, per_event=a.per_event, progress=not a.quiet,
-                       hmac_key=a.hmac_key.encode() if a.hmac_key else None, threads=a.threads,
-                       on_error=a.on_error, rejects_path=a.rejects)
-    print(f"scored {stats.events:,} events in {stats.sessions:,} sessions in {stats.seconds:.2f}s "
+    if a.engine != "ray" and (a.address or a.spill_dir or a.actors):
+        print("distillguard score: error: --address, --actors and --spill-dir need --engine ray", file=sys.stderr)
+        return 2
+    from .serving.batch_ray import RayEngineError
+
+    try:
+        stats = score_file(a.model, a.input, a.output, per_event=a.per_event, progress=not a.quiet,
+                           hmac_key=a.hmac_key.encode() if a.hmac_key else None, threads=a.threads,
+                           on_error=a.on_error, rejects_path=a.rejects, engine=a.engine, address=a.address,
+                           actors=a.actors or 0, spill_dir=a.spill_dir)
+    except RayEngineError as e:
+        print(f"distillguard score: error: {e}", file=sys.stderr)
+        return 2
+    engine = f" on Ray (startup {stats.startup_s:.1f}s)" if a.engine == "ray" else ""
+    print(f"scored {stats.events:,} events in {stats.sessions:,} sessions in {stats.seconds:.2f}s{engine} "
           f"({stats.events_per_s:,.0f} events/s) -> {a.output}", file=sys.stderr)
     if a.on_error == "skip":
         print(f"{stats.skipped_summary}; rejects -> {stats.rejects_path}", file=sys.stderr)
@@ -166,13 +184,36 @@ def _serve_transport(a):
 
 
 def cmd_serve(a) -> int:
+    if a.workers > 1:
+        # Fork first, before gRPC/onnxruntime exist in this process (serving/workers.py).
+        from .serving.workers import run_workers
+
+        if a.snapshot:
+            raise ValueError("--snapshot works with one process; several workers share state through "
+                             "--state redis://HOST:PORT/DB")
+        if not a.state or a.state == "memory":
+            logging.getLogger("distillguard.workers").warning(
+                "--workers %d with the in-process store: each worker holds its own sessions, so a session's "
+                "requests must always reach the same worker (route by session id to the workers' own ports) "
+                "or use --state redis://HOST:PORT/DB", a.workers)
+
+        def child(i: int, port: int) -> int:
+            mp = a.metrics_port if not a.metrics_port else a.metrics_port + i
+            own = a.worker_port_base + i if a.worker_port_base else 0
+            return _serve_one(a, port, metrics_port=mp, worker=i, own_port=own)
+
+        return run_workers(a.workers, a.host, a.port, child)
+    return _serve_one(a, a.port, metrics_port=a.metrics_port)
+
+
+def _serve_one(a, port: int, metrics_port, worker: int | None = None, own_port: int | None = None) -> int:
     from .serving.server import serve
 
     transport = _serve_transport(a)
-    return serve(a.model, a.port, host=a.host, metrics_port=a.metrics_port, shadow=a.shadow,
-                 max_sessions=a.max_sessions, workers=a.workers, grace=a.grace, transport=transport,
+    return serve(a.model, port, host=a.host, metrics_port=metrics_port, shadow=a.shadow,
+                 max_sessions=a.max_sessions, workers=a.threads, grace=a.grace, transport=transport,
                  reflection_enabled=not a.no_reflection, admin_enabled=not a.no_admin, limits=_serve_limits(a),
-                 snapshot_path=a.snapshot)
+                 snapshot_path=a.snapshot, state=a.state, worker=worker, own_port=own_port)
 
 
 def _serve_limits(a):
@@ -204,12 +245,12 @@ def cmd_replay(a) -> int:
 
 def cmd_bench(a) -> int:
     # No benchmark named: run batch and gRPC (the soak runs only when asked for).
-    both = not (a.grpc or a.batch or a.soak)
+    both = not (a.grpc or a.batch or a.soak or a.scaling)
     if a.batch or both:
         from .serving.bench_batch import run_batch_bench
 
         run_batch_bench(a.model, events=a.events, workdir=Path(a.workdir), seed=a.seed,
-                        per_event=not a.no_per_event)
+                        per_event=not a.no_per_event, ray=a.ray)
     if a.grpc or both:
         from .serving.bench_grpc import run_grpc_bench
 
@@ -220,6 +261,11 @@ def cmd_bench(a) -> int:
         from .serving.bench_state import run_state_bench
 
         run_state_bench(sessions=a.state_sessions)
+    if a.scaling:
+        from .serving.bench_grpc import run_scaling_bench
+
+        run_scaling_bench(a.model, requests=a.requests, repeats=a.repeats, py_events=a.py_events,
+                          workdir=Path(a.workdir))
     if a.soak:
         from .serving.bench_soak import run_soak
 
@@ -280,6 +326,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--session-gap-hours", type=float, default=24.0,
                    help="idle gap that ends a session when events carry no session_id")
     p.add_argument("--checkpoint-dir", default="runs/checkpoints")
+    p.add_argument("--devices", type=int, default=1,
+                   help="training processes (CPU) or GPUs; > 1 trains data-parallel, "
+                        "--batch-size per process (default 1)")
+    p.add_argument("--strategy", choices=("auto", "ddp", "ddp_spawn"), default="auto",
+                   help="Lightning strategy: auto (ddp when --devices > 1), ddp (re-runs this command "
+                        "line per process), ddp_spawn; on CPU the backend is gloo")
+    p.add_argument("--accelerator", choices=("cpu", "gpu", "auto"), default="cpu",
+                   help="cpu (default), gpu (CUDA, nccl), auto (a GPU when torch sees one)")
     _add_on_error_args(p, "OUT.rejects.jsonl, beside the bundle directory")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.set_defaults(fn=cmd_train)
@@ -292,6 +346,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--hmac-key", help="key for hashing a raw `prompt` column (same as the gateway's)")
     p.add_argument("--threads", type=int, default=0, help="onnxruntime intra-op threads (0: one per core)")
     _add_on_error_args(p, "OUTPUT.rejects.jsonl")
+    p.add_argument("--engine", choices=("local", "ray"), default="local",
+                   help="local: this process; ray: account-hash partitions scored on a Ray actor pool "
+                        "(same output), on a local Ray instance or the cluster at --address")
+    p.add_argument("--address", metavar="ADDR",
+                   help="ray: join this existing cluster (HOST:6379, ray://HOST:10001 or 'auto') instead of "
+                        "starting a local instance")
+    p.add_argument("--actors", type=int, metavar="N",
+                   help="ray: scoring actors, one CPU and one onnxruntime session each (default: every CPU)")
+    p.add_argument("--spill-dir", metavar="DIR",
+                   help="ray: where the account-hash partitions are written (default $TMPDIR); on a "
+                        "multi-node cluster, storage every node reads (NFS path or s3://... URI)")
     p.add_argument("-q", "--quiet", action="store_true")
     p.set_defaults(fn=cmd_score)
 
@@ -324,7 +389,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--metrics-port", type=int, default=None, help="Prometheus /metrics HTTP port (off if unset)")
     p.add_argument("--shadow", action="store_true", help="report actions without enforcing (shadow=true)")
     p.add_argument("--max-sessions", type=int, default=1_000_000, help="live sessions held before LRU eviction")
-    p.add_argument("--workers", type=int, default=16, help="gRPC handler threads")
+    p.add_argument("--threads", type=int, default=16, help="gRPC handler threads per process")
+    p.add_argument("--workers", type=int, default=1,
+                   help="scorer processes sharing --port (SO_REUSEPORT), each also on its own port; share "
+                        "sessions with --state redis://... (docs/scaling.md)")
+    p.add_argument("--worker-port-base", type=int, default=0, metavar="PORT",
+                   help="with --workers: worker i's own port is PORT+i (default: any free port, printed)")
+    p.add_argument("--state", metavar="URL", default=None,
+                   help="session store: memory (default, in process) or redis://HOST:PORT/DB"
+                        "[?ttl=S&flagged_ttl=S&cache=N], shared by workers and machines (docs/scaling.md)")
     p.add_argument("--grace", type=float, default=5.0, help="seconds to finish in-flight calls on SIGTERM")
     p.add_argument("--snapshot", metavar="PATH", default=None,
                    help="session-state snapshot (.npz): restored at start if present and of the bundle's "
@@ -384,6 +457,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--workdir", default="bench", help="where inputs are cached and results written")
     p.add_argument("--no-per-event", action="store_true", help="batch: skip the --per-event run")
+    p.add_argument("--ray", action="store_true",
+                   help="batch: also score the same file with --engine ray (a local Ray instance) and "
+                        "compare time and output with the local engine")
     p.add_argument("--requests", type=int, default=20000, help="gRPC: h2load requests per run")
     p.add_argument("--concurrency", default="1,8,32,128", help="gRPC: in-flight requests, comma-separated")
     p.add_argument("--connections", type=int, default=1, help="gRPC: HTTP/2 connections the streams share")
@@ -392,6 +468,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-python", action="store_true", help="gRPC: skip the Python-driven runs")
     p.add_argument("--state-sessions", type=int, default=1_000_000,
                    help="gRPC: live sessions for the session-state memory figure")
+    p.add_argument("--scaling", action="store_true",
+                   help="scorer qps/p99/CPU with 1 vs 2 worker processes on the in-process store and on a "
+                        "throwaway redis-server; Redis share of latency -> WORKDIR/scaling_bench.json")
     p.add_argument("--soak", action="store_true",
                    help="soak a real server on loopback (rates below and above capacity, session churn): "
                         "served/shed/failed and RSS over time -> WORKDIR/soak.json")

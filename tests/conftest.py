@@ -30,3 +30,26 @@ def tiny_bundle(tmp_path_factory, sim_data) -> Path:
     d = tmp_path_factory.mktemp("bundle")
     train(sim_data[0], sim_data[1], d / "bundle", tiny_train_config(d), progress=False)
     return d / "bundle"
+
+
+@pytest.fixture(scope="session")
+def redis_server():
+    """A real redis-server on a free loopback port for the whole session (no fakes).
+    Missing redis-server fails the tests: `make test` and .ci/run install it."""
+    from distillguard.serving.redis_server import RedisServer, RedisServerMissing
+
+    try:
+        srv = RedisServer().start()
+    except RedisServerMissing as e:
+        pytest.fail(str(e), pytrace=False)
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture
+def redis_url(redis_server) -> str:
+    """The session's Redis, emptied for this test."""
+    import redis
+
+    redis.Redis.from_url(redis_server.url).flushall()
+    return redis_server.url

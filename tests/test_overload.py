@@ -114,7 +114,7 @@ def _p99(lat: list[float]) -> float:
 def test_overload_sheds_stays_fast_bounded_and_recovers(tmp_path):
     port, mport = free_port(), free_port()
     srv = ServerProc("scorer", [sys.executable, "-m", "distillguard.cli", "serve", "--insecure", "--port", str(port),
-                                "--metrics-port", str(mport), "--workers", str(WORKERS),
+                                "--metrics-port", str(mport), "--threads", str(WORKERS),
                                 "--max-concurrent-rpcs", str(CAP)], port, mport, tmp_path / "serve.log")
     srv.start(timeout=60)
     channel = grpc.insecure_channel(f"127.0.0.1:{port}")

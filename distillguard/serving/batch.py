@@ -4,6 +4,12 @@ Streaming: input batches are normalised as they are read and, for inputs larger 
 partition, spilled to Arrow IPC files partitioned by a hash of account_id (sessions never
 cross accounts), so only one partition's events are in memory at a time.
 
+Two engines, one code path: `partition_events` (the shared partition-by-account-hash
+step) and `score_sessions` (one partition's events -> its output table) are called by the
+local engine here and by the Ray engine (`batch_ray`, one onnxruntime session per Ray
+actor) alike; the file skeleton (`score_file`: rejects, progress, atomic output) is also
+shared, so both engines write the same rows.
+
 Files written:
 - the output is written under a temporary name in the output's directory,
   `.<name>.tmp-<pid>`, fsynced, then renamed over the final name: a reader sees the old
@@ -11,9 +17,10 @@ Files written:
   disk full, Ctrl-C) removes the temporary file and leaves an earlier output as it was.
   A process killed with SIGKILL (or a machine crash) cannot clean up: a stale
   `.<name>.tmp-<pid>` may remain beside the output, never under the final name.
-- spill partitions (inputs above `partition_rows`) go to a `distillguard-*` directory
-  under $TMPDIR (normalised events: ids, counts, times, template hashes; no prompt text),
-  removed when scoring ends (not after SIGKILL).
+- spill partitions (inputs above `partition_rows`; always with engine="ray") go to a
+  `distillguard-*` directory under $TMPDIR, or under `spill_dir` with the Ray engine
+  (normalised events: ids, counts, times, template hashes; no prompt text), removed when
+  scoring ends (not after SIGKILL).
 - with on_error="skip", the rejects file (see `schema.Rejects`), by default
   `<output>.rejects.jsonl`, written and renamed the same way as the output.
 """
@@ -45,11 +52,16 @@ EVENT_COLUMNS = ("session_id", "account_id", "event_index", "event_id", "ts", "p
 ORT_BATCH = 512
 
 
+ENGINES = ("local", "ray")
+
+
 @dataclass
 class ScoreStats:
     events: int = 0
     sessions: int = 0
     seconds: float = 0.0
+    engine: str = "local"
+    startup_s: float = 0.0           # Ray: starting or joining the cluster (part of `seconds`)
     skipped: int = 0                 # rows left out under on_error="skip"
     skipped_summary: str = ""
     rejects_path: Path | None = None
@@ -97,7 +109,10 @@ def session_probs(bundle: Bundle, sr: windows.SessionRows) -> tuple[np.ndarray, 
 
 
 def score_sessions(bundle: Bundle, table: pa.Table, per_event: bool = False) -> pa.Table:
-    """Canonical events (any order) -> output table (session rows, or event rows)."""
+    """Canonical events (any order) -> output table (session rows, or event rows).
+
+    The per-partition function of both engines: one account-hash partition in, its rows
+    out (whole accounts, so whole sessions)."""
     table = assign_sessions(table, gap_s=bundle.gap_s)
     sr = windows.featurize(table)
     if per_event:
@@ -241,21 +256,31 @@ def default_rejects_path(output_path: str | Path) -> Path:
 def score_file(model: str | Path | Bundle, input_path: str | Path, output_path: str | Path,
                per_event: bool = False, partition_rows: int = 2_000_000, hmac_key: bytes | None = None,
                progress: bool = True, threads: int = 0, on_error: str = "fail",
-               rejects_path: str | Path | None = None) -> ScoreStats:
+               rejects_path: str | Path | None = None, engine: str = "local", address: str | None = None,
+               actors: int = 0, spill_dir: str | None = None) -> ScoreStats:
     """Score an events file (or directory) and write the output table; returns counts and time.
 
     on_error="skip" leaves bad input rows out and writes them (row, column, error; never
-    prompt text) to `rejects_path` (default `<output>.rejects.jsonl`)."""
+    prompt text) to `rejects_path` (default `<output>.rejects.jsonl`).
+
+    engine="ray" scores the account-hash partitions on a Ray actor pool (`batch_ray`):
+    a local Ray instance, or the cluster at `address`; `actors` actors (0: one per CPU of
+    the cluster), partitions written under `spill_dir` (shared storage on a multi-node
+    cluster). Reading, rejects and the output file are this function's, as for "local"."""
     t0 = time.perf_counter()
     if on_error not in schema.ON_ERROR:
         raise ValueError(f"on_error must be one of {', '.join(schema.ON_ERROR)}, got {on_error!r}")
+    if engine not in ENGINES:
+        raise ValueError(f"engine must be one of {', '.join(ENGINES)}, got {engine!r}")
+    if engine == "local" and (address or spill_dir):
+        raise ValueError("address and spill_dir are options of engine='ray'")
     bundle = model if isinstance(model, Bundle) else load_bundle(model, threads=threads)
     input_path, output_path = Path(input_path), Path(output_path)
     if not input_path.exists():
         raise schema.SchemaError(f"{input_path}: no such file or directory")
     writer = _Writer(output_path)
-    stats = ScoreStats()
-    rejects = bar = None
+    stats = ScoreStats(engine=engine)
+    rejects = bar = outputs = None
     try:
         if on_error == "skip":
             stats.rejects_path = Path(rejects_path) if rejects_path else default_rejects_path(output_path)
@@ -266,24 +291,19 @@ def score_file(model: str | Path | Bundle, input_path: str | Path, output_path: 
         # Two passes over the events (read/partition, then score): the bar counts both.
         bar = tqdm(total=2 * est, unit="ev", unit_scale=True, disable=not progress, file=sys.stderr,
                    desc="reading")
-        if n_parts == 1:
-            batches = []
-            for b in schema.iter_event_batches(input_path, **load):
-                batches.append(b)
-                bar.update(len(b))
-            parts = [pa.concat_tables(batches)] if batches else []
+        if engine == "ray":
+            from .batch_ray import ray_outputs
+
+            outputs = ray_outputs(bundle, input_path, per_event, load, n_parts, bar, stats,
+                                  address=address, actors=actors, spill_dir=spill_dir, progress=progress)
         else:
-            parts = _spill(input_path, n_parts, load, bar)
-        for part in parts:
-            table = part() if callable(part) else part
+            outputs = _local_outputs(bundle, input_path, per_event, load, n_parts, bar)
+        for n_events, out in outputs:
             bar.set_description("scoring")
-            if len(table) == 0:
-                continue
-            out = score_sessions(bundle, table, per_event=per_event)
             writer.write(out)
-            stats.events += len(table)
+            stats.events += n_events
             stats.sessions += len(out) if not per_event else int(pc.count_distinct(out["session_id"]).as_py())
-            bar.update(len(table))
+            bar.update(n_events)
         bar.total = 2 * stats.events
         bar.refresh()
         if rejects is not None:
@@ -297,44 +317,116 @@ def score_file(model: str | Path | Bundle, input_path: str | Path, output_path: 
             rejects.abort()
         raise
     finally:
+        if outputs is not None:
+            outputs.close()   # removes spill partitions; stops a Ray instance started here
         if bar is not None:
             bar.close()
     stats.seconds = time.perf_counter() - t0
     return stats
 
 
-def _spill(input_path: Path, n_parts: int, load_opts: dict, bar):
-    """Partition the normalised input by account hash into IPC files; yield loaders."""
-    tmp = tempfile.TemporaryDirectory(prefix="distillguard-")
+def _local_outputs(bundle: Bundle, input_path: Path, per_event: bool, load_opts: dict, n_parts: int, bar):
+    """The local engine: yield (events, output table) per partition, scored in this process."""
+    if n_parts == 1:
+        batches = []
+        for b in schema.iter_event_batches(input_path, **load_opts):
+            batches.append(b)
+            bar.update(len(b))
+        if batches and sum(len(b) for b in batches):
+            table = pa.concat_tables(batches)
+            yield len(table), score_sessions(bundle, table, per_event=per_event)
+        return
+    with tempfile.TemporaryDirectory(prefix="distillguard-") as tmp:
+        for path in partition_events(input_path, tmp, n_parts, load_opts, bar, fmt="arrow"):
+            table = read_partition(path)
+            yield len(table), score_sessions(bundle, table, per_event=per_event)
+
+
+PARTITION_FORMATS = ("arrow", "parquet")
+
+
+def partition_fs(path: str):
+    """(pyarrow filesystem, path on it) of a local path or a URI (s3://, gs://, hdfs://...)."""
+    import pyarrow.fs as pafs
+
+    if "://" in str(path):
+        return pafs.FileSystem.from_uri(str(path))
+    return pafs.LocalFileSystem(), os.path.abspath(path)
+
+
+def partition_path(out_dir: str, p: int, fmt: str) -> str:
+    """Where `partition_events` writes partition p: under out_dir, in out_dir's form (path or URI)."""
+    out_dir = str(out_dir)
+    base = out_dir.rstrip("/") if "://" in out_dir else os.path.abspath(out_dir)
+    return f"{base}/part-{p:05d}.{fmt}"
+
+
+def partition_events(input_path: Path, out_dir: str, n_parts: int, load_opts: dict, bar=None,
+                     fmt: str = "arrow") -> list[str]:
+    """The shared partition step of both engines: normalise the input batch by batch and
+    append each batch's rows to the file of their account-hash partition under `out_dir`.
+
+    fmt "arrow": Arrow IPC streams (the local engine's spill, read back at once);
+    "parquet": the Ray engine's input (compressed, readable by every node when `out_dir`
+    is shared storage or a URI). Returns the paths of the non-empty partitions in
+    partition order. A partition holds whole accounts, so whole sessions."""
+    import pyarrow.parquet as pq
+
+    if fmt not in PARTITION_FORMATS:
+        raise ValueError(f"partition format must be one of {', '.join(PARTITION_FORMATS)}, got {fmt!r}")
+    fs, _ = partition_fs(out_dir)
+    name = lambda p: partition_path(out_dir, p, fmt)   # noqa: E731
     writers = {}
 
-    def spill_error(e: OSError) -> OSError:
-        return OSError(e.errno, f"cannot write spill partitions under {tmp.name}: "
-                                f"{e.strerror or e} (set TMPDIR to a larger disk)")
+    def write_error(e: OSError) -> OSError:
+        return OSError(getattr(e, "errno", None), f"cannot write spill partitions under {out_dir}: "
+                                                  f"{getattr(e, 'strerror', None) or e} (set TMPDIR to a larger disk)")
+
+    def close_all():
+        for sink, w in writers.values():
+            w.close()
+            sink.close()
 
     try:
         for batch in schema.iter_event_batches(input_path, **load_opts):
             part = _partition_of(batch["account_id"], n_parts)
+            # One stable sort by partition, then slices: the rows of a partition keep input order.
+            order = np.argsort(part, kind="stable")
+            part = part[order]
+            batch = batch.take(pa.array(order))
+            ps, starts = np.unique(part, return_index=True)
+            ends = np.append(starts[1:], len(part))
             try:
-                for p in np.unique(part):
-                    piece = batch.filter(pa.array(part == p))
+                for p, a, b in zip(ps.tolist(), starts.tolist(), ends.tolist()):
+                    piece = batch.slice(a, b - a)
                     if p not in writers:
-                        sink = pa.OSFile(os.path.join(tmp.name, f"part-{p}.arrow"), "wb")
-                        writers[p] = (sink, pa.ipc.new_stream(sink, piece.schema))
+                        sink = fs.open_output_stream(partition_fs(name(p))[1])
+                        # lz4: as fast to write and read as no compression here, half the bytes.
+                        writers[p] = (sink, pa.ipc.new_stream(sink, piece.schema) if fmt == "arrow"
+                                      else pq.ParquetWriter(sink, piece.schema, compression="lz4"))
                     writers[p][1].write_table(piece)
             except OSError as e:
-                raise spill_error(e) from e
-            bar.update(len(batch))
+                raise write_error(e) from e
+            if bar is not None:
+                bar.update(len(batch))
         try:
-            for sink, w in writers.values():
-                w.close()
-                sink.close()
+            close_all()
         except OSError as e:
-            raise spill_error(e) from e
-        for p in sorted(writers):
-            def load(p=p):
-                with pa.OSFile(os.path.join(tmp.name, f"part-{p}.arrow"), "rb") as f:
-                    return pa.ipc.open_stream(f).read_all()
-            yield load
-    finally:
-        tmp.cleanup()
+            raise write_error(e) from e
+    except BaseException:
+        try:
+            close_all()
+        except Exception:   # the caller removes the directory anyway
+            pass
+        raise
+    return [name(p) for p in sorted(writers)]
+
+
+def read_partition(path: str) -> pa.Table:
+    """One partition written by `partition_events` (a local path or a URI)."""
+    import pyarrow.parquet as pq
+
+    if path.endswith(".parquet"):
+        return pq.read_table(path)
+    with pa.OSFile(path, "rb") as f:
+        return pa.ipc.open_stream(f).read_all()

@@ -67,6 +67,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .subprocs import terminate
+
 GRPC_PATH = "/distillguard.v1.Scorer/Score"
 _CLK_TCK = os.sysconf("SC_CLK_TCK")
 
@@ -202,13 +204,7 @@ class ServerProc:
             return {}
 
     def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        terminate(self.proc)
         if self._log not in (None, subprocess.DEVNULL):
             self._log.close()
 
@@ -347,7 +343,11 @@ def _session_events(rng: np.random.Generator, n: int, t0: float, scripted: bool)
 
 
 async def _pyload(port: int, concurrency: int, events: int, events_per_session: int, seed: int,
-                  tag: str) -> dict:
+                  tag: str, ports: list | None = None, route: str = "hash") -> dict:
+    """ports: several servers (a worker's own ports); route "hash" sends each session to one
+    of them (session-affine, as a consistent-hash balancer), "alternate" sends a session's
+    successive events to successive ports (Score to one, its Complete to the next), the
+    worst case for a shared store's local copies."""
     import grpc
 
     from .stubs import pb, pb_grpc
@@ -360,7 +360,7 @@ async def _pyload(port: int, concurrency: int, events: int, events_per_session: 
     sessions = []
     for s in range(n_sessions):
         t0 = 1_750_000_000.0 + float(rng.uniform(0, 3600))
-        sessions.append((f"py-{tag}-a{s}", f"py-{tag}-s{s}", t0 - 30 * 86400.0,
+        sessions.append((s, f"py-{tag}-a{s}", f"py-{tag}-s{s}", t0 - 30 * 86400.0,
                          _session_events(rng, events_per_session, t0, scripted=bool(s % 2))))
     q: asyncio.Queue = asyncio.Queue()
     for s in sessions:
@@ -370,18 +370,24 @@ async def _pyload(port: int, concurrency: int, events: int, events_per_session: 
     dup = not_applied = 0
     budget = [events]
 
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as ch:
-        stub = pb_grpc.ScorerStub(ch)
-        await asyncio.wait_for(ch.channel_ready(), 30)
+    targets = list(ports) if ports else [port]
+    chans = [grpc.aio.insecure_channel(f"127.0.0.1:{p}") for p in targets]
+    try:
+        stubs = [pb_grpc.ScorerStub(c) for c in chans]
+        for c in chans:
+            await asyncio.wait_for(c.channel_ready(), 30)
 
         async def worker():
             nonlocal dup, not_applied
             while budget[0] > 0 and not q.empty():
-                acct, sid, created, evs = q.get_nowait()
+                si, acct, sid, created, evs = q.get_nowait()
                 for k, e in enumerate(evs):
                     if budget[0] <= 0:
                         return
                     budget[0] -= 1
+                    n_t = len(stubs)
+                    stub = stubs[si % n_t] if route == "hash" else stubs[(si + k) % n_t]
+                    cstub = stubs[si % n_t] if route == "hash" else stubs[(si + k + 1) % n_t]
                     eid = f"{sid}-e{k}"
                     req = pb.ScoreRequest(
                         account_id=acct, session_id=sid, event_id=eid, ts=e["ts"],
@@ -404,7 +410,7 @@ async def _pyload(port: int, concurrency: int, events: int, events_per_session: 
                                               status=e["status"], latency_s=1.5)
                     t = time.perf_counter_ns()
                     try:
-                        cr = await stub.Complete(creq, timeout=30)
+                        cr = await cstub.Complete(creq, timeout=30)
                         complete_us.append((time.perf_counter_ns() - t) / 1e3)
                         not_applied += not cr.applied
                         codes["Complete/OK"] = codes.get("Complete/OK", 0) + 1
@@ -415,6 +421,9 @@ async def _pyload(port: int, concurrency: int, events: int, events_per_session: 
         t0 = time.perf_counter()
         await asyncio.gather(*(worker() for _ in range(concurrency)))
         wall = time.perf_counter() - t0
+    finally:
+        for c in chans:
+            await c.close()
     s = np.asarray(score_us)
     c = np.asarray(complete_us)
     return {"scores": len(s), "completes": len(c), "wall_s": wall,
@@ -436,9 +445,10 @@ def _pyload_main() -> None:
 
 
 def run_pyload(port: int, concurrency: int, events: int, events_per_session: int = 48,
-               seed: int = 0, tag: str = "x") -> dict:
+               seed: int = 0, tag: str = "x", ports: list | None = None, route: str = "hash") -> dict:
     args = json.dumps({"port": port, "concurrency": concurrency, "events": events,
-                       "events_per_session": events_per_session, "seed": seed, "tag": tag})
+                       "events_per_session": events_per_session, "seed": seed, "tag": tag,
+                       "ports": ports, "route": route})
     code = "from distillguard.serving.bench_grpc import _pyload_main; _pyload_main()"
     out = subprocess.run([sys.executable, "-c", code, args], capture_output=True, text=True)
     if out.returncode != 0:
@@ -570,7 +580,7 @@ def start_servers(model, workdir: Path, workers: int | None = None,
     noop_argv = [sys.executable, "-m", "distillguard.serving.noop_server", "--port", str(np_)]
     if workers:
         # Same handler pool on both sides, else the comparison measures pool sizes.
-        scorer_argv += ["--workers", str(workers)]
+        scorer_argv += ["--threads", str(workers)]
         noop_argv += ["--workers", str(workers)]
     scorer = ServerProc("scorer", scorer_argv, sp, mp, workdir / "grpc-scorer.log")
     noop = ServerProc("noop", noop_argv, np_, None, workdir / "grpc-noop.log")
@@ -825,3 +835,309 @@ def print_tables(res: dict, con=None) -> None:
                       _f(q["score_p50"], "{:.2f}x"), _f(q["score_p99"], "{:.2f}x"), "", "",
                       style="bold", end_section=True)
         con.print(t)
+
+
+# ---------------------------------------------------------------------------- scaling: processes x stores
+#
+# `serve --workers N` x `--state memory|redis://`, same bundle, same load, one after the
+# other (docs/scaling.md). CPU is summed over the supervisor and every worker (and kept
+# apart for redis-server), so "qps per busy core" compares configurations whatever the
+# load generator costs. The Redis share of latency comes from the workers' own counters:
+# seconds waited on Redis round trips / seconds spent in RPC handlers.
+
+def _children(pid: int) -> list[int]:
+    try:
+        return [int(x) for x in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except OSError:
+        return []
+
+
+@dataclass
+class WorkerGroup(ServerProc):
+    """`serve --workers N` as one ServerProc: ready when every worker says SERVING on its
+    own port; CPU and /metrics summed over the workers (metrics ports metrics_port + i)."""
+    workers: int = 1
+    own_ports: list = field(default_factory=list)
+
+    def start(self, timeout: float = 90.0) -> "WorkerGroup":
+        import grpc
+
+        super().start(timeout)
+        if self.workers == 1:
+            self.own_ports = [self.port]
+            return self
+        pat = re.compile(r"worker (\d+) serving \S+ on \S+:\d+ own port \S+:(\d+)")
+        deadline = time.monotonic() + timeout
+        while True:
+            found = {int(m.group(1)): int(m.group(2)) for m in pat.finditer(self._tail_all())}
+            if len(found) == self.workers:
+                break
+            if time.monotonic() > deadline or self.proc.poll() is not None:
+                self.stop()
+                raise RuntimeError(f"{self.name}: {len(found)}/{self.workers} workers up; see {self.log_path}")
+            time.sleep(0.2)
+        self.own_ports = [found[i] for i in range(self.workers)]
+        for p in self.own_ports:
+            with grpc.insecure_channel(f"127.0.0.1:{p}") as ch:
+                while not self._serving(ch):
+                    if time.monotonic() > deadline:
+                        raise RuntimeError(f"{self.name}: worker on {p} not serving")
+                    time.sleep(0.2)
+        return self
+
+    def _tail_all(self) -> str:
+        try:
+            return Path(self.log_path).read_text()
+        except OSError:
+            return ""
+
+    def cpu(self) -> float:
+        total = 0.0
+        for pid in [self.pid, *_children(self.pid)]:
+            try:
+                total += proc_cpu_seconds(pid)
+            except OSError:
+                pass
+        return total
+
+    def metrics(self) -> dict[str, float]:
+        if not self.metrics_port:
+            return {}
+        out: dict[str, float] = {}
+        for i in range(self.workers):
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port + i}/metrics", timeout=5) as r:
+                    for k, v in parse_prometheus(r.read().decode()).items():
+                        out[k] = out.get(k, 0.0) + v
+            except OSError:
+                pass
+        return out
+
+
+def _store_share(m0: dict, m1: dict) -> dict:
+    """Redis round trips as the workers saw them, over a measured interval."""
+    handler_s = metric_delta(m0, m1, "distillguard_request_seconds_sum")
+    rpcs = metric_delta(m0, m1, "distillguard_request_seconds_count")
+    store_s = metric_delta(m0, m1, "distillguard_store_seconds")
+    calls = {k: m1.get(f'distillguard_store_calls{{kind="{k}"}}', 0.0) - m0.get(f'distillguard_store_calls{{kind="{k}"}}', 0.0)
+             for k in ("fetch", "commit")}
+    return {"store_s": store_s, "handler_s": handler_s, "rpcs": rpcs,
+            "share_of_handler_time": store_s / handler_s if handler_s else None,
+            "store_us_per_rpc": store_s / rpcs * 1e6 if rpcs else None,
+            "round_trips_per_rpc": (calls["fetch"] + calls["commit"]) / rpcs if rpcs else None,
+            "fetches": calls["fetch"], "commits": calls["commit"],
+            "conflicts": metric_delta(m0, m1, "distillguard_store_conflicts")}
+
+
+def run_scaling_bench(model, configs=(("memory", 1), ("memory", 2), ("redis", 1), ("redis", 2)),
+                      requests: int = 20000, connections: int = 8, concurrency: int = 32, repeats: int = 2,
+                      py_events: int = 3000, py_concurrency: int = 32, workdir: Path = Path("bench"),
+                      out: Path | None = None, quiet: bool = False) -> dict:
+    """1 vs 2 worker processes on the in-process store and on Redis -> WORKDIR/scaling_bench.json.
+
+    Every configuration runs at once (idle servers cost nothing) and the measurements
+    rotate over them, repeat after repeat, so drifting background load hits all alike."""
+    from rich.console import Console
+
+    from .redis_server import RedisServer
+
+    con = Console(quiet=quiet)
+    if not con.is_terminal:
+        con = Console(quiet=quiet, width=160)
+    workdir = Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    out = Path(out) if out else workdir / "scaling_bench.json"
+    res: dict = {"machine": {"cpus": os.cpu_count(), "h2load": h2load_version(), "python": sys.version.split()[0]},
+                 "config": {"model": str(model), "requests": requests, "connections": connections,
+                            "concurrency": concurrency, "repeats": repeats, "py_events": py_events,
+                            "py_concurrency": py_concurrency},
+                 "rows": []}
+    redis_srv = RedisServer().start()
+    res["redis"] = {"version": subprocess.run(["redis-server", "--version"], capture_output=True,
+                                              text=True).stdout.strip()}
+    groups: dict[str, WorkerGroup] = {}
+    rows: dict[str, dict] = {}
+    try:
+        for k, (store, n) in enumerate(configs):
+            name = f"{store}x{n}"
+            state = f"redis://127.0.0.1:{redis_srv.port}/{k}" if store == "redis" else "memory"
+            groups[name] = _start_group(model, name, n, state, workdir)
+            rows[name] = {"name": name, "store": store, "workers": n, "state": state,
+                          "argv": groups[name].argv[1:], "load_1m": []}
+        names = list(groups)
+        if h2load_version():
+            bodies = {}
+            for name, srv in groups.items():
+                bodies[name] = write_request_file(workdir / f"scaling-{name}.bin",
+                                                  bench_request(f"scaling-{name}-{os.getpid()}"))
+                rows[name]["probe"] = _probe(srv.port, bodies[name])
+                run_h2load(srv.port, bodies[name], min(2000, requests), concurrency, connections,
+                           workdir=workdir)   # warm up: every worker and connection
+            accs = {name: (_Acc(), [0.0], []) for name in names}
+            for rep in range(repeats):
+                for name in (names if rep % 2 == 0 else names[::-1]):
+                    rows[name]["load_1m"].append(os.getloadavg()[0])
+                    r, cpu, rcpu, m0, m1 = _measure_group(groups[name], redis_srv, bodies[name], requests,
+                                                          concurrency, connections, workdir)
+                    acc, rc, shares = accs[name]
+                    acc.add(r, cpu, grpc_errors_from_metrics(m0, m1))
+                    rc[0] += rcpu
+                    shares.append(_store_share(m0, m1))
+            for name in names:
+                acc, rc, shares = accs[name]
+                h = acc.summary()
+                h["redis_cpu_s"] = rc[0]
+                h["qps_per_busy_core_incl_redis"] = h["requests"] / (h["server_cpu_s"] + rc[0]) \
+                    if h["server_cpu_s"] + rc[0] > 0 else None
+                h["store"] = _merge_shares(shares)
+                rows[name]["h2load"] = h
+            for name in names:
+                rate = 0.5 * rows[name]["h2load"]["qps"]
+                rows[name]["load_1m"].append(os.getloadavg()[0])
+                r, cpu, rcpu, m0, m1 = _measure_group(groups[name], redis_srv, bodies[name],
+                                                      int(min(max(2000, rate * 8), requests)), concurrency,
+                                                      connections, workdir, rps=rate)
+                a = _Acc()
+                a.add(r, cpu, grpc_errors_from_metrics(m0, m1))
+                rows[name]["half_peak"] = {"rate": rate, **a.summary(), "store": _store_share(m0, m1)}
+                h = rows[name]["h2load"]
+                con.print(f"  {name:<9} h2load {h['qps']:7.0f} qps, {h['server_cpu_us_per_req']:5.0f} µs CPU/req, "
+                          f"p99 {h['p99_ms']:.2f} ms; at {rate:.0f} req/s p99 {rows[name]['half_peak']['p99_ms']:.2f} ms; "
+                          f"errors {h['error_total']}")
+        for name in names:
+            srv, row = groups[name], rows[name]
+            # "sequential": one call in flight, so handler time is service time, not queueing:
+            # the Redis share of it is the share of latency the round trips cost.
+            routes = ["sequential", "hash"] + (["alternate"] if row["store"] == "redis" and row["workers"] > 1 else [])
+            row["python_driven"] = {}
+            for route in routes:
+                row["load_1m"].append(os.getloadavg()[0])
+                m0, c0, r0 = srv.metrics(), srv.cpu(), proc_cpu_seconds(redis_srv.pid)
+                seq = route == "sequential"
+                py = run_pyload(srv.port, 1 if seq else py_concurrency, min(600, py_events) if seq else py_events,
+                                seed=1, tag=f"{name}-{route}-{os.getpid()}", ports=srv.own_ports,
+                                route="hash" if seq else route)
+                cpu, rcpu, m1 = srv.cpu() - c0, proc_cpu_seconds(redis_srv.pid) - r0, srv.metrics()
+                row["python_driven"][route] = {
+                    "score_qps": py["score_qps"], "score_p50_ms": py["score"]["p50_ms"],
+                    "score_p99_ms": py["score"]["p99_ms"], "complete_p99_ms": py["complete"]["p99_ms"],
+                    "server_cpu_us_per_event": cpu / py["scores"] * 1e6 if py["scores"] else None,
+                    "events_per_busy_core": py["scores"] / cpu if cpu else None,
+                    "events_per_busy_core_incl_redis": py["scores"] / (cpu + rcpu) if cpu + rcpu else None,
+                    "redis_cpu_us_per_event": rcpu / py["scores"] * 1e6 if py["scores"] else None,
+                    "rpcs": py["scores"] + py["completes"],
+                    "errors": py["errors"] + int(sum(grpc_errors_from_metrics(m0, m1).values())),
+                    "duplicates": py["duplicates"], "complete_not_applied": py["complete_not_applied"],
+                    "store": _store_share(m0, m1)}
+                p = row["python_driven"][route]
+                con.print(f"  {name:<9} python ({route}) {p['score_qps']:6.0f} events/s, "
+                          f"{p['server_cpu_us_per_event']:5.0f} µs server CPU/event, "
+                          f"Score p99 {p['score_p99_ms']:.2f} ms, errors {p['errors']}")
+    finally:
+        for srv in groups.values():
+            srv.stop()
+        redis_srv.stop()
+    res["rows"] = [rows[n] for n in rows]
+    res["targets"] = _scaling_targets(res["rows"])
+    out.write_text(json.dumps(res, indent=2, default=_json_default))
+    print_scaling(res, con)
+    con.print(f"written {out}")
+    return res
+
+
+def _start_group(model, name: str, n: int, state: str, workdir: Path) -> WorkerGroup:
+    sp, mp = free_port(), free_port()
+    while any(_port_taken(mp + i) for i in range(1, n)):
+        mp = free_port()
+    argv = [sys.executable, "-m", "distillguard.cli", "serve", "--model", str(model), "--insecure",
+            "--port", str(sp), "--metrics-port", str(mp), "--workers", str(n), "--state", state]
+    return WorkerGroup(name, argv, sp, mp, workdir / f"scaling-{name}.log", workers=n).start()
+
+
+def _measure_group(srv: WorkerGroup, redis_srv, body: Path, n_req: int, concurrency: int, connections: int,
+                   workdir: Path, rps: float | None = None):
+    m0, c0, r0 = srv.metrics(), srv.cpu(), proc_cpu_seconds(redis_srv.pid)
+    r = run_h2load(srv.port, body, n_req, concurrency, connections, rps=rps, workdir=workdir)
+    cpu, rcpu, m1 = srv.cpu() - c0, proc_cpu_seconds(redis_srv.pid) - r0, srv.metrics()
+    return r, cpu, rcpu, m0, m1
+
+
+def _merge_shares(shares: list[dict]) -> dict:
+    keys = ("store_s", "handler_s", "rpcs", "fetches", "commits", "conflicts")
+    tot = {k: sum(s[k] for s in shares) for k in keys}
+    rpcs = tot["rpcs"]
+    return {**tot, "share_of_handler_time": tot["store_s"] / tot["handler_s"] if tot["handler_s"] else None,
+            "store_us_per_rpc": tot["store_s"] / rpcs * 1e6 if rpcs else None,
+            "round_trips_per_rpc": (tot["fetches"] + tot["commits"]) / rpcs if rpcs else None}
+
+
+def _port_taken(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+            return False
+        except OSError:
+            return True
+
+
+def _scaling_targets(rows: list[dict]) -> dict:
+    by = {r["name"]: r for r in rows}
+    t: dict = {}
+    base, red2 = by.get("memoryx1"), by.get("redisx2")
+    if base and red2 and "h2load" in base and "h2load" in red2:
+        t["h2load_qps_per_core_redisx2_over_memoryx1"] = _ratio(red2["h2load"]["qps_per_busy_core"],
+                                                                 base["h2load"]["qps_per_busy_core"])
+        t["h2load_qps_per_core_incl_redis_redisx2_over_memoryx1"] = _ratio(
+            red2["h2load"]["qps_per_busy_core_incl_redis"], base["h2load"]["qps_per_busy_core"])
+        t["redisx2_p99_ms_at_half_peak"] = red2["half_peak"]["p99_ms"]
+    if base and red2:
+        for route in ("hash", "alternate"):
+            if route in red2.get("python_driven", {}):
+                t[f"python_{route}_events_per_core_redisx2_over_memoryx1"] = _ratio(
+                    red2["python_driven"][route]["events_per_busy_core"],
+                    base["python_driven"]["hash"]["events_per_busy_core"])
+    for name in ("redisx1", "redisx2"):
+        seq = (by.get(name) or {}).get("python_driven", {}).get("sequential")
+        if seq:
+            t[f"{name}_sequential_redis_share_of_latency"] = seq["store"]["share_of_handler_time"]
+            t[f"{name}_sequential_redis_us_per_rpc"] = seq["store"]["store_us_per_rpc"]
+    if base and "sequential" in base.get("python_driven", {}) and red2 and "sequential" in red2.get("python_driven", {}):
+        t["sequential_score_p50_ms_memoryx1_vs_redisx2"] = [base["python_driven"]["sequential"]["score_p50_ms"],
+                                                             red2["python_driven"]["sequential"]["score_p50_ms"]]
+    t["target"] = "qps per busy core redis x2 >= 0.85 x memory x1; p99 <= 3 ms at half of peak"
+    return t
+
+
+def print_scaling(res: dict, con=None) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    con = con or Console()
+    t = Table(title="scorer processes x session store (h2load: 8 connections, 32 streams, identical body = "
+                    "retry path; python: new events, Score + Complete)")
+    for col in ("config", "h2load qps", "CPU µs/req", "qps/busy core", "+redis CPU", "p99 ms",
+                "p99 ms @½ peak", "Redis share", "Redis µs/req", "RTT/req", "py events/s", "CPU µs/event",
+                "events/busy core",
+                "py Redis share", "errors"):
+        t.add_column(col, justify="right")
+    for r in res["rows"]:
+        for route, p in (r.get("python_driven") or {"-": {}}).items():
+            h, hp = r.get("h2load") or {}, r.get("half_peak") or {}
+            st = (h.get("store") or {})
+            if route == "sequential":     # its own row: one call in flight; Redis share from it
+                h, hp, st = {}, {}, p.get("store") or {}
+            t.add_row(f"{r['name']}" + (f" ({route})" if route != "hash" else ""),
+                      _f(h.get("qps")), _f(h.get("server_cpu_us_per_req")), _f(h.get("qps_per_busy_core")),
+                      _f(h.get("qps_per_busy_core_incl_redis")), _f(h.get("p99_ms"), "{:.2f}"),
+                      _f(hp.get("p99_ms"), "{:.2f}"),
+                      _f(st.get("share_of_handler_time"), "{:.0%}") if r["store"] == "redis" else "-",
+                      _f(st.get("store_us_per_rpc")) if r["store"] == "redis" else "-",
+                      _f(st.get("round_trips_per_rpc"), "{:.2f}") if r["store"] == "redis" else "-",
+                      _f(p.get("score_qps")), _f(p.get("server_cpu_us_per_event")),
+                      _f(p.get("events_per_busy_core")),
+                      _f((p.get("store") or {}).get("share_of_handler_time"), "{:.0%}") if r["store"] == "redis" else "-",
+                      str(h.get("error_total", 0) + p.get("errors", 0)))
+    con.print(t)
+    tg = res.get("targets") or {}
+    for k, v in tg.items():
+        con.print(f"  {k}: {v if isinstance(v, (str, list)) else _f(v, '{:.2f}')}")

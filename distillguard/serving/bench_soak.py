@@ -291,7 +291,7 @@ def run_soak(model, seconds: float = 120.0, workdir: str | Path = "bench", *, ma
     port, mport = free_port(), free_port()
     argv = [sys.executable, "-m", "distillguard.cli", "serve", "--insecure", "--port", str(port),
             "--metrics-port", str(mport), "--model", str(model), "--max-sessions", str(max_sessions),
-            "--workers", str(workers)]
+            "--threads", str(workers)]
     if max_concurrent_rpcs is not None:
         argv += ["--max-concurrent-rpcs", str(max_concurrent_rpcs)]
     srv = ServerProc("scorer", argv, port, metrics_port=mport, log_path=workdir / "soak_server.log").start()

@@ -35,11 +35,25 @@ class ScorerMetrics:
                                      "bearer token", ["reason"], registry=r)
         for reason in ("missing", "invalid"):
             self.auth_failures.labels(reason=reason)
+        # Shared session store (serving/redis_store.py) only: its calls as this process saw them.
+        self.store_calls = Gauge("distillguard_store_calls", "Session-store round trips since start, by kind "
+                                 "(fetch: MGET of sessions missing locally; commit: the version-checked write)",
+                                 ["kind"], registry=r)
+        self.store_seconds = Gauge("distillguard_store_seconds", "Seconds spent waiting on session-store "
+                                   "round trips since start", registry=r)
+        self.store_conflicts = Gauge("distillguard_store_conflicts", "Sessions another process had changed "
+                                     "since this one last saw them (request redone on fresh state)", registry=r)
 
     def observe_store(self, store) -> None:
         self.live_sessions.set(len(store))
         for reason, n in store.evictions.items():
             self.evictions.labels(reason=reason).set(n)
+        st = getattr(store, "stats", None)
+        if st is not None:
+            self.store_calls.labels(kind="fetch").set(st["fetches"])
+            self.store_calls.labels(kind="commit").set(st["commits"])
+            self.store_seconds.set(st["redis_s"])
+            self.store_conflicts.set(st["conflicts"])
 
     def serve(self, port: int, addr: str = "127.0.0.1"):
         """Start the /metrics HTTP endpoint; returns (server, port)."""

@@ -65,7 +65,7 @@ def main(argv=None) -> int:
                                  description="no-op Scorer server (benchmark baseline)")
     ap.add_argument("--host", default="127.0.0.1")
     ap.add_argument("--port", type=int, default=50061, help="0 picks a free port (printed)")
-    ap.add_argument("--workers", type=int, default=16, help="handler threads (the scorer's `serve --workers` default)")
+    ap.add_argument("--workers", type=int, default=16, help="handler threads (the scorer's `serve --threads` default)")
     a = ap.parse_args(argv)
     server, port = create_server(f"{a.host}:{a.port}", a.workers)
     server.start()

@@ -6,6 +6,11 @@ batch (one feature computation and one onnxruntime call for all Score requests i
 while the others wait on their futures. Idle, a request is handled on its own thread with
 no hand-off; under load, requests batch up behind the writer. One writer at a time keeps
 each session's Score/Complete order and lets the store go without locks of its own.
+
+The store (`state.SessionStore`) is worked in rounds: `prepare` the round's sessions,
+compute on the local slab, `commit`. A store shared between processes (Redis) may report
+sessions that another process changed meanwhile; their requests are redone on the fresh
+state, so every answer comes from the state every process agrees on.
 """
 from __future__ import annotations
 
@@ -23,9 +28,12 @@ from ..model import features, templates
 from ..model.windows import gather
 from . import policy
 from .bundle import Bundle, load_bundle
-from .state import MemoryStore, event_key
+from .state import SessionStore, event_key, open_store
 
 log = logging.getLogger(__name__)
+
+
+_MAX_REDOS = 8   # rounds a request may be redone because another process won a race
 
 
 class InvalidRequest(ValueError):
@@ -127,12 +135,15 @@ def raw_fields(req: ScoreInput) -> dict:
 class Scorer:
     """Online scoring over a session store; thread-safe through its batcher thread."""
 
-    def __init__(self, model: str | Path | Bundle, store: MemoryStore | None = None, *,
-                 shadow: bool = False, max_batch: int = 64, metrics=None, max_sessions: int = 1_000_000):
+    def __init__(self, model: str | Path | Bundle, store: SessionStore | None = None, *,
+                 shadow: bool = False, max_batch: int = 64, metrics=None, max_sessions: int = 1_000_000,
+                 state: str | None = None):
         self.bundle = model if isinstance(model, Bundle) else load_bundle(model, threads=1)
         # The ring holds W-1 earlier events: with the new request, one full window.
-        self.store = store or MemoryStore(max_sessions=max_sessions, ring=max(self.bundle.window - 1, 1),
-                                          gap_s=self.bundle.gap_s)
+        # state: None/"memory" (in process) or redis://HOST:PORT/DB (state.open_store).
+        self.store = store if store is not None else open_store(
+            state, max_sessions=max_sessions, ring=max(self.bundle.window - 1, 1), gap_s=self.bundle.gap_s,
+            spec_hash=self.bundle.metadata["feature_spec_hash"])
         self.shadow = shadow
         self.max_batch = max_batch
         self.metrics = metrics
@@ -165,7 +176,8 @@ class Scorer:
         return new
 
     def close(self) -> None:
-        """Nothing runs in the background; kept so callers can release a scorer uniformly."""
+        """Nothing runs in the background; releases the store's connection, if any."""
+        self.store.close()
 
     # ------------------------------------------------------------------ the writer
     def _submit(self, kind, payload, timeout):
@@ -234,6 +246,7 @@ class Scorer:
     def _score_requests(self, bundle: Bundle, reqs: list[ScoreInput]) -> list[Verdict]:
         out: list[Verdict | None] = [None] * len(reqs)
         pending = list(range(len(reqs)))
+        redos = 0
         while pending:
             # A session appears at most once per round: its second request must see the first.
             seen, this_round, later = set(), [], []
@@ -241,11 +254,34 @@ class Scorer:
                 key = (reqs[i].account_id, reqs[i].session_id)
                 (later if key in seen else this_round).append(i)
                 seen.add(key)
-            self._score_round(bundle, reqs, this_round, out)
-            pending = later
+            redo = self._score_round(bundle, reqs, this_round, out)
+            if redo:
+                # Another process changed these sessions meanwhile: score them again on the
+                # state the store sent back, ahead of their sessions' later requests.
+                redos += 1
+                if redos > _MAX_REDOS:
+                    raise RuntimeError(f"session state kept changing under this scorer ({redos} rounds)")
+            pending = sorted(redo + later)
         return out  # type: ignore[return-value]
 
-    def _score_round(self, bundle: Bundle, reqs, idx: list[int], out) -> None:
+    def _score_round(self, bundle: Bundle, reqs, idx: list[int], out) -> list[int]:
+        """Score one request of each of several sessions; returns the requests to redo."""
+        st = self.store
+        st.prepare([(reqs[i].account_id, reqs[i].session_id) for i in idx])
+        try:
+            self._score_prepared(bundle, reqs, idx, out)
+        except BaseException:
+            st.rollback()
+            raise
+        lost = st.commit()
+        if not lost:
+            return []
+        redo = [i for i in idx if (reqs[i].account_id, reqs[i].session_id) in lost]
+        for i in redo:
+            out[i] = None
+        return redo
+
+    def _score_prepared(self, bundle: Bundle, reqs, idx: list[int], out) -> None:
         st = self.store
         slots, evs, keys, metas = [], [], [], []
         for i in idx:
@@ -314,20 +350,37 @@ class Scorer:
                        duplicate=duplicate)
 
     # ------------------------------------------------------------------ other calls
+    def _in_round(self, key, fn):
+        """fn() over one prepared session, redone while the store reports a lost race."""
+        st = self.store
+        for _ in range(_MAX_REDOS + 1):
+            st.prepare([key])
+            try:
+                result = fn()
+            except BaseException:
+                st.rollback()
+                raise
+            if not st.commit():
+                return result
+        raise RuntimeError(f"session state kept changing under this scorer ({_MAX_REDOS + 1} rounds)")
+
     def _complete(self, bundle, req: CompleteInput) -> bool:
+        return self._in_round((req.account_id, req.session_id), lambda: self._complete_prepared(req))
+
+    def _complete_prepared(self, req: CompleteInput) -> bool:
         st = self.store
         meta = st.get((req.account_id, req.session_id))
         if meta is None:
             return False
         pos = st.find_event(meta.slot, event_key(req.event_id))
-        if pos < 0 or st.ring["completed"][meta.slot, pos]:
+        if pos < 0:
             return False
-        st.ring["completion_tokens"][meta.slot, pos] = req.completion_tokens
-        st.ring["status"][meta.slot, pos] = req.status if req.status > 0 else -1
-        st.ring["completed"][meta.slot, pos] = True
-        return True
+        return st.complete_event(meta.slot, pos, req.completion_tokens, req.status)
 
     def _get(self, bundle, key) -> SessionSnapshot | None:
+        return self._in_round(key, lambda: self._get_prepared(bundle, key))
+
+    def _get_prepared(self, bundle, key) -> SessionSnapshot | None:
         st = self.store
         meta = st.get(key)
         if meta is None:

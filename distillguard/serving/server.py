@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import signal
 import threading
 import time
@@ -261,6 +262,7 @@ class ScorerServer:
 
     snapshot_path: Path | None = None   # session-state snapshot written on stop (serving.snapshot)
     servicer: "ScorerServicer | None" = None
+    extra_ports: list = []              # ports bound for `extra_addresses` (a worker's own port)
 
     def __init__(self, server: grpc.Server, port: int, scorer: Scorer, health_servicer, metrics: ScorerMetrics):
         self.server, self.port, self.scorer, self.health, self.metrics = server, port, scorer, health_servicer, metrics
@@ -303,7 +305,8 @@ def create_server(address: str, model: str | Path, *, shadow: bool = False, max_
                   workers: int = 16, metrics: ScorerMetrics | None = None,
                   reflection_enabled: bool = True, transport: TransportConfig | None = None,
                   admin_enabled: bool = True, limits: RequestLimits | None = None,
-                  snapshot_path: str | Path | None = None) -> tuple[ScorerServer, int]:
+                  snapshot_path: str | Path | None = None, state: str | None = None,
+                  reuse_port: bool = False, extra_addresses: tuple = ()) -> tuple[ScorerServer, int]:
     """Build, bind and start the scorer server. Returns (ScorerServer, bound port).
 
     transport=None: plaintext, loopback addresses only (library and tests); anything else
@@ -311,7 +314,14 @@ def create_server(address: str, model: str | Path, *, shadow: bool = False, max_
     limits: input bounds, message size and the concurrent-RPC cap (`limits.RequestLimits`;
     None: its defaults).
     snapshot_path: restore live session state from it before SERVING (if present and of
-    the bundle's feature spec; otherwise start empty) and write it on `stop`."""
+    the bundle's feature spec; otherwise start empty) and write it on `stop`.
+    state: session store, None/"memory" in process or redis://HOST:PORT/DB shared
+    (`state.open_store`; no snapshot with Redis: it keeps the state itself).
+    reuse_port: bind with SO_REUSEPORT, so several processes share `address` (serve --workers).
+    extra_addresses: more addresses to listen on (a worker's own port); their bound ports
+    are in `ScorerServer.extra_ports`."""
+    if snapshot_path is not None and state and state != "memory":
+        raise ValueError("--snapshot is for the in-process session store; Redis keeps the state across restarts")
     metrics = metrics or ScorerMetrics()
     limits = limits or RequestLimits()
     check_bind(address, transport)
@@ -323,7 +333,8 @@ def create_server(address: str, model: str | Path, *, shadow: bool = False, max_
     # First in the chain, so it sees every call gRPC sheds beyond maximum_concurrent_rpcs.
     shed = ShedCounter(lambda m: metrics.requests.labels(method=m.rsplit("/", 1)[-1], code="RESOURCE_EXHAUSTED").inc())
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="grpc"),
-                         interceptors=[shed, *interceptors], options=[("grpc.so_reuseport", 0), *limits.grpc_options()],
+                         interceptors=[shed, *interceptors],
+                         options=[("grpc.so_reuseport", 1 if reuse_port else 0), *limits.grpc_options()],
                          maximum_concurrent_rpcs=limits.max_concurrent_rpcs)
     shed.attach(server)
     health_servicer = HealthServicer()
@@ -332,15 +343,20 @@ def create_server(address: str, model: str | Path, *, shadow: bool = False, max_
         health_servicer.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)   # until the model is loaded
     servicer = ScorerServicer(None, metrics, admin_enabled=admin_enabled, limits=limits)
     pb_grpc.add_ScorerServicer_to_server(servicer, server)   # handlers must exist before start()
-    try:
-        if loaded is not None and loaded.config.tls:
-            port = server.add_secure_port(address, server_credentials(loaded))
-        else:
-            port = server.add_insecure_port(address)
-    except RuntimeError as e:
-        raise OSError(f"cannot bind {address}: {e}") from None
-    if port == 0:
-        raise OSError(f"cannot bind {address}")
+    extra_ports = []
+    for addr in (address, *extra_addresses):
+        check_bind(addr, transport)
+        try:
+            if loaded is not None and loaded.config.tls:
+                bound = server.add_secure_port(addr, server_credentials(loaded))
+            else:
+                bound = server.add_insecure_port(addr)
+        except RuntimeError as e:
+            raise OSError(f"cannot bind {addr}: {e}") from None
+        if bound == 0:
+            raise OSError(f"cannot bind {addr}")
+        extra_ports.append(bound)
+    port = extra_ports.pop(0)
     if loaded is None or not loaded.config.tls:
         log.warning("INSECURE: serving plaintext gRPC on %s: traffic is unencrypted%s", address,
                     " and bearer tokens travel in clear text" if loaded is not None and loaded.token_digests
@@ -352,7 +368,7 @@ def create_server(address: str, model: str | Path, *, shadow: bool = False, max_
         reflection.enable_server_reflection((SERVICE, reflection.SERVICE_NAME, health.SERVICE_NAME), server)
     server.start()
     try:
-        scorer = Scorer(model, shadow=shadow, metrics=metrics, max_sessions=max_sessions)
+        scorer = Scorer(model, shadow=shadow, metrics=metrics, max_sessions=max_sessions, state=state)
     except Exception:
         server.stop(0)
         raise
@@ -364,6 +380,7 @@ def create_server(address: str, model: str | Path, *, shadow: bool = False, max_
     srv = ScorerServer(server, port, scorer, health_servicer, metrics)
     srv.snapshot_path = Path(snapshot_path) if snapshot_path is not None else None
     srv.servicer = servicer
+    srv.extra_ports = extra_ports
     srv.set_serving(True)
     return srv, port
 
@@ -372,13 +389,22 @@ def serve(model, port: int, host: str = "127.0.0.1", metrics_port: int | None = 
           max_sessions: int = 1_000_000, workers: int = 16, grace: float = 5.0,
           transport: TransportConfig | None = None, reflection_enabled: bool = True,
           admin_enabled: bool = True, limits: RequestLimits | None = None,
-          snapshot_path: str | Path | None = None) -> int:
+          snapshot_path: str | Path | None = None, state: str | None = None,
+          worker: int | None = None, own_port: int | None = None) -> int:
     """Run until SIGTERM/SIGINT (drain and exit 0); SIGHUP reloads the bundle from its path.
-    snapshot_path: session state restored at start and written after the drain."""
-    address = f"[{host}]:{port}" if ":" in host and not host.startswith("[") else f"{host}:{port}"
+    snapshot_path: session state restored at start and written after the drain.
+    state: session store URL (`create_server`).
+    worker: this process's index under `serve --workers N` (serving.workers): the port is
+    shared with the other workers (SO_REUSEPORT) and `own_port` (0: any free) is its own."""
+    def fmt(p):
+        return f"[{host}]:{p}" if ":" in host and not host.startswith("[") else f"{host}:{p}"
+
+    address = fmt(port)
+    extra = (fmt(own_port if own_port is not None else 0),) if worker is not None else ()
     srv, bound = create_server(address, model, shadow=shadow, max_sessions=max_sessions, workers=workers,
                                transport=transport, reflection_enabled=reflection_enabled,
-                               admin_enabled=admin_enabled, limits=limits, snapshot_path=snapshot_path)
+                               admin_enabled=admin_enabled, limits=limits, snapshot_path=snapshot_path,
+                               state=state, reuse_port=worker is not None, extra_addresses=extra)
     if metrics_port is not None:
         _, mport = srv.metrics.serve(metrics_port, addr=host)
         log.info("metrics on http://%s:%d/metrics", host, mport)
@@ -386,8 +412,15 @@ def serve(model, port: int, host: str = "127.0.0.1", metrics_port: int | None = 
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     signal.signal(signal.SIGHUP, lambda *_: threading.Thread(target=srv.reload, daemon=True).start())
-    log.info(json.dumps({"event": "serving", "port": bound, "model": srv.scorer.bundle.version}))
-    print(f"distillguard serving {srv.scorer.bundle.version} on {host}:{bound}", flush=True)
+    if worker is None:
+        log.info(json.dumps({"event": "serving", "port": bound, "model": srv.scorer.bundle.version}))
+        print(f"distillguard serving {srv.scorer.bundle.version} on {host}:{bound}", flush=True)
+    else:
+        own = srv.extra_ports[0]
+        log.info(json.dumps({"event": "serving", "port": bound, "own_port": own, "worker": worker,
+                             "pid": os.getpid(), "model": srv.scorer.bundle.version}))
+        print(f"distillguard worker {worker} serving {srv.scorer.bundle.version} on {host}:{bound} "
+              f"own port {host}:{own} pid {os.getpid()}", flush=True)
     stop.wait()
     log.info(json.dumps({"event": "draining", "grace_s": grace}))
     srv.stop(grace)

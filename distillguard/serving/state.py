@@ -22,12 +22,20 @@ tests/test_state_flood.py floods 1M fresh ids into 50k slots. `serving.snapshot`
 and restores the live sessions across a restart (`sessions_in_order`, `adopt_many`).
 
 Not thread-safe by itself: the scorer mutates it from one batcher thread only.
+
+`SessionStore` below is the interface the scorer uses; `MemoryStore` implements it in
+process, `serving.redis_store.RedisStore` shares it between processes and machines
+(`open_store` picks one from a `--state` URL). The scorer works in *rounds*: `prepare`
+the round's sessions, read and change them through the slab methods, then `commit`; a
+store shared with other processes may answer that some sessions changed meanwhile, and
+the scorer redoes their requests on the fresh state (memory: never).
 """
 from __future__ import annotations
 
 import hashlib
 from collections import OrderedDict
 from dataclasses import dataclass, fields
+from typing import Iterable, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -59,6 +67,53 @@ class SessionMeta:
     generation: int    # k of implicit sessions
 
 
+@runtime_checkable
+class SessionStore(Protocol):
+    """What the scorer needs of a session store (one writer thread at a time).
+
+    Sessions are addressed by key; while a round runs, each prepared session occupies a
+    slot of a local slab (`ring`, `length`, `agg`, `created_at`, `last_ts`) that the
+    feature code reads directly."""
+
+    ring_size: int
+    gap_s: float
+    agg: State
+
+    def __len__(self) -> int: ...                       # live sessions (for the gauge)
+    @property
+    def evictions(self) -> dict[str, int]: ...          # departures by reason (capacity|idle|ended)
+
+    # a round
+    def prepare(self, keys: Iterable[SessionKey]) -> None: ...
+    def commit(self) -> set: ...                        # keys whose change lost a race: redo them
+    def rollback(self) -> None: ...                     # the round failed: forget its changes
+
+    # slab access inside a round
+    def open(self, key: SessionKey, ts: float) -> tuple["SessionMeta", bool]: ...
+    def get(self, key: SessionKey) -> "SessionMeta | None": ...
+    def find_event(self, slot: int, key: int) -> int: ...
+    def ring_events(self, slots: np.ndarray, new: list[dict] | None = None
+                    ) -> tuple[RawEvents, np.ndarray, np.ndarray]: ...
+    def append(self, slots: np.ndarray, evs: list[dict], keys: list[int]) -> None: ...
+    def complete_event(self, slot: int, pos: int, completion_tokens: int, status: int) -> bool: ...
+    def is_flagged(self, key: SessionKey) -> bool: ...
+    def set_flagged(self, key: SessionKey, flagged: bool) -> None: ...
+    def events_seen(self, slot: int) -> int: ...
+    def end(self, key: SessionKey) -> bool: ...
+    def close(self) -> None: ...
+
+
+def open_store(url: str | None, *, max_sessions: int, ring: int, gap_s: float, spec_hash: str) -> SessionStore:
+    """`--state` URL -> store: None/"memory" in process, redis://HOST:PORT/DB[?options] shared."""
+    if not url or url == "memory":
+        return MemoryStore(max_sessions=max_sessions, ring=ring, gap_s=gap_s)
+    if url.startswith(("redis://", "rediss://", "unix://")):
+        from .redis_store import RedisStore
+
+        return RedisStore.from_url(url, ring=ring, gap_s=gap_s, spec_hash=spec_hash)
+    raise ValueError(f"--state: unknown session store {url!r} (memory or redis://HOST:PORT/DB)")
+
+
 class MemoryStore:
     """In-process bounded session store (slab + two LRU lists)."""
 
@@ -77,7 +132,11 @@ class MemoryStore:
         self._normal: OrderedDict[SessionKey, SessionMeta] = OrderedDict()
         self._flagged: OrderedDict[SessionKey, SessionMeta] = OrderedDict()
         self.watermark = 0.0
-        self.evictions = {"capacity": 0, "idle": 0, "ended": 0}
+        self._evictions = {"capacity": 0, "idle": 0, "ended": 0}
+
+    @property
+    def evictions(self) -> dict[str, int]:
+        return self._evictions
 
     # ------------------------------------------------------------------ accounting
     def __len__(self) -> int:
@@ -158,14 +217,14 @@ class MemoryStore:
         if meta is None:
             return False
         self._free.append(meta.slot)
-        self.evictions["ended"] += 1
+        self._evictions["ended"] += 1
         return True
 
     def _evict_one(self) -> None:
         lru = self._normal if self._normal else self._flagged
         _, meta = lru.popitem(last=False)
         self._free.append(meta.slot)
-        self.evictions["capacity"] += 1
+        self._evictions["capacity"] += 1
 
     def _expire_idle(self, budget: int = 4, keep: SessionKey | None = None) -> None:
         # A few oldest entries per request: amortised O(1), and the LRU heads are the
@@ -180,7 +239,7 @@ class MemoryStore:
                     break
                 del lru[key]
                 self._free.append(meta.slot)
-                self.evictions["idle"] += 1
+                self._evictions["idle"] += 1
 
     # ------------------------------------------------------------------ snapshot support
     def sessions_in_order(self):
@@ -259,6 +318,29 @@ class MemoryStore:
         self.length[slots] = pos + 1
         ts = np.array([e["ts"] for e in evs])
         self.last_ts[slots] = np.where(pos > 0, np.maximum(self.last_ts[slots], ts), ts)
+
+    def complete_event(self, slot: int, pos: int, completion_tokens: int, status: int) -> bool:
+        """Fill in held event `pos`'s completion (once); False if it was already completed."""
+        if self.ring["completed"][slot, pos]:
+            return False
+        self.ring["completion_tokens"][slot, pos] = completion_tokens
+        self.ring["status"][slot, pos] = status if status > 0 else -1
+        self.ring["completed"][slot, pos] = True
+        return True
+
+    # ------------------------------------------------------------------ rounds (SessionStore)
+    # The slab is the state itself: nothing to fetch, publish or lose.
+    def prepare(self, keys) -> None:
+        pass
+
+    def commit(self) -> set:
+        return set()
+
+    def rollback(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
 
     def find_event(self, slot: int, key: int) -> int:
         n = int(self.length[slot])

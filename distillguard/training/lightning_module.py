@@ -23,17 +23,20 @@ class SessionClassifier(L.LightningModule):
         x, length, y = batch
         logits = self.net(x)                                        # (B, T, C)
         B, T, C = logits.shape
-        valid = torch.arange(T)[None, :] < length[:, None]          # (B, T)
+        valid = torch.arange(T, device=x.device)[None, :] < length[:, None]   # (B, T)
         # Every valid position is a legal causal score of its session prefix: train them all.
         target = y[:, None].expand(B, T)
         loss_all = F.cross_entropy(logits.reshape(-1, C), target.reshape(-1),
                                    weight=self.class_weights, reduction="none").view(B, T)
         w = self.class_weights[target] * valid
         loss = (loss_all * valid).sum() / w.sum().clamp_min(1e-6)
-        last = logits[torch.arange(B), length - 1]
+        last = logits[torch.arange(B, device=x.device), length - 1]
         acc = (last.argmax(-1) == y).float().mean()
-        self.log(f"{stage}_loss", loss, prog_bar=True, batch_size=B)
-        self.log(f"{stage}_acc", acc, prog_bar=True, batch_size=B)
+        # Epoch-level validation numbers are averaged over DDP processes (each saw a shard),
+        # so every process's checkpoint callback ranks epochs by the same val_loss.
+        sync = stage != "train"
+        self.log(f"{stage}_loss", loss, prog_bar=True, batch_size=B, sync_dist=sync)
+        self.log(f"{stage}_acc", acc, prog_bar=True, batch_size=B, sync_dist=sync)
         return loss
 
     def training_step(self, batch, batch_idx):

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -32,6 +33,64 @@ class TrainConfig:
     split_fractions: tuple = (0.7, 0.15)     # train, val; the rest is test (account-disjoint)
     network: NetworkConfig = field(default_factory=lambda: NetworkConfig(ple_bins=DEFAULT_PLE_BINS))
     checkpoint_dir: str = "runs/checkpoints"
+    # Processes and where they run. devices > 1 trains data-parallel (DDP): every process
+    # reads its own shard of the training windows, `batch_size` is per process and the
+    # gradients are averaged, so one optimizer step sees devices * batch_size windows.
+    devices: int = 1
+    strategy: str = "auto"          # see STRATEGIES; "auto" with devices > 1 means "ddp"
+    accelerator: str = "cpu"        # "cpu", "gpu" or "auto" (a GPU when torch sees one)
+
+
+ACCELERATORS = ("cpu", "gpu", "auto")
+# "ddp" starts devices - 1 more processes that re-run this command line (the CLI; not for
+# code called in-process, e.g. from pytest: use "ddp_spawn" there, it pickles the trainer).
+STRATEGIES = ("auto", "ddp", "ddp_spawn")
+
+
+def local_rank() -> int:
+    """0 in the launching process and single-process runs; Lightning's subprocess launcher
+    (strategy "ddp") sets LOCAL_RANK in the processes it starts, torchrun sets it too."""
+    return int(os.environ.get("LOCAL_RANK", "0") or 0)
+
+
+def resolve_trainer_devices(cfg: TrainConfig) -> dict:
+    """TrainConfig -> L.Trainer(accelerator, devices, strategy, deterministic) keywords, or
+    a ValueError naming the option when the combination cannot run on this machine."""
+    import torch
+
+    if cfg.accelerator not in ACCELERATORS:
+        raise ValueError(f"--accelerator {cfg.accelerator!r}: choose one of {', '.join(ACCELERATORS)}")
+    if cfg.strategy not in STRATEGIES:
+        raise ValueError(f"--strategy {cfg.strategy!r}: choose one of {', '.join(STRATEGIES)}")
+    if not isinstance(cfg.devices, int) or cfg.devices < 1:
+        raise ValueError(f"--devices {cfg.devices!r}: give a whole number of processes >= 1")
+    gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    accelerator = cfg.accelerator
+    if accelerator == "auto":
+        accelerator = "gpu" if gpus else "cpu"
+    if accelerator == "gpu":
+        if not gpus:
+            raise ValueError(f"--accelerator gpu: torch {torch.__version__} sees no CUDA GPU on this machine "
+                             "(CPU-only build, no driver, or CUDA_VISIBLE_DEVICES empty); "
+                             "use --accelerator cpu (with --devices N for N CPU processes)")
+        if cfg.devices > gpus:
+            raise ValueError(f"--devices {cfg.devices} with --accelerator gpu: torch sees only {gpus} GPU(s)")
+    if cfg.devices > 1 and accelerator == "cpu" and cfg.devices > (os.cpu_count() or 1):
+        log.warning("%d CPU processes on %d cores: each gets one thread and they share cores",
+                    cfg.devices, os.cpu_count() or 1)
+    strategy = cfg.strategy
+    if strategy == "auto":
+        strategy = "ddp" if cfg.devices > 1 else "auto"
+    if strategy != "auto" and accelerator == "cpu":
+        from lightning.pytorch.strategies import DDPStrategy
+
+        # gloo is torch's CPU collective backend (nccl is GPU only).
+        strategy = DDPStrategy(process_group_backend="gloo",
+                               start_method="spawn" if strategy == "ddp_spawn" else "popen")
+    # GPU: Lightning's own strategy by name (nccl). deterministic="warn" there: a CUDA kernel
+    # without a deterministic version warns instead of stopping the run.
+    return dict(accelerator=accelerator, devices=cfg.devices, strategy=strategy,
+                deterministic=True if accelerator == "cpu" else "warn")
 
 
 def file_sha256(paths) -> str:
@@ -55,7 +114,12 @@ def _quiet_libraries() -> None:
 
 def train(events_path: str | Path, labels_path: str | Path, out: str | Path,
           cfg: TrainConfig | None = None, progress: bool = True, extra_fingerprint: dict | None = None,
-          on_error: str = "fail", rejects_path: str | Path | None = None) -> dict:
+          on_error: str = "fail", rejects_path: str | Path | None = None) -> dict | None:
+    """Train, export, calibrate and write the bundle at `out`; returns a summary dict.
+
+    With cfg.devices > 1 every process runs this function up to the end of `fit`; the
+    processes other than global rank 0 then return None, and rank 0 alone exports,
+    calibrates and writes the bundle from the best checkpoint."""
     import lightning as L
     import torch
     from lightning.pytorch.callbacks import ModelCheckpoint
@@ -69,10 +133,12 @@ def train(events_path: str | Path, labels_path: str | Path, out: str | Path,
 
     cfg = cfg or TrainConfig()
     out = Path(out)
+    devices_kw = resolve_trainer_devices(cfg)     # before any work: a bad combination fails fast
+    launcher = local_rank() == 0                  # writes files before fit (one writer per machine)
     _quiet_libraries()
     t0 = time.perf_counter()
     L.seed_everything(cfg.seed, workers=True, verbose=False)
-    events, rejects = schema.load_events_or_skip(events_path, on_error, rejects_path)
+    events, rejects = schema.load_events_or_skip(events_path, on_error, rejects_path if launcher else None)
     labels = schema.read_labels(labels_path)
     p = prepare(events, labels, cfg.session_gap_s)
     if len(p.y) == 0:
@@ -85,20 +151,38 @@ def train(events_path: str | Path, labels_path: str | Path, out: str | Path,
     net_cfg = asdict(cfg.network)
     model = SessionClassifier(net_cfg, dm.class_weights().tolist(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     if cfg.network.ple_bins:
+        # Every DDP process computes the same edges from the same rows (a pure function of
+        # data and seed); DDP also broadcasts rank 0's buffers when it wraps the model.
         train_rows = np.concatenate([p.sr.rows[p.sr.starts[i]:p.sr.starts[i + 1]] for i in np.flatnonzero(split == 0)])
         edges = np.quantile(train_rows, np.linspace(0.0, 1.0, cfg.network.ple_bins + 1), axis=0)
         model.net.set_ple_edges(torch.tensor(edges, dtype=torch.float32))
     ckpt = ModelCheckpoint(dirpath=cfg.checkpoint_dir, monitor="val_loss", save_top_k=1,
                            filename="best-{epoch}-{val_loss:.4f}", enable_version_counter=False)
-    Path(cfg.checkpoint_dir).mkdir(parents=True, exist_ok=True)
-    for old in Path(cfg.checkpoint_dir).glob("best-*.ckpt"):
-        old.unlink()
-    trainer = L.Trainer(max_epochs=cfg.epochs, accelerator="cpu", devices=1, deterministic=True,
+    if launcher:
+        Path(cfg.checkpoint_dir).mkdir(parents=True, exist_ok=True)
+        for old in Path(cfg.checkpoint_dir).glob("best-*.ckpt"):
+            old.unlink()
+    # With devices > 1 Lightning swaps each DataLoader's sampler for a DistributedSampler
+    # (seeded by the global seed, shuffling the training windows only), so every process
+    # reads a distinct shard; WindowDataset.__getitems__ batching works with any sampler.
+    trainer = L.Trainer(max_epochs=cfg.epochs, **devices_kw,
                         callbacks=[ckpt], logger=False, enable_progress_bar=progress,
                         enable_model_summary=False, default_root_dir=cfg.checkpoint_dir,
-                        num_sanity_val_steps=0)
+                        num_sanity_val_steps=0, use_distributed_sampler=True)
     trainer.fit(model, datamodule=dm)
-    best = SessionClassifier.load_from_checkpoint(ckpt.best_model_path, weights_only=False)
+    distributed = {"world_size": trainer.world_size, "num_nodes": trainer.num_nodes,
+                   "strategy": type(trainer.strategy).__name__,
+                   "accelerator": type(trainer.accelerator).__name__}
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()   # fit is over; the rest is rank 0's alone
+    if not trainer.is_global_zero:
+        return None
+    best_score = ckpt.best_model_score
+    if best_score is None:      # ddp_spawn hands back the path to the launching process, not the score
+        state = torch.load(ckpt.best_model_path, map_location="cpu", weights_only=False)
+        best_score = next(v["best_model_score"] for k, v in state["callbacks"].items()
+                          if k.startswith("ModelCheckpoint"))
+    best = SessionClassifier.load_from_checkpoint(ckpt.best_model_path, map_location="cpu", weights_only=False)
     net = best.net.eval()
     train_s = time.perf_counter() - t0
 
@@ -123,8 +207,8 @@ def train(events_path: str | Path, labels_path: str | Path, out: str | Path,
     T = calibration.fit_temperature(raw_probs[val], p.y[val])
     probs = calibration.apply_temperature(raw_probs, T)
     th = calibration.action_thresholds(probs[val & (p.y == LABELS.index("human")), dist])
-    metrics = {"train_seconds": round(train_s, 1), "best_val_loss": float(ckpt.best_model_score),
-               "epochs": cfg.epochs,
+    metrics = {"train_seconds": round(train_s, 1), "best_val_loss": float(best_score),
+               "epochs": cfg.epochs, "distributed": distributed,
                "calibration_val": calibration.calibration_summary(raw_probs[val], p.y[val], T)}
     if test.any():
         metrics["test"] = evaluate.compute_metrics(p.y[test], probs[test], p.accounts[test], n_boot=100,
