@@ -213,7 +213,17 @@ def _serve_one(a, port: int, metrics_port, worker: int | None = None, own_port: 
     return serve(a.model, port, host=a.host, metrics_port=metrics_port, shadow=a.shadow,
                  max_sessions=a.max_sessions, workers=a.threads, grace=a.grace, transport=transport,
                  reflection_enabled=not a.no_reflection, admin_enabled=not a.no_admin, limits=_serve_limits(a),
-                 snapshot_path=a.snapshot, state=a.state, worker=worker, own_port=own_port)
+                 snapshot_path=a.snapshot, state=a.state, worker=worker, own_port=own_port,
+                 event_log=_serve_event_log(a))
+
+
+def _serve_event_log(a):
+    """EventLogConfig from --event-log* (None: no event log)."""
+    if not a.event_log:
+        return None
+    from .serving.event_log import EventLogConfig
+
+    return EventLogConfig(a.event_log, max_rows=a.event_log_max_rows, max_seconds=a.event_log_max_seconds)
 
 
 def _serve_limits(a):
@@ -402,6 +412,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--snapshot", metavar="PATH", default=None,
                    help="session-state snapshot (.npz): restored at start if present and of the bundle's "
                         "feature spec, written atomically on SIGTERM/SIGINT after the drain")
+    p.add_argument("--event-log", metavar="DIR", default=None,
+                   help="append every scored event (request fields, template hash only, scores, action, model "
+                        "version) to Parquet parts in DIR, readable by score/train --events DIR; flushed on stop")
+    p.add_argument("--event-log-max-rows", type=int, default=100_000, metavar="N",
+                   help="rows per event-log part (default 100000)")
+    p.add_argument("--event-log-max-seconds", type=float, default=60.0, metavar="S",
+                   help="cut an event-log part at most S seconds after its first row (default 60)")
     g = p.add_argument_group("input limits and load shedding (defaults: serving/limits.py RequestLimits)")
     g.add_argument("--max-concurrent-rpcs", type=int, metavar="N",
                    help="RPCs in flight (running + queued) before RESOURCE_EXHAUSTED (default 256; 0: no cap)")

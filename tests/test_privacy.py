@@ -95,7 +95,8 @@ def test_raw_prompts_never_reach_logs_metrics_state_or_outputs(tmp_path):
     events.write_text("".join(json.dumps(r) + "\n" for r in rows))
     assert _leaks({"input": events.read_bytes()}, markers) == ["input"]        # the search does find them
 
-    argv = ["-v", "serve", "--insecure", "--port", "0", "--metrics-port", "0", "--snapshot", str(work / "state.npz")]
+    argv = ["-v", "serve", "--insecure", "--port", "0", "--metrics-port", "0", "--snapshot", str(work / "state.npz"),
+            "--event-log", str(work / "event_log"), "--event-log-max-rows", "5"]
     srv = subprocess.Popen([sys.executable, "-m", "distillguard.cli", *argv], cwd=work, stdout=subprocess.PIPE,
                            stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, text=True)
     lines, port, mport = [], None, None
@@ -193,6 +194,7 @@ def test_raw_prompts_never_reach_logs_metrics_state_or_outputs(tmp_path):
 
     blobs = {**captured, **_files(work, skip={events, bad})}
     assert any(k.startswith("state.npz") for k in blobs) and any(k.startswith("out/") for k in blobs)
+    assert any(k.startswith("event_log/part-") for k in blobs)     # the event log is searched too
     assert _leaks(blobs, markers) == [], "raw prompt text leaked"
     # And the positive control for decoded views: a compressed Parquet holding a marker is caught.
     import pyarrow as pa

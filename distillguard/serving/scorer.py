@@ -122,6 +122,8 @@ def raw_fields(req: ScoreInput) -> dict:
         # Raw prompt text stops here: only its hash and flag go further.
         th = th or templates.template_hash(req.prompt)
         reasoning = templates.elicits_reasoning(req.prompt) if reasoning is None else reasoning
+        # Kept on the request (a redo or the event log reuses them, never the text).
+        req.template_hash, req.elicits_reasoning = th, bool(reasoning)
     return {
         "ts": req.ts, "prompt_tokens": req.prompt_tokens, "completion_tokens": 0,
         "max_tokens": req.max_tokens if req.max_tokens > 0 else -1, "status": -1,
@@ -149,6 +151,8 @@ class Scorer:
         self.metrics = metrics
         self._q: queue.SimpleQueue = queue.SimpleQueue()
         self._writer = threading.Lock()
+        # serving.event_log.EventLog (serve --event-log): the writer hands it each batch's verdicts.
+        self.event_log = None
 
     # ------------------------------------------------------------------ public API
     def score(self, req: ScoreInput, timeout: float | None = None) -> Verdict:
@@ -237,6 +241,11 @@ class Scorer:
             for _, _, fut in run:
                 fut.set_exception(e)
             return
+        if self.event_log is not None:
+            try:
+                self.event_log.append([r for r, _ in reqs], verdicts)
+            except Exception:
+                log.exception("event log append failed")
         i = 0
         for _, rs, fut in run:
             fut.set_result(verdicts[i:i + len(rs)])

@@ -13,6 +13,7 @@ the CLI always passes a TransportConfig, so plaintext there needs `--insecure`.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -27,6 +28,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from .bundle import BundleError
+from .event_log import EventLog, EventLogConfig
 from .limits import RequestLimits, ShedCounter, metric_field
 from .metrics import ScorerMetrics
 from .scorer import CompleteInput, InvalidRequest, Scorer, ScoreInput, Verdict
@@ -263,6 +265,7 @@ class ScorerServer:
     snapshot_path: Path | None = None   # session-state snapshot written on stop (serving.snapshot)
     servicer: "ScorerServicer | None" = None
     extra_ports: list = []              # ports bound for `extra_addresses` (a worker's own port)
+    event_log: "EventLog | None" = None  # scored-event log (serving.event_log), flushed on stop
 
     def __init__(self, server: grpc.Server, port: int, scorer: Scorer, health_servicer, metrics: ScorerMetrics):
         self.server, self.port, self.scorer, self.health, self.metrics = server, port, scorer, health_servicer, metrics
@@ -289,6 +292,10 @@ class ScorerServer:
                 log.warning(json.dumps({"event": "drain_timeout", "grace_s": grace,
                                         "running": self.servicer._active}))
         self.server.stop(left).wait()
+        if self.event_log is not None:       # no call is running now: every scored event is buffered
+            self.event_log.close()
+            log.info(json.dumps({"event": "event_log_flushed", "rows": self.event_log.rows_written,
+                                 "parts": self.event_log.parts_written, "dropped": self.event_log.rows_dropped}))
         if self.snapshot_path is not None:   # no call is running now: the state is final
             save_scorer(self.scorer, self.snapshot_path)
         self.scorer.close()
@@ -306,7 +313,8 @@ def create_server(address: str, model: str | Path, *, shadow: bool = False, max_
                   reflection_enabled: bool = True, transport: TransportConfig | None = None,
                   admin_enabled: bool = True, limits: RequestLimits | None = None,
                   snapshot_path: str | Path | None = None, state: str | None = None,
-                  reuse_port: bool = False, extra_addresses: tuple = ()) -> tuple[ScorerServer, int]:
+                  reuse_port: bool = False, extra_addresses: tuple = (),
+                  event_log: EventLogConfig | None = None) -> tuple[ScorerServer, int]:
     """Build, bind and start the scorer server. Returns (ScorerServer, bound port).
 
     transport=None: plaintext, loopback addresses only (library and tests); anything else
@@ -319,7 +327,9 @@ def create_server(address: str, model: str | Path, *, shadow: bool = False, max_
     (`state.open_store`; no snapshot with Redis: it keeps the state itself).
     reuse_port: bind with SO_REUSEPORT, so several processes share `address` (serve --workers).
     extra_addresses: more addresses to listen on (a worker's own port); their bound ports
-    are in `ScorerServer.extra_ports`."""
+    are in `ScorerServer.extra_ports`.
+    event_log: append every scored event to rotating Parquet parts (`serving.event_log`),
+    flushed by `stop` after the drain."""
     if snapshot_path is not None and state and state != "memory":
         raise ValueError("--snapshot is for the in-process session store; Redis keeps the state across restarts")
     metrics = metrics or ScorerMetrics()
@@ -375,12 +385,15 @@ def create_server(address: str, model: str | Path, *, shadow: bool = False, max_
     if snapshot_path is not None:
         restore_scorer(scorer, snapshot_path)   # never raises: a bad snapshot means an empty store
         metrics.observe_store(scorer.store)
+    if event_log is not None:
+        scorer.event_log = EventLog(event_log)
     servicer.scorer = scorer
     metrics.model.info({"version": scorer.bundle.version, "path": str(scorer.bundle.path)})
     srv = ScorerServer(server, port, scorer, health_servicer, metrics)
     srv.snapshot_path = Path(snapshot_path) if snapshot_path is not None else None
     srv.servicer = servicer
     srv.extra_ports = extra_ports
+    srv.event_log = scorer.event_log
     srv.set_serving(True)
     return srv, port
 
@@ -390,12 +403,14 @@ def serve(model, port: int, host: str = "127.0.0.1", metrics_port: int | None = 
           transport: TransportConfig | None = None, reflection_enabled: bool = True,
           admin_enabled: bool = True, limits: RequestLimits | None = None,
           snapshot_path: str | Path | None = None, state: str | None = None,
-          worker: int | None = None, own_port: int | None = None) -> int:
+          worker: int | None = None, own_port: int | None = None,
+          event_log: EventLogConfig | None = None) -> int:
     """Run until SIGTERM/SIGINT (drain and exit 0); SIGHUP reloads the bundle from its path.
     snapshot_path: session state restored at start and written after the drain.
     state: session store URL (`create_server`).
     worker: this process's index under `serve --workers N` (serving.workers): the port is
-    shared with the other workers (SO_REUSEPORT) and `own_port` (0: any free) is its own."""
+    shared with the other workers (SO_REUSEPORT) and `own_port` (0: any free) is its own.
+    event_log: scored-event log config; its parts carry this worker's index and pid."""
     def fmt(p):
         return f"[{host}]:{p}" if ":" in host and not host.startswith("[") else f"{host}:{p}"
 
@@ -404,7 +419,9 @@ def serve(model, port: int, host: str = "127.0.0.1", metrics_port: int | None = 
     srv, bound = create_server(address, model, shadow=shadow, max_sessions=max_sessions, workers=workers,
                                transport=transport, reflection_enabled=reflection_enabled,
                                admin_enabled=admin_enabled, limits=limits, snapshot_path=snapshot_path,
-                               state=state, reuse_port=worker is not None, extra_addresses=extra)
+                               state=state, reuse_port=worker is not None, extra_addresses=extra,
+                               event_log=(dataclasses.replace(event_log, worker=worker)
+                                          if event_log is not None else None))
     if metrics_port is not None:
         _, mport = srv.metrics.serve(metrics_port, addr=host)
         log.info("metrics on http://%s:%d/metrics", host, mport)
