@@ -35,23 +35,13 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from ..model.schema import CANONICAL_SCHEMA
+
 log = logging.getLogger("distillguard.event_log")
 
-LOG_SCHEMA = pa.schema([
-    pa.field("account_id", pa.string(), nullable=False),
-    pa.field("ts", pa.float64(), nullable=False),
-    pa.field("prompt_tokens", pa.int64(), nullable=False),
-    pa.field("completion_tokens", pa.int64(), nullable=False),
-    pa.field("session_id", pa.string()),
-    pa.field("template_hash", pa.string()),
-    pa.field("elicits_reasoning", pa.bool_()),
-    pa.field("max_tokens", pa.int64()),
-    pa.field("model", pa.string()),
-    pa.field("status", pa.int32()),
-    pa.field("client_fingerprint", pa.string()),
-    pa.field("ip_prefix", pa.string()),
-    pa.field("account_created_at", pa.float64()),
-    pa.field("event_id", pa.string()),
+# The canonical event columns (minus the loader's internal `_row`), so the directory reads
+# back as events, then the verdict.
+LOG_SCHEMA = pa.schema([f for f in CANONICAL_SCHEMA if f.name != "_row"] + [
     pa.field("p_human", pa.float64()),
     pa.field("p_benign_automation", pa.float64()),
     pa.field("p_distillation_harvesting", pa.float64()),
