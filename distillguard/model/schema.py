@@ -828,41 +828,57 @@ def _csv_options(include: list[str] | None, text_columns: tuple[str, ...] = INPU
     return convert, parse
 
 
-def _csv_locate(path: Path, source: str) -> SchemaError | None:
-    """Error path only: find the first bad CSV row with Python's csv module.
+def _csv_walk(path: Path, source: str) -> Iterator:
+    """Python's csv module over a CSV file: first the header (list of names; nothing for an
+    empty file), then `(row, fields, problem)` per data row, numbered as arrow numbers them
+    (blank lines are not rows). `problem` is the row's SchemaError (malformed row, text in
+    an input column that is not UTF-8) or None. Used where arrow cannot number rows: quoted
+    fields may span lines."""
+    import csv
 
-    Arrow cannot number rows when quoted fields may span lines, so the row that
-    arrow refused is found again here, with its data-row number.
-    """
+    # A prompt may be longer than the module's default limit of 128 KiB per field.
+    csv.field_size_limit(max(csv.field_size_limit(), 2**31 - 1))
+    with pa.input_stream(str(path)) as f:
+        text = io.TextIOWrapper(f, encoding="utf-8-sig", errors="surrogateescape", newline="")
+        reader = csv.reader(text)
+        header = next(reader, None)
+        if header is None:
+            return
+        yield header
+        rows = 0
+        for fields in reader:
+            if not fields:  # blank line: arrow skips it too
+                continue
+            rows += 1
+            yield rows, fields, _csv_row_problem(source, header, rows, fields)
+
+
+def _csv_row_problem(source: str, header: list[str], row: int, fields: list[str]) -> SchemaError | None:
+    if len(fields) != len(header):
+        what = f"malformed CSV row: expected {len(header)} fields, got {len(fields)}"
+        shown = "" if "prompt" in header else f": {_show(','.join(fields))}"
+        return SchemaError(f"{source}: row {row}: {what}{shown}", source=source, row=row, reason=what)
+    for name, v in zip(header, fields):
+        if name in INPUT_COLUMNS and _NOT_UTF8.search(v):
+            raw = v.encode("utf-8", "surrogateescape")
+            return SchemaError(f"{source}: column '{name}', row {row}: expected UTF-8 text, got "
+                               f"{_show(raw, column=name)}", source=source, column=name, row=row,
+                               value=None if name in _PRIVATE_COLUMNS else raw, reason="expected UTF-8 text")
+    return None
+
+
+def _csv_locate(path: Path, source: str) -> SchemaError | None:
+    """Error path only: the first bad CSV row, with its data-row number (arrow refused the
+    file but cannot say which row)."""
     import csv
 
     try:
-        with pa.input_stream(str(path)) as f:
-            text = io.TextIOWrapper(f, encoding="utf-8-sig", errors="surrogateescape", newline="")
-            reader = csv.reader(text)
-            header = next(reader, None)
-            if header is None:
-                return None
-            rows = 0
-            for fields in reader:
-                if not fields:  # blank line: arrow skips it too
-                    continue
-                rows += 1
-                if len(fields) != len(header):
-                    shown = "" if "prompt" in header else f": {_show(','.join(fields))}"
-                    return SchemaError(
-                        f"{source}: row {rows}: malformed CSV row: expected {len(header)} fields, "
-                        f"got {len(fields)}{shown}", source=source, row=rows)
-                for name, v in zip(header, fields):
-                    if name in INPUT_COLUMNS and any("\udc80" <= ch <= "\udcff" for ch in v):
-                        raw = v.encode("utf-8", "surrogateescape")
-                        return SchemaError(f"{source}: column '{name}', row {rows}: expected UTF-8 "
-                                           f"text, got {_show(raw, column=name)}", source=source,
-                                           column=name, row=rows,
-                                           value=None if name in _PRIVATE_COLUMNS else raw)
+        walk = _csv_walk(path, source)
+        if next(walk, None) is None:
+            return None
+        return next((problem for _, _, problem in walk if problem is not None), None)
     except (OSError, csv.Error, UnicodeError):
         return None
-    return None
 
 
 def _csv_error(path: Path, source: str, e: Exception) -> SchemaError:
@@ -923,59 +939,41 @@ def _csv_rows(path: Path, source: str, batch_rows: int, skip: int,
     """
     import csv
 
-    # A prompt may be longer than the module's default limit of 128 KiB per field.
-    csv.field_size_limit(max(csv.field_size_limit(), 2**31 - 1))
     rows = 0
     try:
-        with pa.input_stream(str(path)) as f:
-            text = io.TextIOWrapper(f, encoding="utf-8-sig", errors="surrogateescape", newline="")
-            reader = csv.reader(text)
-            header = next(reader, None)
-            if header is None:
-                return
-            _check_header(source, header)
-            for c in INPUT_COLUMNS:
-                if header.count(c) > 1:
-                    raise SchemaError(f"{source}: column '{c}' appears {header.count(c)} times",
-                                      source=source, column=c)
-            keep = [(i, name) for i, name in enumerate(header) if name in INPUT_COLUMNS]
-            cols: dict[str, list] = {name: [] for _, name in keep}
-            numbers: list[int] = []
+        walk = _csv_walk(path, source)
+        header = next(walk, None)
+        if header is None:
+            return
+        _check_header(source, header)
+        for c in INPUT_COLUMNS:
+            if header.count(c) > 1:
+                raise SchemaError(f"{source}: column '{c}' appears {header.count(c)} times",
+                                  source=source, column=c)
+        keep = [(i, name) for i, name in enumerate(header) if name in INPUT_COLUMNS]
+        cols: dict[str, list] = {name: [] for _, name in keep}
+        numbers: list[int] = []
 
-            def table() -> pa.Table:
-                t = {name: pa.array(cols[name], pa.string()) for _, name in keep}
-                t["_row"] = pa.array(numbers, pa.int64())
-                return pa.table(t)
+        def table() -> pa.Table:
+            t = {name: pa.array(cols[name], pa.string()) for _, name in keep}
+            t["_row"] = pa.array(numbers, pa.int64())
+            return pa.table(t)
 
-            for fields in reader:
-                if not fields:  # blank line: arrow skips it too
-                    continue
-                rows += 1
-                if rows <= skip:
-                    continue
-                if len(fields) != len(header):
-                    what = f"malformed CSV row: expected {len(header)} fields, got {len(fields)}"
-                    _row_error(rejects, SchemaError(f"{source}: row {rows}: {what}", source=source,
-                                                    row=rows, reason=what))
-                    continue
-                bad = next((name for i, name in keep if _NOT_UTF8.search(fields[i])), None)
-                if bad is not None:
-                    raw = fields[header.index(bad)].encode("utf-8", "surrogateescape")
-                    value = None if bad in _PRIVATE_COLUMNS else raw
-                    _row_error(rejects, SchemaError(
-                        f"{source}: column '{bad}', row {rows}: expected UTF-8 text, got "
-                        f"{_show(raw, column=bad)}", source=source, column=bad, row=rows,
-                        value=value, reason="expected UTF-8 text"))
-                    continue
-                for i, name in keep:
-                    cols[name].append(fields[i] or None)
-                numbers.append(rows - 1)
-                if len(numbers) == batch_rows:
-                    yield table()
-                    cols = {name: [] for _, name in keep}
-                    numbers = []
-            if numbers:
+        for rows, fields, problem in walk:
+            if rows <= skip:
+                continue
+            if problem is not None:
+                _row_error(rejects, problem)
+                continue
+            for i, name in keep:
+                cols[name].append(fields[i] or None)
+            numbers.append(rows - 1)
+            if len(numbers) == batch_rows:
                 yield table()
+                cols = {name: [] for _, name in keep}
+                numbers = []
+        if numbers:
+            yield table()
     except csv.Error as e:
         raise SchemaError(f"{source}: row {rows + 1}: could not parse CSV: {e}", source=source,
                           row=rows + 1) from e
