@@ -17,14 +17,29 @@ def _add_simulate_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--accounts", type=int, default=None, help="number of accounts (default: from --events)")
     p.add_argument("--events", type=int, default=None, help="approximate number of events to generate")
     p.add_argument("--days", type=float, default=7.0, help="simulated days of traffic")
+    p.add_argument("--families", nargs="+", metavar="FAMILY",
+                   help="only these traffic families (docs/simulator.md lists them)")
+    p.add_argument("--exclude-families", nargs="+", metavar="FAMILY",
+                   help="every family but these (e.g. train a model that has never seen one)")
+    p.add_argument("--start", default=None, help="UTC start of the simulated traffic (ISO-8601)")
 
 
 def _sim_config(a):
-    from .training.simulate import SimConfig, accounts_for_events
+    from .training.simulate import FAMILIES, SimConfig, accounts_for_events
 
     accounts = a.accounts or (accounts_for_events(a.events, a.days) if a.events else SimConfig.accounts)
-    return SimConfig(seed=a.seed, accounts=accounts, days=a.days,
-                     include_prompts=getattr(a, "with_prompts", False))
+    families = None
+    if a.families or a.exclude_families:
+        named = set(a.families or ()) | set(a.exclude_families or ())
+        unknown = sorted(named - set(FAMILIES))
+        if unknown:
+            raise ValueError(f"unknown families {', '.join(unknown)}; known: {', '.join(FAMILIES)}")
+        families = tuple(f for f in (a.families or FAMILIES) if f not in set(a.exclude_families or ()))
+        if not families:
+            raise ValueError("--families/--exclude-families leave no family to simulate")
+    return SimConfig(seed=a.seed, accounts=accounts, days=a.days, families=families,
+                     include_prompts=getattr(a, "with_prompts", False),
+                     **({"start": a.start} if a.start else {}))
 
 
 def cmd_simulate(a) -> int:
@@ -76,13 +91,30 @@ def cmd_train(a) -> int:
         return 2
     if _rejects_misused(a):
         return 2
+    mix = None
+    if a.mix_simulated:
+        if a.simulate:
+            print("train: --mix-simulated adds simulated traffic to --events/--labels; "
+                  "it does not combine with --simulate", file=sys.stderr)
+            return 2
+        from .training.labels import MixConfig
+
+        mix = MixConfig(events=a.mix_simulated, classes=a.mix_classes, min_class_sessions=a.min_class_sessions,
+                        days=a.sim_days, seed=a.seed)
     rejects_path = a.rejects or Path(a.out).with_name(Path(a.out).name + ".rejects.jsonl")
     res = train(events, labels, a.out, _train_config(a), progress=not a.quiet, extra_fingerprint=extra,
-                on_error=a.on_error, rejects_path=rejects_path)
+                on_error=a.on_error, rejects_path=rejects_path, on_label_conflict=a.on_label_conflict, mix=mix)
     if res is None:             # a DDP process other than rank 0: rank 0 writes the bundle
         return 0
     if res["rejects"] is not None:
         print(f"{res['rejects'].summary()}; rejects -> {rejects_path}")
+    fp = res["fingerprint"]
+    by_source = fp["sessions_per_class_by_source"]
+    conflicts_path, unmatched_path = res["label_reports"]
+    print(f"labelled sessions: {json.dumps(by_source['labels'])} from labels"
+          + (f", {json.dumps(by_source['simulated'])} simulated" if "simulated_mix" in fp else ""))
+    print(f"label conflicts: {fp['labels']['conflicting_sessions']} session(s) left out -> {conflicts_path}; "
+          f"unmatched label rows: {fp['labels']['unmatched_rows']} -> {unmatched_path}")
     m = res["metrics"]
     print(f"bundle written to {res['bundle']} (trained in {m['train_seconds']}s)")
     if "test" in m:
@@ -161,9 +193,118 @@ def cmd_evaluate(a) -> int:
 
     if _rejects_misused(a):
         return 2
+    if a.baseline:
+        from .training.compare import CompareConfig, compare_bundles
+
+        res = compare_bundles(a.model, a.baseline, a.events, a.labels, a.report,
+                              CompareConfig(tolerance=a.tolerance, fpr_tolerance=a.fpr_tolerance,
+                                            n_boot=a.n_boot, seed=a.seed),
+                              on_error=a.on_error, rejects_path=a.rejects)
+        _print_verdict(res)
+        print(f"comparison written to {Path(a.report) / 'comparison.json'} and comparison.md")
+        return 0
     report = run_evaluation(a.model, a.events, a.labels, a.report, progress=not a.quiet,
-                            on_error=a.on_error, rejects_path=a.rejects)
+                            on_error=a.on_error, rejects_path=a.rejects, n_boot=a.n_boot, seed=a.seed)
     print(f"report written to {report}")
+    return 0
+
+
+def _print_verdict(res: dict) -> None:
+    print(f"verdict: {res['verdict']} (challenger {res['challenger']['version']} vs champion "
+          f"{res['champion']['version']}, tolerance {res['tolerance']:g}, human-FPR tolerance {res['fpr_tolerance']:g})")
+    for title, items in (("failing", res["failing"]), ("improved", res["improved"])):
+        for line in items:
+            print(f"  {title}: {line}")
+    for w in res["warnings"]:
+        print(f"  warning: {w}", file=sys.stderr)
+
+
+def cmd_promote(a) -> int:
+    """Exit 0 promoted (or already current), 1 refused by the gate or a stale comparison."""
+    from .serving.registry import Registry
+    from .training.compare import PromotionRefused, StaleComparison, promote
+
+    reg = Registry(a.registry)
+    if a.shadow:
+        if a.comparison or a.events or a.labels or a.force:
+            print("distillguard promote: error: --shadow takes no gate options (--comparison, --events/--labels, "
+                  "--force): a shadow model only scores beside the served one", file=sys.stderr)
+            return 2
+        name = reg.add(a.bundle)
+        if reg.current() == name:
+            print(f"distillguard promote: error: {name} is the current version; a shadow must be another model",
+                  file=sys.stderr)
+            return 1
+        entry = reg.set_shadow(name, note=a.note)
+        print(f"shadow -> {name} ({entry['bundle_version']}); was {entry['from'] or 'unset'}")
+        return 0
+    if bool(a.events) != bool(a.labels):
+        print("distillguard promote: error: --events and --labels go together", file=sys.stderr)
+        return 2
+    if a.comparison and a.events:
+        print("distillguard promote: error: give --comparison or --events/--labels, not both", file=sys.stderr)
+        return 2
+    try:
+        res = promote(reg, a.bundle, comparison=a.comparison, events=a.events, labels=a.labels,
+                      tolerance=a.tolerance, fpr_tolerance=a.fpr_tolerance, n_boot=a.n_boot,
+                      force=a.force, note=a.note, on_error=a.on_error)
+    except (PromotionRefused, StaleComparison) as e:
+        print(f"distillguard promote: refused: {e}", file=sys.stderr)
+        return 1
+    if res["action"] == "unchanged":
+        print(f"{res['version']} already holds this bundle and is current: nothing to do")
+        return 0
+    e = res["entry"]
+    comp = res["comparison"]
+    print(f"current -> {res['version']} ({e['bundle_version']}); was {e['from'] or 'unset'}"
+          + (f"; comparison {comp['verdict']}" if comp else "")
+          + ("; FORCED past the gate (recorded)" if e["forced"] else ""))
+    if comp and comp.get("path"):
+        print(f"comparison: {comp['path']} (and comparison.md beside it)")
+    return 0
+
+
+def cmd_rollback(a) -> int:
+    from .serving.registry import Registry, RegistryError
+
+    reg = Registry(a.registry)
+    try:
+        e = reg.rollback(note=a.note)
+    except RegistryError as err:
+        print(f"distillguard rollback: {err}", file=sys.stderr)
+        return 1
+    print(f"current -> {e['to']} ({e['bundle_version']}); was {e['from']}")
+    return 0
+
+
+def cmd_registry(a) -> int:
+    from .serving.registry import Registry, version_table
+
+    reg = Registry.init(a.registry) if a.init else Registry(a.registry)
+    if a.init:
+        print(f"registry ready at {reg.root}")
+    if a.clear_shadow:
+        e = reg.clear_shadow(note=a.note)
+        print(f"shadow cleared (was {e['from'] or 'unset'})")
+    rows, history = version_table(reg), reg.history()[-a.history:] if a.history else []
+    if a.json:
+        print(json.dumps({"registry": str(reg.root), "current": reg.current(), "shadow": reg.shadow(),
+                          "versions": rows, "history": history, "rollback_to": (reg.rollback_stack() or [None])[-1]},
+                         indent=2))
+        return 0
+    print(f"registry {reg.root}: current {reg.current() or 'unset'}, shadow {reg.shadow() or 'unset'}, "
+          f"rollback to {(reg.rollback_stack() or ['nothing'])[-1]}")
+    for r in rows:
+        mark = "current" if r["current"] else ("shadow" if r["shadow"] else "")
+        print(f"  {r['name']}  {r['model_version']:<28} trained {r['created_at'] or '?':<20} "
+              f"sha256 {r['sha256'][:12]}  {mark}")
+    if history:
+        print("history (oldest first):")
+        for e in history:
+            comp = e.get("comparison") or {}
+            print(f"  {e['time']}  {e['action']:<8} {e.get('pointer', 'current'):<7} {e['from'] or '-'} -> "
+                  f"{e['to'] or '-'}  by {e['user']}" + (f"  verdict {comp['verdict']}" if comp else "")
+                  + ("  FORCED" if e.get("forced") else "") + (f"  ({e['note']})" if e.get("note") else ""))
     return 0
 
 
@@ -214,7 +355,8 @@ def _serve_one(a, port: int, metrics_port, worker: int | None = None, own_port: 
                  max_sessions=a.max_sessions, workers=a.threads, grace=a.grace, transport=transport,
                  reflection_enabled=not a.no_reflection, admin_enabled=not a.no_admin, limits=_serve_limits(a),
                  snapshot_path=a.snapshot, state=a.state, worker=worker, own_port=own_port,
-                 event_log=_serve_event_log(a))
+                 event_log=_serve_event_log(a), labels_store=a.labels_store, shadow_model=a.shadow_model,
+                 registry_poll_s=a.registry_poll_s)
 
 
 def _serve_event_log(a):
@@ -238,6 +380,18 @@ def _serve_limits(a):
     return RequestLimits(**kw)
 
 
+def cmd_shadow_report(a) -> int:
+    from .serving.shadow_report import shadow_report
+
+    res = shadow_report(a.event_log, a.out, max_rows=a.max_rows)   # ShadowReportError is a ValueError: exit 2
+    ev, se = res["events"], res["sessions"]
+    print(f"{res['events_compared']:,} events ({res['events_excluded']:,} without a shadow verdict), "
+          f"{se['n']:,} sessions; flagged agreement {ev['flagged_agreement']:.2%} of events, "
+          f"{se['flagged_agreement']:.2%} of sessions; flips: {len(res['flips']['shadow_flags'])} sessions the "
+          f"shadow flags, {len(res['flips']['shadow_clears'])} it clears; report in {Path(a.out) / 'report.md'}")
+    return 0
+
+
 def cmd_replay(a) -> int:
     from .serving.replay import ReplayError, print_summary, replay
 
@@ -251,6 +405,56 @@ def cmd_replay(a) -> int:
         return 2
     print_summary(summary)
     return 0
+
+
+def cmd_feedback(a) -> int:
+    """Report a wrong verdict: through a scorer's ReportFeedback (--target) or straight into
+    a labels store (--labels-store), both by training.feedback.append_feedback."""
+    if a.labels_store:
+        from .training.feedback import FeedbackError, append_feedback
+
+        if not a.session:
+            # Only the scorer knows the name of an account's implicit session.
+            print("distillguard feedback: error: --labels-store needs --session (the session id the scorer "
+                  "gave, ScoreResponse.session_id); use --target to let a running scorer resolve it",
+                  file=sys.stderr)
+            return 2
+        try:
+            row = append_feedback(a.labels_store, account_id=a.account, session_id=a.session, label=a.label,
+                                  reason=a.reason, reported_by=a.reported_by or "", incident_id=a.incident_id,
+                                  model_version=a.model_version)
+        except FeedbackError as e:
+            print(f"distillguard feedback: error: {_FEEDBACK_FLAGS.get(e.field, e.field)}: {e.message}",
+                  file=sys.stderr)
+            return 2
+        print(json.dumps(row, ensure_ascii=False))
+        return 0
+    if a.model_version:
+        print("distillguard feedback: error: --model-version is for --labels-store; the scorer fills it in",
+              file=sys.stderr)
+        return 2
+    from .serving.client import FeedbackRejected, ScorerClient
+    from .serving.replay import _client_config
+
+    config = _client_config(a.target, a.deadline_s, None, a.tls, a.tls_ca, a.tls_cert, a.tls_key, a.token_file)
+    with ScorerClient(config) as client:
+        try:
+            r = client.report_feedback(a.account, session_id=a.session or "", label=a.label, reason=a.reason,
+                                       reported_by=a.reported_by or "", incident_id=a.incident_id or "",
+                                       deadline_s=a.deadline_s)
+        except FeedbackRejected as e:
+            print(f"distillguard feedback: error: scorer at {a.target}: {e}", file=sys.stderr)
+            return 1
+    print(json.dumps({"session_id": r.session_id, "account_id": a.account, "label": a.label,
+                      "incident_id": r.incident_id, "labelled_at": r.labelled_at,
+                      "model_version": r.model_version or None}))
+    return 0
+
+
+# append_feedback names fields as the RPC does; the command's flags for them.
+_FEEDBACK_FLAGS = {"account_id": "--account", "session_id": "--session", "correct_label": "--label",
+                   "reason": "--reason", "reported_by": "--reported-by", "incident_id": "--incident-id",
+                   "model_version": "--model-version"}
 
 
 def cmd_bench(a) -> int:
@@ -317,10 +521,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(fn=cmd_simulate)
 
     p = sub.add_parser("train", help="train a model bundle on events + labels")
-    p.add_argument("--events", help="events file or directory (parquet/csv/jsonl)")
-    p.add_argument("--labels", help="labels file: session_id or account_id, label")
+    p.add_argument("--events", nargs="+", metavar="PATH",
+                   help="events files or directories (parquet/csv/jsonl; a serve --event-log directory), read together")
+    p.add_argument("--labels", nargs="+", metavar="PATH",
+                   help="labels files or labels store directories, read together (docs/labels.md): session_id "
+                        "and/or account_id, label, incident_id, labelled_at, window_start/end, ...")
+    p.add_argument("--on-label-conflict", choices=("exclude", "fail"), default="exclude",
+                   help="a session labelled differently by two label rows: leave it out and list it in "
+                        "OUT.label-conflicts.csv (exclude, default), or stop with an error (fail)")
+    p.add_argument("--mix-simulated", type=int, metavar="N",
+                   help="add ~N simulated events (of the --mix-classes families, seed --seed) to --events")
+    p.add_argument("--mix-classes", default="auto", metavar="auto|all|CLASS[,CLASS]",
+                   help="classes whose families --mix-simulated simulates; auto (default): those with "
+                        "fewer than --min-class-sessions labelled sessions")
+    p.add_argument("--min-class-sessions", type=int, default=200,
+                   help="--mix-classes auto: a class with fewer labelled sessions gets simulated traffic")
     p.add_argument("--simulate", type=int, metavar="N", help="train on ~N freshly simulated events instead")
-    p.add_argument("--sim-days", type=float, default=7.0, help="days of simulated traffic with --simulate")
+    p.add_argument("--sim-days", type=float, default=7.0,
+                   help="days of simulated traffic with --simulate or --mix-simulated")
     p.add_argument("--sim-out", help="keep the simulated events + labels in this directory")
     p.add_argument("--out", required=True, help="bundle directory to write")
     p.add_argument("--seed", type=int, default=0)
@@ -389,11 +607,69 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--robustness", action="store_true",
                    help="sweep attacker knobs of the simulator one at a time and score with --model")
     p.add_argument("--robustness-out", default="reports/robustness")
+    g = p.add_argument_group("champion vs challenger (docs/registry.md)")
+    g.add_argument("--baseline", metavar="CURRENT",
+                   help="compare --model (the challenger) with this bundle, or a registry's current version, on "
+                        "--events/--labels: paired bootstrap over accounts, verdict PROMOTE or REJECT -> "
+                        "REPORT/comparison.json and comparison.md")
+    g.add_argument("--tolerance", type=float, default=0.01,
+                   help="with --baseline: largest allowed drop of any class's recall (absolute; default 0.01)")
+    g.add_argument("--fpr-tolerance", type=float, default=None,
+                   help="with --baseline: largest allowed rise of the human FPR (default: --tolerance)")
+    p.add_argument("--n-boot", type=int, default=200, help="bootstrap resamples over accounts (default 200)")
+    p.add_argument("--seed", type=int, default=0, help="bootstrap seed")
     p.add_argument("-q", "--quiet", action="store_true")
     p.set_defaults(fn=cmd_evaluate)
 
+    p = sub.add_parser("promote", help="make a bundle a registry's current (or shadow) model, behind the "
+                                       "champion-vs-challenger gate",
+                       description="Adds the bundle to the registry (versions/vNNNN, reused when the same files "
+                                   "are there) and points `current` at it, if a comparison of exactly this bundle "
+                                   "against the current version says PROMOTE. Servers started with --model REG "
+                                   "switch within --registry-poll-s. Exit 1 when refused. docs/registry.md")
+    p.add_argument("--registry", required=True, metavar="REG", help="registry directory (registry --init makes one)")
+    p.add_argument("--bundle", required=True, metavar="NEW", help="the challenger bundle directory")
+    p.add_argument("--comparison", metavar="JSON",
+                   help="comparison.json (or its directory) from `evaluate --model NEW --baseline REG`")
+    p.add_argument("--events", help="holdout events: compute the comparison now (instead of --comparison)")
+    p.add_argument("--labels", help="holdout labels, with --events")
+    p.add_argument("--tolerance", type=float, default=None,
+                   help="re-judge the comparison with this recall tolerance (default: the comparison's; 0.01)")
+    p.add_argument("--fpr-tolerance", type=float, default=None,
+                   help="re-judge with this human-FPR tolerance (default: the comparison's, else --tolerance)")
+    p.add_argument("--n-boot", type=int, default=200, help="with --events: bootstrap resamples")
+    p.add_argument("--force", action="store_true",
+                   help="promote even when the verdict is REJECT or there is no comparison (recorded as forced)")
+    p.add_argument("--shadow", action="store_true",
+                   help="point `shadow` at the bundle instead (scored beside current, never enforced; no gate)")
+    p.add_argument("--note", help="free text kept in history.jsonl")
+    p.add_argument("--on-error", choices=("fail", "skip"), default="fail",
+                   help="with --events: bad event rows stop the comparison (fail) or are skipped")
+    p.set_defaults(fn=cmd_promote)
+
+    p = sub.add_parser("rollback", help="point a registry's current back at the version it replaced",
+                       description="Undoes the latest promotion not yet rolled back; repeat to walk further "
+                                   "back. Exit 1 when there is nothing to roll back to.")
+    p.add_argument("--registry", required=True, metavar="REG")
+    p.add_argument("--note", help="free text kept in history.jsonl")
+    p.set_defaults(fn=cmd_rollback)
+
+    p = sub.add_parser("registry", help="list a model registry's versions, pointers and history (or create one)")
+    p.add_argument("--registry", required=True, metavar="REG")
+    p.add_argument("--init", action="store_true", help="create an empty registry at REG (fine if it exists)")
+    p.add_argument("--clear-shadow", action="store_true", help="remove the shadow pointer (recorded)")
+    p.add_argument("--note", help="with --clear-shadow: free text kept in history.jsonl")
+    p.add_argument("--history", type=int, default=20, metavar="N", help="history entries shown (default 20)")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(fn=cmd_registry)
+
     p = sub.add_parser("serve", help="real-time gRPC scorer (Score on request, Complete on completion)")
-    p.add_argument("--model", default=str(DEFAULT_BUNDLE), help="model bundle directory")
+    p.add_argument("--model", default=str(DEFAULT_BUNDLE),
+                   help="model bundle directory, or a model registry (docs/registry.md): serves its current "
+                        "version (and its shadow one as --shadow-model), switching when `promote`/`rollback` "
+                        "move the pointers")
+    p.add_argument("--registry-poll-s", type=float, default=2.0, metavar="S",
+                   help="with a registry as --model: seconds between checks of its current/shadow pointers")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (0.0.0.0 for all interfaces)")
     p.add_argument("--port", type=int, default=50051, help="gRPC port (0: any free port)")
     p.add_argument("--metrics-port", type=int, default=None, help="Prometheus /metrics HTTP port (off if unset)")
@@ -419,6 +695,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="rows per event-log part (default 100000)")
     p.add_argument("--event-log-max-seconds", type=float, default=60.0, metavar="S",
                    help="cut an event-log part at most S seconds after its first row (default 60)")
+    p.add_argument("--shadow-model", metavar="BUNDLE", default=None,
+                   help="a second bundle that scores every request too: its verdicts go to the event log and "
+                        "the metrics, the served --model alone answers (compare with `shadow-report`)")
+    p.add_argument("--labels-store", metavar="DIR", default=None,
+                   help="accept ReportFeedback: append wrong-verdict reports to DIR/feedback-YYYYMMDD.jsonl "
+                        "as incident labels for the next training run (workers may share DIR)")
     g = p.add_argument_group("input limits and load shedding (defaults: serving/limits.py RequestLimits)")
     g.add_argument("--max-concurrent-rpcs", type=int, metavar="N",
                    help="RPCs in flight (running + queued) before RESOURCE_EXHAUSTED (default 256; 0: no cap)")
@@ -445,6 +727,18 @@ def build_parser() -> argparse.ArgumentParser:
                                                             "SIGHUP still reloads")
     p.set_defaults(fn=cmd_serve)
 
+    p = sub.add_parser("shadow-report", help="compare the shadow model's verdicts with the served model's in an "
+                                             "event log (serve --shadow-model --event-log DIR)",
+                       description="Agreement per event and per session (its latest logged event) on label and on "
+                                   "flagged (action != ALLOW), the action confusion table, and the sessions that "
+                                   "flipped with both scores and reason codes. Writes OUT/report.md and "
+                                   "OUT/shadow.json; only events scored while both models were loaded count.")
+    p.add_argument("--event-log", required=True, metavar="DIR", help="the directory given to serve --event-log")
+    p.add_argument("--out", required=True, metavar="REPORTDIR", help="where report.md and shadow.json go")
+    p.add_argument("--max-rows", type=int, default=50, metavar="N",
+                   help="flipped sessions listed per direction in report.md (all of them are in shadow.json)")
+    p.set_defaults(fn=cmd_shadow_report)
+
     p = sub.add_parser("replay", help="send an events file to a running scorer (Score + Complete per event)")
     p.add_argument("--target", required=True, help="scorer address HOST:PORT")
     p.add_argument("--events", required=True, help="events file or directory (parquet/csv/jsonl)")
@@ -462,6 +756,34 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--token-file", metavar="FILE", help="file whose first token is sent as 'authorization: Bearer'")
     p.add_argument("-q", "--quiet", action="store_true", help="no live view, summary only")
     p.set_defaults(fn=cmd_replay)
+
+    p = sub.add_parser("feedback", help="report a wrong verdict (session, correct label, reason) to the "
+                                        "labels store, through a scorer or offline",
+                       description="Through a running scorer (--target: its ReportFeedback RPC; an empty "
+                                   "--session means the account's current implicit session) or straight into "
+                                   "a labels store directory (--labels-store, needs --session). Prints the "
+                                   "label filed as JSON. Never put prompt text in --reason.")
+    where = p.add_mutually_exclusive_group(required=True)
+    where.add_argument("--target", metavar="HOST:PORT", help="scorer to report to (serve --labels-store)")
+    where.add_argument("--labels-store", metavar="DIR", help="append to this labels store directly (offline)")
+    p.add_argument("--account", required=True, help="account (API key) whose session got the wrong verdict")
+    p.add_argument("--session", default="", help="session id as the scorer named it (ScoreResponse.session_id); "
+                                                 "with --target, empty: the account's current implicit session")
+    from .model.schema import LABELS
+
+    p.add_argument("--label", required=True, choices=LABELS, help="the correct label")
+    p.add_argument("--reason", required=True, help="why the verdict was wrong (stored as the label's note)")
+    p.add_argument("--reported-by", default="", metavar="NAME", help="who reports it")
+    p.add_argument("--incident-id", default=None, metavar="ID", help="incident id (default: fb-<12 hex>)")
+    p.add_argument("--model-version", default=None,
+                   help="--labels-store only: version of the model whose verdict was wrong")
+    p.add_argument("--deadline-s", type=float, default=10.0, help="--target: seconds to wait for the scorer")
+    p.add_argument("--tls", action="store_true", help="connect with TLS, verifying the server with the system's CAs")
+    p.add_argument("--tls-ca", metavar="PEM", help="CA file verifying the server's certificate (implies --tls)")
+    p.add_argument("--tls-cert", metavar="PEM", help="client certificate for mutual TLS (implies --tls)")
+    p.add_argument("--tls-key", metavar="PEM", help="client private key for mutual TLS")
+    p.add_argument("--token-file", metavar="FILE", help="file whose first token is sent as 'authorization: Bearer'")
+    p.set_defaults(fn=cmd_feedback)
 
     p = sub.add_parser("bench", help="benchmarks: batch scoring vs read+sort, gRPC scorer vs a no-op server",
                        description="Without --batch, --grpc or --soak, runs batch and gRPC. Results go to "

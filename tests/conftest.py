@@ -14,6 +14,19 @@ def tiny_train_config(tmp: Path, seed: int = 0, epochs: int = 2) -> TrainConfig:
                        checkpoint_dir=str(tmp / f"ckpt-{seed}-{epochs}"))
 
 
+def bundle_variant(src: Path, dst: Path, **fields) -> Path:
+    """A copy of a bundle with some metadata fields replaced: same weights, another
+    content hash (registry and comparison tests need distinct bundles cheaply)."""
+    import json
+    import shutil
+
+    shutil.copytree(src, dst)
+    meta = json.loads((dst / "metadata.json").read_text())
+    meta.update(fields)
+    (dst / "metadata.json").write_text(json.dumps(meta))
+    return dst
+
+
 @pytest.fixture(scope="session")
 def sim_data(tmp_path_factory) -> tuple[Path, Path]:
     from distillguard.training.simulate import SimConfig, simulate, write

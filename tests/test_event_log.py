@@ -1,6 +1,8 @@
 """Event log (`serve --event-log DIR`): every scored event lands in rotating Parquet parts
 that the event loaders read back; a clean stop loses nothing, a SIGKILL only the tail that
-was not yet in a part, and no half-written part is ever readable under a part name."""
+was not yet in a part, and no half-written part is ever readable under a part name.
+Applied completions go to `_completions/` parts under the same rules, and the loaders
+fill the events' completion_tokens/status from them."""
 import re
 import signal
 import subprocess
@@ -9,12 +11,13 @@ import time
 from pathlib import Path
 
 import grpc
+import pytest
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from distillguard.cli import DEFAULT_BUNDLE
 from distillguard.model import schema
-from distillguard.serving.event_log import LOG_COLUMNS, EventLogConfig
+from distillguard.serving.event_log import COMPLETION_COLUMNS, LOG_COLUMNS, EventLogConfig
 from distillguard.serving.server import create_server
 from distillguard.serving.stubs import pb, pb_grpc
 
@@ -35,6 +38,10 @@ def _parts(d: Path) -> list[Path]:
 def _read(d: Path) -> pa.Table:
     parts = _parts(d)
     return pa.concat_tables([pq.read_table(p) for p in parts]) if parts else None
+
+
+def _completion_parts(d: Path) -> list[Path]:
+    return sorted((d / schema.COMPLETIONS_DIR).glob("part-*.parquet"))
 
 
 def test_in_process_log_counts_columns_and_reads_back(tmp_path):
@@ -60,6 +67,15 @@ def test_in_process_log_counts_columns_and_reads_back(tmp_path):
     rows = {r["event_id"]: r for r in t.to_pylist()}
     assert rows["e-3"]["template_hash"] and "secret" not in str(rows["e-3"])   # hashed, text dropped
     assert rows["e-1"]["session_id"] == "s-1" and rows["e-1"]["completion_tokens"] == 0
+    assert rows["e-1"]["reasons"] is not None and rows["e-1"]["shadow_model_version"] is None   # no shadow here
+    # The one Complete is logged apart, under the resolved session, and joined on reading.
+    comp = pa.concat_tables([pq.read_table(p) for p in _completion_parts(d)]).to_pylist()
+    assert tuple(pq.read_schema(_completion_parts(d)[0]).names) == COMPLETION_COLUMNS
+    assert [(c["account_id"], c["session_id"], c["event_id"], c["completion_tokens"], c["status"]) for c in comp] \
+        == [("acct-1", "s-1", "e-1", 300, 200)]
+    loaded = {r["event_id"]: r for r in schema.load_events(d).to_pylist()}
+    assert (loaded["e-1"]["completion_tokens"], loaded["e-1"]["status"]) == (300, 200)
+    assert all(r["completion_tokens"] == 0 and r["status"] is None for k, r in loaded.items() if k != "e-1")
     for r in rows.values():
         assert abs(r["p_human"] + r["p_benign_automation"] + r["p_distillation_harvesting"] - 1) < 1e-4
         assert r["action"] in ("ALLOW", "THROTTLE", "CHALLENGE", "DEGRADE", "BLOCK") and r["model_version"]
@@ -127,10 +143,37 @@ def _start(d: Path, max_rows: int) -> tuple[subprocess.Popen, int]:
 
 
 def _send(port: int, m: int) -> None:
+    """Score then Complete each of m events (implicit sessions for even i: the completion
+    names the session as the caller did, the log as the scorer resolved it)."""
     with grpc.insecure_channel(f"127.0.0.1:{port}") as ch:
         stub = pb_grpc.ScorerStub(ch)
         for i in range(m):
-            stub.Score(_req(i), timeout=10)
+            r = _req(i)
+            stub.Score(r, timeout=10)
+            assert stub.Complete(pb.CompleteRequest(account_id=r.account_id, session_id=r.session_id,
+                                                    event_id=r.event_id, completion_tokens=10 + i, status=200),
+                                 timeout=10).applied
+
+
+def _check_completions(d: Path, max_rows: int, m: int, killed: bool) -> None:
+    """Completion parts: full parts only (SIGKILL) or all m (SIGTERM); every logged
+    completion, and no other, fills its event when the directory is loaded."""
+    parts = _completion_parts(d)
+    counts = [pq.read_table(f).num_rows for f in parts]
+    if killed:
+        assert all(c == max_rows for c in counts), counts
+        assert m - max_rows < sum(counts) <= m, (sum(counts), m)
+    else:
+        assert sum(counts) == m
+    logged = {r["event_id"] for f in parts for r in pq.read_table(f, columns=["event_id"]).to_pylist()}
+    events = schema.load_events(d).to_pylist()
+    assert events
+    for e in events:
+        i = int(e["event_id"][2:])
+        want = (10 + i, 200) if e["event_id"] in logged else (0, None)
+        assert (e["completion_tokens"], e["status"]) == want, e
+    for tmp in (d / schema.COMPLETIONS_DIR).glob(".*"):
+        assert tmp.name.endswith(".tmp")
 
 
 def test_subprocess_sigkill_loses_only_the_tail_and_sigterm_loses_nothing(tmp_path):
@@ -152,6 +195,7 @@ def test_subprocess_sigkill_loses_only_the_tail_and_sigterm_loses_nothing(tmp_pa
         assert schema.load_events(d).num_rows == logged           # temp files (if any) are skipped
     for tmp in d.glob(".*"):
         assert tmp.name.endswith(".tmp")
+    _check_completions(d, max_rows, m, killed=True)
 
     d = tmp_path / "stopped"
     p, port = _start(d, max_rows)
@@ -165,3 +209,40 @@ def test_subprocess_sigkill_loses_only_the_tail_and_sigterm_loses_nothing(tmp_pa
     t = _read(d)
     assert t.num_rows == m and sorted(t.column("event_id").to_pylist()) == sorted(f"e-{i}" for i in range(m))
     assert schema.load_events(d).num_rows == m
+    assert '"completions": %d' % m in out
+    _check_completions(d, max_rows, m, killed=False)
+
+
+def _completion_part(path: Path, rows: list[tuple]) -> None:
+    pq.write_table(pa.Table.from_pylist([dict(zip(COMPLETION_COLUMNS, r)) for r in rows],
+                                        schema=schema.COMPLETION_SCHEMA), path)
+
+
+def test_completion_join_last_wins_keeps_order_and_exact_keys(tmp_path):
+    d = tmp_path / "logs"
+    (d / "w1" / "_completions").mkdir(parents=True)
+    # Event order in the file is not key order; "ab"+"c" and "a"+"bc" concatenate alike.
+    events = [("ab", "c", "x", 5.0), ("a", "bc", "x", 1.0), ("ab", "c", "y", 3.0), ("acct", None, "z", 2.0),
+              ("acct", "s", "z", 4.0)]
+    pq.write_table(pa.table({"account_id": [e[0] for e in events], "session_id": [e[1] for e in events],
+                             "event_id": [e[2] for e in events], "ts": [1.7e9 + e[3] for e in events],
+                             "prompt_tokens": [1] * 5, "completion_tokens": [0] * 5}), d / "w1" / "part-0.parquet")
+    # Two parts: the one sorting first by name was logged later (its row wins); a
+    # completion of an event that is not in the log changes nothing; temp names are skipped.
+    _completion_part(d / "w1" / "_completions" / "part-a.parquet",
+                     [("ab", "c", "x", 70, 200, 20.0), ("acct", None, "z", 9, None, 20.0)])
+    _completion_part(d / "w1" / "_completions" / "part-b.parquet",
+                     [("ab", "c", "x", 60, 500, 10.0), ("ab", "c", "y", 8, 429, 10.0),
+                      ("ghost", "g", "x", 1, 200, 10.0)])
+    _completion_part(d / "w1" / "_completions" / ".part-c.parquet.tmp", [("a", "bc", "x", 99, 200, 30.0)])
+    t = schema.load_events(d)
+    assert [(r["account_id"], r["event_id"], r["completion_tokens"], r["status"]) for r in t.to_pylist()] == [
+        ("ab", "x", 70, 200), ("a", "x", 0, None), ("ab", "y", 8, 429), ("acct", "z", 9, None), ("acct", "z", 0, None)]
+    # Streaming in small batches (what score and its partition step use) gives the same rows.
+    assert pa.concat_tables(list(schema.iter_event_batches(d, batch_rows=2))).equals(t)
+
+    bad = d / "w1" / "_completions" / "part-d.parquet"
+    _completion_part(bad, [("a", "bc", "x", 1, 200, 40.0)])
+    pq.write_table(pq.read_table(bad).drop_columns(["status"]), bad)
+    with pytest.raises(schema.SchemaError, match=r"part-d\.parquet: completion part lacks column 'status'"):
+        schema.load_events(d)

@@ -303,3 +303,24 @@ def test_every_family_generates_events():
     for fam in FAMILIES:
         events, labels = simulate(SimConfig(seed=9, accounts=12, days=2.0, render_prompts=False, families=(fam,)))
         assert len(events) > 0 and set(labels["family"]) == {fam}, fam
+
+
+def test_cli_family_selection(tmp_path, capsys):
+    """simulate --families / --exclude-families (the retraining demo's "new" family)."""
+    import pandas as pd
+
+    from distillguard.cli import main
+
+    assert main(["simulate", "--seed", "3", "--accounts", "60", "--days", "1", "--families", "harvest_agentic",
+                 "--start", "2026-05-04T00:00:00Z", "--out", str(tmp_path / "only")]) == 0
+    lab = pd.read_csv(tmp_path / "only/labels.csv")
+    assert set(lab.family) == {"harvest_agentic"}
+    ev = pd.read_parquet(tmp_path / "only/events.parquet")
+    assert ev.ts.min() >= pd.Timestamp("2026-05-04", tz="UTC").timestamp()      # epoch seconds
+    assert main(["simulate", "--seed", "3", "--accounts", "200", "--days", "1", "--exclude-families",
+                 "harvest_agentic", "--out", str(tmp_path / "without")]) == 0
+    lab = pd.read_csv(tmp_path / "without/labels.csv")
+    assert "harvest_agentic" not in set(lab.family) and lab.label.nunique() == 3
+    capsys.readouterr()
+    assert main(["simulate", "--accounts", "10", "--families", "harvest_agnetic", "--out", str(tmp_path / "x")]) == 2
+    assert "unknown families harvest_agnetic" in capsys.readouterr().err

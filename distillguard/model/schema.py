@@ -1090,6 +1090,130 @@ def _jsonl_lines(path: Path, source: str, batch_rows: int, skip: int,
         yield table()
 
 
+# ---------------------------------------------------------------------------
+# completions logged beside an event log (serving/event_log.py)
+
+# `serve --event-log DIR` logs an event when it is scored (completion unknown: 0 tokens,
+# null status) and, apart, each applied `Complete` under DIR/_completions/ (the leading
+# '_' keeps the event loaders from reading them as events). Reading DIR fills the events'
+# completion_tokens/status from there, so what trains on or scores the log sees the
+# completed events the online scorer saw.
+COMPLETIONS_DIR = "_completions"
+COMPLETION_SCHEMA = pa.schema([
+    pa.field("account_id", pa.string(), nullable=False),
+    pa.field("session_id", pa.string()),     # the session name the scorer resolved
+    pa.field("event_id", pa.string(), nullable=False),
+    pa.field("completion_tokens", pa.int64(), nullable=False),
+    pa.field("status", pa.int32()),
+    pa.field("logged_at", pa.float64(), nullable=False),
+])
+
+
+def _completion_key(account: pa.Array, session: pa.Array, event: pa.Array) -> pa.Array:
+    # One string per (account_id, session_id, event_id): "<len>:<account><len>:<session><event>",
+    # so no id content can make two different triples one key. A null session is "".
+    parts = []
+    for a in (account, session):
+        a = pc.fill_null(a, "")
+        parts += [pc.cast(pc.utf8_length(a), pa.string()), pa.scalar(":"), a]
+    return pc.binary_join_element_wise(*parts, pc.fill_null(event, ""), "")
+
+
+def _key_hash(keys: pa.Array) -> np.ndarray:
+    import pandas as pd
+
+    # categorize=False: the keys are mostly distinct, factorizing first costs ~10x more.
+    return pd.util.hash_array(keys.to_numpy(zero_copy_only=False), categorize=False)
+
+
+def completion_dirs(path: str | os.PathLike) -> list[Path]:
+    """The `_completions` directories of an event directory (any depth, none under a
+    hidden or '_' directory): one per event log written into the tree."""
+    p = Path(path)
+    if not p.is_dir():
+        return []
+    return [d for d in sorted(p.rglob(COMPLETIONS_DIR)) if d.is_dir()
+            and not any(part.startswith((".", "_")) for part in d.relative_to(p).parts[:-1])]
+
+
+class Completions:
+    """The last logged completion of each (account_id, session_id, event_id), keyed by a
+    64-bit hash of the key (8 bytes a row, whatever the ids' lengths); every match is
+    checked against the full key, so a hash collision never fills the wrong event."""
+
+    def __init__(self, table: pa.Table):
+        import pandas as pd
+
+        # Rows in logging order (files in path order, then logged_at, stable): the last wins.
+        table = table.take(pa.array(np.argsort(table["logged_at"].to_numpy(), kind="stable")))
+        keys = plain_array(_completion_key(table["account_id"], table["session_id"], table["event_id"]))
+        h = _key_hash(keys)
+        keep = ~pd.Series(h).duplicated(keep="last").to_numpy()
+        self.keys = keys.filter(pa.array(keep))
+        self.tokens = plain_array(table["completion_tokens"]).filter(pa.array(keep))
+        self.status = plain_array(table["status"]).filter(pa.array(keep))
+        self.index = pd.Index(h[keep])
+        dropped = np.flatnonzero(~keep)
+        if len(dropped):   # a repeat must be the same key, not another key of the same hash
+            same = pc.equal(self.keys.take(pa.array(self.index.get_indexer(h[dropped]))), keys.take(pa.array(dropped)))
+            if not pc.all(same).as_py():
+                raise SchemaError("completions: two different (account_id, session_id, event_id) keys share a "
+                                  "64-bit hash; cannot join them")
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    @classmethod
+    def read(cls, path: str | os.PathLike) -> "Completions | None":
+        """Every completion part under `path`'s `_completions` directories (None: there are
+        none). A part that cannot be read or lacks a column is an error naming it."""
+        import pyarrow.parquet as pq
+
+        tables = []
+        for d in completion_dirs(path):
+            for f in sorted(d.glob("*.parquet")):
+                if f.name.startswith((".", "_")) or not f.is_file():
+                    continue
+                try:
+                    t = pq.read_table(f)
+                except (OSError, pa.ArrowException) as e:
+                    raise SchemaError(f"{f}: not a readable Parquet file: {e}", source=str(f)) from e
+                missing = [c for c in COMPLETION_SCHEMA.names if c not in t.column_names]
+                if missing:
+                    raise SchemaError(f"{f}: completion part lacks column {missing[0]!r} "
+                                      f"(expected {', '.join(COMPLETION_SCHEMA.names)})", source=str(f),
+                                      column=missing[0])
+                try:
+                    t = t.select(COMPLETION_SCHEMA.names).cast(COMPLETION_SCHEMA)
+                except (pa.ArrowInvalid, pa.ArrowNotImplementedError, ValueError) as e:
+                    raise SchemaError(f"{f}: completion part has columns of the wrong type: {e}",
+                                      source=str(f)) from e
+                tables.append(t)
+        if not tables:
+            return None
+        return cls(pa.concat_tables(tables))
+
+    def fill(self, t: pa.Table) -> pa.Table:
+        """Canonical events -> the same rows, in order, with completion_tokens and status
+        taken from the completion of the same (account_id, session_id, event_id), if any."""
+        if not len(self) or not t.num_rows:
+            return t
+        keys = plain_array(_completion_key(t["account_id"], t["session_id"], t["event_id"]))
+        pos = self.index.get_indexer(_key_hash(keys))
+        hit = pos >= 0
+        if not hit.any():
+            return t
+        at = pa.array(np.where(hit, pos, 0))
+        hit[hit] = pc.equal(self.keys.take(at).filter(pa.array(hit)), keys.filter(pa.array(hit))).to_numpy(
+            zero_copy_only=False)
+        mask = pa.array(hit)
+        i_tok, i_st = t.schema.get_field_index("completion_tokens"), t.schema.get_field_index("status")
+        t = t.set_column(i_tok, t.schema.field(i_tok),
+                         pc.if_else(mask, self.tokens.take(at), plain_array(t["completion_tokens"])))
+        return t.set_column(i_st, t.schema.field(i_st),
+                            pc.if_else(mask, self.status.take(at), plain_array(t["status"])))
+
+
 _READERS = {"parquet": _raw_parquet, "csv": _raw_csv, "jsonl": _raw_jsonl}
 
 
@@ -1101,7 +1225,9 @@ def iter_event_batches(path: str | os.PathLike, batch_rows: int = 262_144,
     Format by extension: .parquet/.pq, .csv, .jsonl/.ndjson/.json (JSON Lines);
     CSV and JSON Lines may be compressed (.gz, .bz2, .zst, .lz4). A directory is read
     recursively in sorted path order, skipping names starting with '.' or '_'; `_row`
-    restarts at 0 in each file. An empty file gives no batches.
+    restarts at 0 in each file. An empty file gives no batches. A directory written by
+    `serve --event-log` has its completions in `_completions/` (`Completions`): each
+    event's completion_tokens/status come from there when logged (the last one wins).
 
     on_error="fail" raises SchemaError at the first bad row. on_error="skip" leaves
     bad rows out and hands them to `rejects` (one that only counts when None; the
@@ -1116,12 +1242,16 @@ def iter_event_batches(path: str | os.PathLike, batch_rows: int = 262_144,
         rejects = None
     elif rejects is None:
         rejects = own = Rejects()
-    for f in _event_files(path):
+    files = _event_files(path)
+    completions = Completions.read(path)
+    for f in files:
         source = str(f)
         offset = 0
         for raw in _READERS[_format_of(f)](f, source, batch_rows, rejects):
             t = normalise(raw, source=source, row_offset=offset, hmac_key=hmac_key, rejects=rejects)
             offset += raw.num_rows
+            if completions is not None:
+                t = completions.fill(t)
             if t.num_rows or rejects is None:
                 yield t
     if own is not None and own.count:
@@ -1156,7 +1286,14 @@ def load_events_or_skip(path: str | os.PathLike, on_error: str = "fail",
 
 
 _LABEL_KEYS = ("session_id", "account_id")
-_LABEL_COLUMNS = _LABEL_KEYS + ("label", "family", "campaign")
+# Every column a labels file may carry (docs/labels.md), in the order read_labels returns
+# them; a file may have any subset beside a key and `label` (the simulator's labels.csv
+# has account_id, label, family, campaign). Other columns are ignored.
+_LABEL_COLUMNS = _LABEL_KEYS + ("label", "family", "campaign", "incident_id", "labelled_at",
+                                "window_start", "window_end", "note", "source", "reported_by",
+                                "model_version")
+_LABEL_TIMES = ("labelled_at", "window_start", "window_end")   # -> float64 epoch seconds
+LABEL_SOURCES = ("investigator", "feedback", "simulated")
 
 
 def _read_label_file(path: Path, source: str) -> pa.Table:
@@ -1190,17 +1327,28 @@ def _read_label_file(path: Path, source: str) -> pa.Table:
         raise SchemaError(f"{source}: could not read CSV: {e}", source=source) from e
 
 
-def read_labels(path: str | os.PathLike) -> pa.Table:
-    """Labels file (or directory of them) -> table of string columns.
+def read_labels(path: str | os.PathLike, provenance: bool = False) -> pa.Table:
+    """Labels file, or a labels store (a directory of them, read recursively like event
+    directories), -> one table; docs/labels.md describes the format.
 
-    Columns: `session_id` and/or `account_id` (whichever the file has), `label`
-    (one of LABELS), and `family` / `campaign` when present. Every row needs a key
-    and a valid label; one key given two different labels is an error.
+    Columns: those of `_LABEL_COLUMNS` that some file has, in that order; text columns
+    as strings (empty -> null), `labelled_at` / `window_start` / `window_end` as float64
+    UTC epoch seconds (epoch seconds or ISO-8601 in the file). With `provenance` two more
+    columns say where each row came from: `_file` (path) and `_row` (1-based data row,
+    as error messages number rows). Files with no rows are skipped.
+
+    Every row needs a key (`session_id` and/or `account_id`) and a valid label; a bad
+    time, a `source` outside LABEL_SOURCES, a window on a row that names a session, or a
+    window that ends before it starts is a SchemaError naming file, column and row. One
+    key labelled twice differently is *not* an error here: the label rows are resolved
+    against sessions by training.labels.resolve, which reports such conflicts.
     """
     parts = []
     for f in _event_files(path):
         source = str(f)
         raw = _read_label_file(f, source)
+        if raw.num_rows == 0:
+            continue
         names = raw.column_names
         keys = [c for c in _LABEL_KEYS if c in names]
         need = ([] if keys else ["'session_id' (or 'account_id')"]) + ([] if "label" in names else ["'label'"])
@@ -1208,11 +1356,12 @@ def read_labels(path: str | os.PathLike) -> pa.Table:
             raise SchemaError(f"{source}: missing required column(s) {', '.join(need)} "
                               f"(columns found: {', '.join(names) if names else 'none'})",
                               source=source, column="label" if keys else "session_id")
-        ctx = _Ctx(source, np.arange(raw.num_rows, dtype=np.int64))
-        cols = {c: _strings(ctx, c, plain_array(raw.column(c)), required=False)
+        n = raw.num_rows
+        ctx = _Ctx(source, np.arange(n, dtype=np.int64))
+        cols = {c: (_epoch if c in _LABEL_TIMES else _strings)(ctx, c, plain_array(raw.column(c)), required=False)
                 for c in _LABEL_COLUMNS if c in names}
         # With both keys a row needs one of them; with one key, that one.
-        no_key = np.ones(raw.num_rows, dtype=bool)
+        no_key = np.ones(n, dtype=bool)
         for k in keys:
             no_key &= ~_np_bool(cols[k].is_valid())
         ctx.fail(keys[0] if len(keys) == 1 else "session_id", no_key,
@@ -1220,23 +1369,37 @@ def read_labels(path: str | os.PathLike) -> pa.Table:
         label = cols["label"]
         ctx.fail("label", ~_np_bool(pc.is_in(label, pa.array(LABELS))),
                  f"expected one of {', '.join(LABELS)}", plain_array(raw.column("label")))
-        _check_label_conflicts(ctx, cols[keys[0]], label)
-        parts.append(pa.table(cols))
-    return pa.concat_tables(parts, promote_options="permissive")
+        if "source" in cols:
+            src = cols["source"]
+            ctx.fail("source", _np_bool(src.is_valid()) & ~_np_bool(pc.is_in(src, pa.array(LABEL_SOURCES))),
+                     f"expected one of {', '.join(LABEL_SOURCES)} (or empty)", plain_array(raw.column("source")))
+        _check_label_windows(ctx, cols, raw)
+        t = pa.table(cols)
+        if provenance:
+            t = t.append_column("_file", pa.array([source] * n, pa.string()))
+            t = t.append_column("_row", pa.array(np.arange(1, n + 1, dtype=np.int64)))
+        parts.append(t)
+    if not parts:
+        t = pa.table({c: pa.array([], pa.string()) for c in ("session_id", "account_id", "label")})
+        if provenance:
+            t = t.append_column("_file", pa.array([], pa.string())).append_column("_row", pa.array([], pa.int64()))
+        return t
+    t = pa.concat_tables(parts, promote_options="permissive")
+    order = [c for c in _LABEL_COLUMNS if c in t.column_names] + (["_file", "_row"] if provenance else [])
+    return t.select(order)
 
 
-def _check_label_conflicts(ctx: _Ctx, key: pa.Array, label: pa.Array) -> None:
-    # A session labelled twice with different classes would silently poison training.
-    t = pa.table({"k": key, "l": label, "i": np.arange(len(key))}).filter(pc.is_valid(key))
-    n_labels = t.group_by("k").aggregate([("l", "count_distinct")])
-    bad = n_labels.filter(pc.greater(n_labels["l_count_distinct"], 1))["k"]
-    if len(bad):
-        rows = t.filter(pc.is_in(t["k"], bad))
-        i = int(pc.min(rows["i"]).as_py())
-        first_label = label[i].as_py()
-        clash = rows.filter(pc.and_(pc.equal(rows["k"], key[i]), pc.not_equal(rows["l"], first_label)))
-        j = int(clash["i"][0].as_py())
-        raise SchemaError(
-            f"{ctx.source}: column 'label', row {j + 1}: {key[j].as_py()!r} is labelled "
-            f"{label[j].as_py()!r} here but {first_label!r} in row {i + 1}",
-            source=ctx.source, column="label", row=j + 1, value=label[j].as_py())
+def _check_label_windows(ctx: _Ctx, cols: dict, raw: pa.Table) -> None:
+    # A window narrows an account-wide label to the sessions it overlaps; on a row that
+    # names one session it would mean nothing, and silently ignoring it hides a mistake.
+    ws, we = cols.get("window_start"), cols.get("window_end")
+    if "session_id" in cols:
+        named = _np_bool(cols["session_id"].is_valid())
+        for c, w in (("window_start", ws), ("window_end", we)):
+            if w is not None:
+                ctx.fail(c, named & _np_bool(w.is_valid()),
+                         f"a window applies to account rows only, but this row names a session_id "
+                         f"({c} must be empty here)", plain_array(raw.column(c)))
+    if ws is not None and we is not None:
+        ctx.fail("window_end", _np_bool(pc.less(we, ws)), "expected a time >= window_start of the row",
+                 plain_array(raw.column("window_end")))

@@ -57,7 +57,8 @@ from ..model import templates
 from .stubs import pb, pb_grpc
 
 __all__ = ["ClientConfig", "Verdict", "SessionState", "CircuitBreaker", "ScorerClient",
-           "AsyncScorerClient", "build_score_request", "build_complete_request", "ACTIONS"]
+           "AsyncScorerClient", "build_score_request", "build_complete_request", "ACTIONS",
+           "FeedbackReceipt", "FeedbackRejected"]
 
 log = logging.getLogger(__name__)
 
@@ -144,6 +145,23 @@ class SessionState:
     latest: Verdict | None
     recent_events: list[dict]
     feature_names: list[str]
+
+
+@dataclass
+class FeedbackReceipt:
+    """What the scorer filed for a ReportFeedback call."""
+    session_id: str                   # the session labelled (resolved when none was given)
+    incident_id: str
+    model_version: str                # "" when the scorer did not hold the session
+    labelled_at: str                  # ISO-8601 UTC
+
+
+class FeedbackRejected(RuntimeError):
+    """ReportFeedback was not filed: `code` (grpc.StatusCode) and the server's `details`."""
+
+    def __init__(self, code: grpc.StatusCode, details: str):
+        super().__init__(f"{code.name}: {details}")
+        self.code, self.details = code, details
 
 
 def verdict_from_response(r: "pb.ScoreResponse") -> Verdict:
@@ -460,7 +478,8 @@ def _try(fn: Callable[[], Any]) -> tuple:
 
 
 class ScorerClient(_ClientBase):
-    """Sync client; thread-safe, one channel reused by every call. Never raises from a call.
+    """Sync client; thread-safe, one channel reused by every call. Never raises from a call
+    on the request path (`report_feedback`, off that path, raises when nothing was filed).
 
     >>> with ScorerClient(ClientConfig("127.0.0.1:50051")) as c:
     ...     v = c.score("acct_1", "req-1", time.time(), 120, prompt="Summarise: ...")
@@ -557,6 +576,25 @@ class ScorerClient(_ClientBase):
         out = self._call(self._stub.EndSession, pb.SessionRef(account_id=account_id, session_id=session_id or ""),
                          "end_session", deadline_s)
         return bool(out.reply is not None and out.reply.ended)
+
+    def report_feedback(self, account_id: str, *, label: str, reason: str, session_id: str = "",
+                        reported_by: str = "", incident_id: str = "", deadline_s: float = 10.0) -> FeedbackReceipt:
+        """Report a wrong verdict: `label` is the correct class, `reason` why (never prompt
+        text). session_id "" = the account's current implicit session as the scorer names it.
+
+        Not on the gateway's request path, so not fail-open: a report that was not filed
+        raises FeedbackRejected (INVALID_ARGUMENT naming the field, FAILED_PRECONDITION with
+        no labels store, NOT_FOUND, UNAVAILABLE, ...); a retry could file it twice, so none
+        is made. It bypasses the circuit breaker: a refused report says nothing about the
+        scorer's health for Score."""
+        req = pb.FeedbackRequest(account_id=account_id, session_id=session_id or "", correct_label=label,
+                                 reason=reason, reported_by=reported_by or "", incident_id=incident_id or "")
+        try:
+            r = self._stub.ReportFeedback(req, timeout=deadline_s, metadata=self._metadata)
+        except grpc.RpcError as e:
+            raise FeedbackRejected(e.code(), e.details() or "") from None
+        return FeedbackReceipt(session_id=r.session_id, incident_id=r.incident_id,
+                               model_version=r.model_version, labelled_at=r.labelled_at)
 
     def close(self) -> None:
         self._channel.close()

@@ -1,26 +1,39 @@
-"""Event log: every scored event, as Parquet parts in a directory (`serve --event-log DIR`).
+"""Event log: every scored event, and every applied completion, as Parquet parts in a
+directory (`serve --event-log DIR`).
 
-What a row holds: the request-side event columns of the design doc's contract
+What an event row holds: the request-side event columns of the design doc's contract
 (`account_id`, `ts`, `prompt_tokens`, `session_id` as the scorer resolved it,
 `template_hash` — never the raw prompt —, `elicits_reasoning`, `max_tokens`, `model`,
-`client_fingerprint`, `ip_prefix`, `account_created_at`, `event_id`), the verdict
-(`p_human`, `p_benign_automation`, `p_distillation_harvesting`, `label`, `action`,
-`model_version`, `events_in_session`) and `logged_at` (wall clock, epoch s).
-A row is written when the event is *scored* (Score/ScoreBatch). Its completion is not
-known then: `completion_tokens` is 0 (what the online scorer holds until `Complete`) and
-`status` is null; completions are not logged. Retries (`duplicate` verdicts) are not
-logged again: one row per counted event.
+`client_fingerprint`, `ip_prefix`, `account_created_at`, `event_id`), the champion's
+verdict (`p_human`, `p_benign_automation`, `p_distillation_harvesting`, `label`,
+`action`, `reasons` — the reason codes, ';'-joined, '' when none —, `model_version`,
+`events_in_session`), the shadow model's verdict on the same event when one is loaded
+(`serve --shadow-model`: `shadow_model_version`, `shadow_p_*`, `shadow_label`,
+`shadow_action`, `shadow_reasons`; all null without a shadow or when the shadow failed
+on that event) and `logged_at` (wall clock, epoch s). A row is written when the event is
+*scored* (Score/ScoreBatch), before its completion is known: `completion_tokens` is 0
+and `status` null there. Retries (`duplicate` verdicts) are not logged again: one row
+per counted event.
 
-The directory is one the event loaders read (`distillguard score/train --events DIR`):
-parts are `part-<worker>-<seq>-<utc>.parquet`; a part is first written as the hidden
-`.part-<worker>-<seq>.parquet.tmp` (skipped by `schema.iter_event_batches`), fsynced and
-renamed, so a crash never leaves a partial part under a readable name. `<worker>` is the
+Completions: each `Complete` the scorer applied (the first for its event; later ones
+and completions of unknown events change nothing online, so they are not logged) is a
+row of `schema.COMPLETION_SCHEMA` (`account_id`, `session_id` as resolved, `event_id`,
+`completion_tokens`, `status`, `logged_at`) in `DIR/_completions/`. The event loaders
+(`schema.iter_event_batches`) fill the events' completion_tokens/status from there when
+they read DIR, so `train/score --events DIR` sees what the online scorer saw (the
+leading '_' keeps the loaders from reading those parts as events).
+
+The directory is one the event loaders read: parts are `part-<worker>-<seq>-<utc>.parquet`
+(the same under `_completions/`); a part is first written as the hidden
+`.part-<worker>-<seq>.parquet.tmp` (skipped by the loaders), fsynced and renamed, so a
+crash never leaves a partial part under a readable name. `<worker>` is the
 `serve --workers` index (0 alone) and the pid, so processes never share a name.
 
-Hot path: the scorer's writer thread appends one tuple per verdict to a deque (no lock);
-a background thread cuts a part every `max_rows` rows or `max_seconds` after the part's
-first row, and `close()` (after the server's drain) writes the tail. A SIGKILL loses only
-the rows not yet in a part: at most `max_rows` plus what arrived during one part write.
+Hot path: the scorer's writer thread appends one tuple per verdict or completion to a
+deque (no lock); a background thread cuts a part every `max_rows` rows or `max_seconds`
+after the part's first row, and `close()` (after the server's drain) writes the tails.
+A SIGKILL loses only the rows not yet in a part: per stream, at most `max_rows` plus
+what arrived during one part write.
 """
 from __future__ import annotations
 
@@ -35,23 +48,38 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from ..model.schema import CANONICAL_SCHEMA
+from ..model.schema import CANONICAL_SCHEMA, COMPLETION_SCHEMA, COMPLETIONS_DIR
+from ..files import fsync_dir
 
 log = logging.getLogger("distillguard.event_log")
 
+# The shadow model's verdict columns (null without a shadow), in row order.
+SHADOW_COLUMNS = ("shadow_model_version", "shadow_p_human", "shadow_p_benign_automation",
+                  "shadow_p_distillation_harvesting", "shadow_label", "shadow_action", "shadow_reasons")
+
 # The canonical event columns (minus the loader's internal `_row`), so the directory reads
-# back as events, then the verdict.
+# back as events, then the champion's verdict, then the shadow's.
 LOG_SCHEMA = pa.schema([f for f in CANONICAL_SCHEMA if f.name != "_row"] + [
     pa.field("p_human", pa.float64()),
     pa.field("p_benign_automation", pa.float64()),
     pa.field("p_distillation_harvesting", pa.float64()),
     pa.field("label", pa.string()),
     pa.field("action", pa.string()),
+    pa.field("reasons", pa.string()),
     pa.field("model_version", pa.string()),
     pa.field("events_in_session", pa.int64()),
+    pa.field("shadow_model_version", pa.string()),
+    pa.field("shadow_p_human", pa.float64()),
+    pa.field("shadow_p_benign_automation", pa.float64()),
+    pa.field("shadow_p_distillation_harvesting", pa.float64()),
+    pa.field("shadow_label", pa.string()),
+    pa.field("shadow_action", pa.string()),
+    pa.field("shadow_reasons", pa.string()),
     pa.field("logged_at", pa.float64()),
 ])
 LOG_COLUMNS = tuple(LOG_SCHEMA.names)
+COMPLETION_COLUMNS = tuple(COMPLETION_SCHEMA.names)
+_NO_SHADOW = (None,) * len(SHADOW_COLUMNS)
 
 
 @dataclass(frozen=True)
@@ -70,46 +98,82 @@ class EventLogConfig:
             raise ValueError(f"event log max_seconds must be > 0, got {self.max_seconds}")
 
 
+def _codes(reasons) -> str:
+    return ";".join(code for code, _ in reasons)
+
+
 def _row(req, v, now: float) -> tuple:
     """One log row from a ScoreInput and its Verdict (template hash only, never the prompt)."""
     th = req.template_hash
     if not th and req.prompt:
         from ..model import templates
         th = templates.template_hash(req.prompt)
+    s = v.shadow_verdict
+    shadow = _NO_SHADOW if s is None else (s.model_version, s.probs[0], s.probs[1], s.probs[2], s.label,
+                                           s.action, _codes(s.reasons))
     return (req.account_id, float(req.ts), int(req.prompt_tokens), 0, v.session_id or None, th or None,
             req.elicits_reasoning, req.max_tokens if req.max_tokens > 0 else None, req.model or None, None,
             req.client_fingerprint or None, req.ip_prefix or None,
             req.account_created_at if req.account_created_at > 0 else None, req.event_id or None,
-            v.probs[0], v.probs[1], v.probs[2], v.label, v.action, v.model_version,
-            int(v.events_in_session), now)
+            v.probs[0], v.probs[1], v.probs[2], v.label, v.action, _codes(v.reasons), v.model_version,
+            int(v.events_in_session), *shadow, now)
+
+
+class _Stream:
+    """One kind of row (events or completions): its buffer, directory, schema and counts."""
+
+    def __init__(self, directory: Path, schema: pa.Schema):
+        self.directory, self.schema = directory, schema
+        self.buf: collections.deque = collections.deque()   # (monotonic time appended, row tuple)
+        self.seq = 0
+        self.rows_written = self.parts_written = self.rows_dropped = 0
 
 
 class EventLog:
-    """Buffered, rotating Parquet writer; `append` is called by one thread at a time."""
+    """Buffered, rotating Parquet writer; `append`/`append_completion` are called by one
+    thread at a time (the scorer's writer)."""
 
     def __init__(self, config: EventLogConfig):
         self.config = config
         config.directory.mkdir(parents=True, exist_ok=True)
+        # exist_ok: `serve --workers` processes share the directory.
+        (config.directory / COMPLETIONS_DIR).mkdir(exist_ok=True)
+        fsync_dir(config.directory)   # the subdirectory's entry survives a crash too
         self.tag = f"{config.worker if config.worker is not None else 0}.{os.getpid()}"
-        self._buf: collections.deque = collections.deque()
-        self._seq = 0
-        self.rows_written = 0
-        self.parts_written = 0
-        self.rows_dropped = 0
+        self._events = _Stream(config.directory, LOG_SCHEMA)
+        self._completions = _Stream(config.directory / COMPLETIONS_DIR, COMPLETION_SCHEMA)
         self._wake = threading.Event()
         self._stopping = False
         self._closed = False
         self._thread = threading.Thread(target=self._run, name="event-log", daemon=True)
         self._thread.start()
 
+    # Counts of the event rows (the names `serve` reports) and of the completion rows.
+    rows_written = property(lambda self: self._events.rows_written)
+    parts_written = property(lambda self: self._events.parts_written)
+    rows_dropped = property(lambda self: self._events.rows_dropped)
+    completions_written = property(lambda self: self._completions.rows_written)
+    completion_parts_written = property(lambda self: self._completions.parts_written)
+    completions_dropped = property(lambda self: self._completions.rows_dropped)
+
     # ------------------------------------------------------------------ hot path
     def append(self, reqs, verdicts) -> None:
         now = time.time()
-        buf = self._buf
+        t = time.monotonic()
+        buf = self._events.buf
         for r, v in zip(reqs, verdicts):
             if v is None or v.duplicate:
                 continue
-            buf.append((time.monotonic(), _row(r, v, now)))
+            buf.append((t, _row(r, v, now)))
+        if len(buf) >= self.config.max_rows:
+            self._wake.set()
+
+    def append_completion(self, account_id: str, session_id: str, event_id: str, completion_tokens: int,
+                          status: int) -> None:
+        """An applied Complete; `session_id` is the session name the scorer resolved."""
+        buf = self._completions.buf
+        buf.append((time.monotonic(), (account_id, session_id or None, event_id, int(completion_tokens),
+                                       int(status) if status > 0 else None, time.time())))
         if len(buf) >= self.config.max_rows:
             self._wake.set()
 
@@ -121,45 +185,43 @@ class EventLog:
             self._wake.wait(tick)
             self._wake.clear()
             stopping = self._stopping
-            buf = self._buf
-            while len(buf) >= cfg.max_rows or (buf and (stopping or time.monotonic() - buf[0][0] >= cfg.max_seconds)):
-                rows = [buf.popleft()[1] for _ in range(min(len(buf), cfg.max_rows))]
-                self._write_part(rows)
+            for stream in (self._events, self._completions):
+                buf = stream.buf
+                while len(buf) >= cfg.max_rows or (
+                        buf and (stopping or time.monotonic() - buf[0][0] >= cfg.max_seconds)):
+                    rows = [buf.popleft()[1] for _ in range(min(len(buf), cfg.max_rows))]
+                    self._write_part(stream, rows)
             if stopping:
                 return
 
-    def _write_part(self, rows: list[tuple]) -> None:
-        d = self.config.directory
-        seq = self._seq
-        self._seq += 1
+    def _write_part(self, stream: _Stream, rows: list[tuple]) -> None:
+        d = stream.directory
+        seq = stream.seq
+        stream.seq += 1
         tmp = d / f".part-{self.tag}-{seq:06d}.parquet.tmp"
         stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
         final = d / f"part-{self.tag}-{seq:06d}-{stamp}.parquet"
         try:
             cols = list(zip(*rows))
-            table = pa.Table.from_arrays([pa.array(c, type=f.type) for c, f in zip(cols, LOG_SCHEMA)],
-                                         schema=LOG_SCHEMA)
+            table = pa.Table.from_arrays([pa.array(c, type=f.type) for c, f in zip(cols, stream.schema)],
+                                         schema=stream.schema)
             with open(tmp, "wb") as fh:
                 pq.write_table(table, fh, compression=self.config.compression)
                 fh.flush()
                 os.fsync(fh.fileno())
             os.replace(tmp, final)
-            fd = os.open(d, os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
+            fsync_dir(d)
         except Exception:
             # Never take serving down with the log: count the rows lost and go on.
-            self.rows_dropped += len(rows)
-            log.exception("event log: writing %s failed, %d rows dropped", final.name, len(rows))
+            stream.rows_dropped += len(rows)
+            log.exception("event log: writing %s failed, %d rows dropped", final, len(rows))
             try:
                 tmp.unlink(missing_ok=True)
             except OSError:
                 pass
             return
-        self.rows_written += len(rows)
-        self.parts_written += 1
+        stream.rows_written += len(rows)
+        stream.parts_written += 1
 
     def flush(self, timeout: float = 30.0) -> None:
         """Close: write every buffered row, stop the thread (appends after this are lost)."""

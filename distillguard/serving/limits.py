@@ -20,6 +20,8 @@ What each limit protects (defaults in `RequestLimits`):
   backfilling history is legitimate). The upper bound matters: session expiry follows the
   newest event time seen (the store's watermark), so one request stamped a year ahead
   would otherwise expire every live session. `account_created_at` <= now + `max_ts_ahead_s`.
+* ReportFeedback: `account_id`, `session_id`, `incident_id`, `reported_by` <= 256 bytes,
+  `reason` <= 1024 bytes (it is written to the labels store).
 * ScoreBatch: at most `max_batch` (1024) requests.
 * whole message <= `max_message_bytes` (4 MiB, gRPC's own default made explicit): enforced
   by gRPC (`grpc.max_receive_message_length`), which answers `RESOURCE_EXHAUSTED` before any
@@ -118,6 +120,12 @@ class RequestLimits:
     def check_session_ref(self, account_id: str, session_id: str) -> None:
         _check_len("account_id", account_id, self.max_id_bytes)
         _check_len("session_id", session_id, self.max_id_bytes)
+
+    def check_feedback(self, r) -> None:
+        """ReportFeedback: ids (and reported_by) <= the id bound, the reason <= the string bound."""
+        for name in ("account_id", "session_id", "incident_id", "reported_by"):
+            _check_len(name, getattr(r, name), self.max_id_bytes)
+        _check_len("reason", r.reason, self.max_string_bytes)
 
     def check_batch_size(self, n: int) -> None:
         if n > self.max_batch:

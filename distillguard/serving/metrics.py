@@ -24,6 +24,16 @@ class ScorerMetrics:
                                     buckets=(1, 2, 4, 8, 16, 32, 64, 128), registry=r)
         self.model = Info("distillguard_model", "Served model bundle", registry=r)
         self.reloads = Counter("distillguard_reloads", "Model reloads", ["result"], registry=r)
+        # Shadow model (serve --shadow-model, Scorer.set_shadow): its verdicts beside the served
+        # model's, agree = both flag (action != ALLOW) or neither does; batches it failed on.
+        self.shadow_model = Info("distillguard_shadow_model", "Shadow model bundle (empty: none)", registry=r)
+        self.shadow_verdicts = Counter("distillguard_shadow_verdicts", "Scored events with a shadow verdict, by "
+                                       "whether it agrees with the served model on flagging (action != ALLOW)",
+                                       ["agree"], registry=r)
+        for agree in ("true", "false"):
+            self.shadow_verdicts.labels(agree=agree)
+        self.shadow_errors = Counter("distillguard_shadow_errors", "Score batches the shadow model failed on "
+                                     "(the served model's verdicts stand)", registry=r)
         # INVALID_ARGUMENT by the field named (ScoreBatch's `requests[i].` dropped: bounded
         # cardinality); limits in serving/limits.py. Calls shed by the concurrency cap are
         # requests{code="RESOURCE_EXHAUSTED"} (limits.ShedCounter).
@@ -35,6 +45,9 @@ class ScorerMetrics:
                                      "bearer token", ["reason"], registry=r)
         for reason in ("missing", "invalid"):
             self.auth_failures.labels(reason=reason)
+        # ReportFeedback calls filed in the labels store, by the correct label reported.
+        self.feedback = Counter("distillguard_feedback", "Wrong verdicts reported (ReportFeedback) and filed in "
+                                "the labels store, by correct label", ["label"], registry=r)
         # Shared session store (serving/redis_store.py) only: its calls as this process saw them.
         self.store_calls = Gauge("distillguard_store_calls", "Session-store round trips since start, by kind "
                                  "(fetch: MGET of sessions missing locally; commit: the version-checked write)",

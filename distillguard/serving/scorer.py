@@ -11,6 +11,10 @@ The store (`state.SessionStore`) is worked in rounds: `prepare` the round's sess
 compute on the local slab, `commit`. A store shared between processes (Redis) may report
 sessions that another process changed meanwhile; their requests are redone on the fresh
 state, so every answer comes from the state every process agrees on.
+
+A shadow bundle (`set_shadow`, `serve --shadow-model`) scores the same feature rows with
+its own window and policy in the same batch; its verdict rides on `Verdict.shadow_verdict`
+to the event log and the metrics, never into the answer, and its failures only count.
 """
 from __future__ import annotations
 
@@ -18,6 +22,7 @@ import json
 import logging
 import queue
 import threading
+import time
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from ..model import features, templates
+from ..model.schema import LABELS
 from ..model.windows import gather
 from . import policy
 from .bundle import Bundle, load_bundle
@@ -94,6 +100,16 @@ class CompleteInput:
 
 
 @dataclass
+class ShadowVerdict:
+    """The shadow model's verdict on a scored event: logged and counted, never answered."""
+    probs: tuple[float, float, float]   # in schema.LABELS order, whatever the shadow bundle's order
+    label: str
+    action: str
+    reasons: list[tuple[str, str]]
+    model_version: str
+
+
+@dataclass
 class Verdict:
     probs: tuple[float, float, float]
     label: str
@@ -104,6 +120,9 @@ class Verdict:
     session_id: str
     shadow: bool = False
     duplicate: bool = False
+    # With a shadow model loaded (Scorer.set_shadow): its verdict on the same event; None
+    # without one, for retries, and when the shadow failed on this batch.
+    shadow_verdict: ShadowVerdict | None = None
 
 
 @dataclass
@@ -112,6 +131,15 @@ class SessionSnapshot:
     events_in_session: int
     latest: Verdict | None
     events: list[dict] = field(default_factory=list)
+
+
+def _last_window_probs(bundle: Bundle, rows: np.ndarray, ends: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    """Feature rows of several sessions back to back (session i ends at row ends[i]-1,
+    lengths[i] rows) -> (n_sessions, n_classes): the bundle's probabilities at each
+    session's last row, over the window of its last `bundle.window` rows."""
+    win_len = np.minimum(lengths, bundle.window)
+    x = gather(rows, ends - win_len, win_len)
+    return bundle.predict(x)[np.arange(len(lengths)), win_len - 1]
 
 
 def raw_fields(req: ScoreInput) -> dict:
@@ -139,7 +167,7 @@ class Scorer:
 
     def __init__(self, model: str | Path | Bundle, store: SessionStore | None = None, *,
                  shadow: bool = False, max_batch: int = 64, metrics=None, max_sessions: int = 1_000_000,
-                 state: str | None = None):
+                 state: str | None = None, shadow_model: str | Path | Bundle | None = None):
         self.bundle = model if isinstance(model, Bundle) else load_bundle(model, threads=1)
         # The ring holds W-1 earlier events: with the new request, one full window.
         # state: None/"memory" (in process) or redis://HOST:PORT/DB (state.open_store).
@@ -151,8 +179,15 @@ class Scorer:
         self.metrics = metrics
         self._q: queue.SimpleQueue = queue.SimpleQueue()
         self._writer = threading.Lock()
-        # serving.event_log.EventLog (serve --event-log): the writer hands it each batch's verdicts.
+        # serving.event_log.EventLog (serve --event-log): the writer hands it each batch's
+        # verdicts and each applied completion.
         self.event_log = None
+        # A second bundle scoring every request beside the served one (set_shadow).
+        self.shadow_bundle: Bundle | None = None
+        self.shadow_errors = 0
+        self._shadow_error_logged = -np.inf
+        if shadow_model is not None:
+            self.set_shadow(shadow_model)
 
     # ------------------------------------------------------------------ public API
     def score(self, req: ScoreInput, timeout: float | None = None) -> Verdict:
@@ -177,6 +212,34 @@ class Scorer:
             raise ValueError(f"bundle window {new.window} exceeds the session ring ({self.store.ring_size + 1}); "
                              f"restart the server to serve it")
         self.bundle = new   # one reference swap: the batcher picks it up at its next batch
+        return new
+
+    def set_shadow(self, path: str | Path | Bundle | None) -> Bundle | None:
+        """Load a shadow bundle (None: remove the shadow). From the next batch on, every
+        scored request is also scored by it on the same feature rows, with its own window
+        and policy; its verdict goes to the event log and the metrics, never to the caller.
+        Raises BundleError (unreadable bundle, another feature spec) or ValueError (a
+        window the session ring cannot hold), keeping the old shadow."""
+        if path is None:
+            old, self.shadow_bundle = self.shadow_bundle, None
+            if old is not None:
+                log.info(json.dumps({"event": "shadow_removed", "shadow_model": old.version}))
+            if self.metrics is not None:
+                self.metrics.shadow_model.info({"version": "", "path": ""})
+            return None
+        new = path if isinstance(path, Bundle) else load_bundle(path, threads=1)
+        if new.metadata["feature_spec_hash"] != self.bundle.metadata["feature_spec_hash"]:
+            raise ValueError(f"shadow bundle {new.path}: feature spec {new.metadata['feature_spec_hash']} differs "
+                             f"from the served model's {self.bundle.metadata['feature_spec_hash']}")
+        if new.window - 1 > self.store.ring_size:
+            raise ValueError(f"shadow bundle {new.path}: window {new.window} exceeds the session ring "
+                             f"({self.store.ring_size + 1} events, from the served model's window)")
+        if set(new.labels) != set(LABELS):
+            raise ValueError(f"shadow bundle {new.path}: labels {list(new.labels)} are not {list(LABELS)}")
+        self.shadow_bundle = new   # one reference swap, as reload
+        log.info(json.dumps({"event": "shadow_loaded", "shadow_model": new.version, "path": str(new.path)}))
+        if self.metrics is not None:
+            self.metrics.shadow_model.info({"version": new.version, "path": str(new.path)})
         return new
 
     def close(self) -> None:
@@ -211,7 +274,7 @@ class Scorer:
                 return
 
     def _handle(self, items) -> None:
-        bundle = self.bundle
+        bundle, shadow = self.bundle, self.shadow_bundle
         # Consecutive Score items are scored together; any other item is a barrier so
         # each session sees its calls in arrival order.
         run: list = []
@@ -219,23 +282,23 @@ class Scorer:
             if item[0] == "score":
                 run.append(item)
                 continue
-            self._flush_scores(bundle, run)
+            self._flush_scores(bundle, run, shadow)
             run = []
             kind, payload, fut = item
             try:
                 fut.set_result({"complete": self._complete, "get": self._get, "end": self._end}[kind](bundle, payload))
             except Exception as e:  # never let one bad call kill the batcher
                 fut.set_exception(e)
-        self._flush_scores(bundle, run)
+        self._flush_scores(bundle, run, shadow)
 
-    def _flush_scores(self, bundle: Bundle, run) -> None:
+    def _flush_scores(self, bundle: Bundle, run, shadow: Bundle | None = None) -> None:
         if not run:
             return
         reqs = [(r, fut) for _, rs, fut in run for r in rs]
         if self.metrics is not None:
             self.metrics.batch_size.observe(len(reqs))
         try:
-            verdicts = self._score_requests(bundle, [r for r, _ in reqs])
+            verdicts = self._score_requests(bundle, [r for r, _ in reqs], shadow)
         except Exception as e:
             log.exception("scoring failed")
             for _, _, fut in run:
@@ -252,7 +315,7 @@ class Scorer:
             i += len(rs)
 
     # ------------------------------------------------------------------ scoring
-    def _score_requests(self, bundle: Bundle, reqs: list[ScoreInput]) -> list[Verdict]:
+    def _score_requests(self, bundle: Bundle, reqs: list[ScoreInput], shadow: Bundle | None = None) -> list[Verdict]:
         out: list[Verdict | None] = [None] * len(reqs)
         pending = list(range(len(reqs)))
         redos = 0
@@ -263,7 +326,7 @@ class Scorer:
                 key = (reqs[i].account_id, reqs[i].session_id)
                 (later if key in seen else this_round).append(i)
                 seen.add(key)
-            redo = self._score_round(bundle, reqs, this_round, out)
+            redo = self._score_round(bundle, reqs, this_round, out, shadow)
             if redo:
                 # Another process changed these sessions meanwhile: score them again on the
                 # state the store sent back, ahead of their sessions' later requests.
@@ -273,12 +336,12 @@ class Scorer:
             pending = sorted(redo + later)
         return out  # type: ignore[return-value]
 
-    def _score_round(self, bundle: Bundle, reqs, idx: list[int], out) -> list[int]:
+    def _score_round(self, bundle: Bundle, reqs, idx: list[int], out, shadow: Bundle | None = None) -> list[int]:
         """Score one request of each of several sessions; returns the requests to redo."""
         st = self.store
         st.prepare([(reqs[i].account_id, reqs[i].session_id) for i in idx])
         try:
-            self._score_prepared(bundle, reqs, idx, out)
+            self._score_prepared(bundle, reqs, idx, out, shadow)
         except BaseException:
             st.rollback()
             raise
@@ -290,7 +353,7 @@ class Scorer:
             out[i] = None
         return redo
 
-    def _score_prepared(self, bundle: Bundle, reqs, idx: list[int], out) -> None:
+    def _score_prepared(self, bundle: Bundle, reqs, idx: list[int], out, shadow: Bundle | None = None) -> None:
         st = self.store
         slots, evs, keys, metas = [], [], [], []
         for i in idx:
@@ -309,7 +372,7 @@ class Scorer:
         if not slots:
             return
         slots_a = np.asarray(slots, dtype=np.int64)
-        probs, rows = self._window_scores(bundle, slots_a, evs)
+        probs, rows, shadow_verdicts = self._window_scores(bundle, slots_a, evs, shadow)
         labels, acts, reasons = policy.decide(probs, rows, bundle.labels, bundle.policy)
         st.append(slots_a, evs, [ek for _, ek in keys])
         j = 0
@@ -328,21 +391,42 @@ class Scorer:
             out[i] = Verdict(probs=tuple(float(p) for p in probs[j]), label=labels[j], action=acts[j],
                              reasons=reasons[j],
                              events_in_session=st.events_seen(meta.slot), model_version=bundle.version,
-                             session_id=meta.name, shadow=self.shadow or bundle.policy.shadow)
+                             session_id=meta.name, shadow=self.shadow or bundle.policy.shadow,
+                             shadow_verdict=shadow_verdicts[j] if shadow_verdicts is not None else None)
             j += 1
 
-    def _window_scores(self, bundle: Bundle, slots: np.ndarray, new: list[dict] | None):
+    def _window_scores(self, bundle: Bundle, slots: np.ndarray, new: list[dict] | None,
+                       shadow: Bundle | None = None):
         """Rows of each session's held events (+ its new request) -> probabilities at the
-        last row of each session's window of the last W rows, and that row."""
+        last row of each session's window of the last W rows, that row, and the shadow's
+        verdicts on the same rows (None without a shadow or when it failed)."""
         st = self.store
         raw, seg, lengths = st.ring_events(slots, new)
         rows = features.compute(st.agg.take(slots), seg, raw)
-        W = bundle.window
-        starts = np.concatenate([[0], np.cumsum(lengths)])
-        win_len = np.minimum(lengths, W)
-        x = gather(rows, starts[1:] - win_len, win_len)
-        p = bundle.predict(x)[np.arange(len(slots)), win_len - 1]
-        return p, rows[starts[1:] - 1]
+        ends = np.cumsum(lengths)
+        last = rows[ends - 1]
+        p = _last_window_probs(bundle, rows, ends, lengths)
+        return p, last, (None if shadow is None else self._shadow_verdicts(shadow, rows, ends, lengths, last))
+
+    def _shadow_verdicts(self, shadow: Bundle, rows, ends, lengths, last) -> list[ShadowVerdict] | None:
+        """The shadow's verdicts (its own window and policy); a failure is logged and
+        counted, never passed on: the champion's answer does not depend on the shadow."""
+        try:
+            p = _last_window_probs(shadow, rows, ends, lengths)
+            labels, acts, reasons = policy.decide(p, last, shadow.labels, shadow.policy)
+            p = p[:, [shadow.labels.index(c) for c in LABELS]]
+            return [ShadowVerdict(probs=tuple(float(x) for x in p[j]), label=labels[j], action=acts[j],
+                                  reasons=reasons[j], model_version=shadow.version) for j in range(len(p))]
+        except Exception:
+            self.shadow_errors += 1
+            if self.metrics is not None:
+                self.metrics.shadow_errors.inc()
+            now = time.monotonic()
+            if now - self._shadow_error_logged >= 60.0:   # at most one traceback a minute
+                self._shadow_error_logged = now
+                log.exception("shadow model %s failed (%d failed batches so far); the served model's verdicts "
+                              "stand", shadow.version, self.shadow_errors)
+            return None
 
     def _verdict_at(self, bundle: Bundle, meta, pos: int, duplicate: bool = False) -> Verdict:
         """Recompute the score at held event `pos` (a retry, or GetSession's latest)."""
@@ -374,17 +458,27 @@ class Scorer:
         raise RuntimeError(f"session state kept changing under this scorer ({_MAX_REDOS + 1} rounds)")
 
     def _complete(self, bundle, req: CompleteInput) -> bool:
-        return self._in_round((req.account_id, req.session_id), lambda: self._complete_prepared(req))
+        name = self._in_round((req.account_id, req.session_id), lambda: self._complete_prepared(req))
+        if name is None:
+            return False
+        if self.event_log is not None:   # after the commit: only completions the state kept
+            try:
+                self.event_log.append_completion(req.account_id, name, req.event_id, req.completion_tokens,
+                                                 req.status)
+            except Exception:
+                log.exception("event log append (completion) failed")
+        return True
 
-    def _complete_prepared(self, req: CompleteInput) -> bool:
+    def _complete_prepared(self, req: CompleteInput) -> str | None:
+        """Apply a completion to its held event; the session's resolved name, None if not applied."""
         st = self.store
         meta = st.get((req.account_id, req.session_id))
         if meta is None:
-            return False
+            return None
         pos = st.find_event(meta.slot, event_key(req.event_id))
         if pos < 0:
-            return False
-        return st.complete_event(meta.slot, pos, req.completion_tokens, req.status)
+            return None
+        return meta.name if st.complete_event(meta.slot, pos, req.completion_tokens, req.status) else None
 
     def _get(self, bundle, key) -> SessionSnapshot | None:
         return self._in_round(key, lambda: self._get_prepared(bundle, key))

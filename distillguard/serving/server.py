@@ -10,6 +10,8 @@ tokens checked by `security.TokenAuthInterceptor` (health stays open for probes)
 the CLI always passes a TransportConfig, so plaintext there needs `--insecure`.
 `reflection_enabled=False` leaves reflection out; `admin_enabled=False` makes the admin RPC
 `Reload` answer PERMISSION_DENIED (SIGHUP still reloads: that needs access to the host).
+`ReportFeedback` (a wrong verdict -> the labels store, `training.feedback`) is not an admin
+RPC: the gateway and support tools call it with the same credentials as Score.
 """
 from __future__ import annotations
 
@@ -27,10 +29,13 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from ..model.schema import LABELS
+from ..training.feedback import FeedbackError, append_feedback
 from .bundle import BundleError
 from .event_log import EventLog, EventLogConfig
 from .limits import RequestLimits, ShedCounter, metric_field
 from .metrics import ScorerMetrics
+from .registry import Registry, RegistryWatcher, is_registry
 from .scorer import CompleteInput, InvalidRequest, Scorer, ScoreInput, Verdict
 from .security import TokenAuthInterceptor, TransportConfig, check_bind, server_credentials
 from .snapshot import restore_scorer, save_scorer
@@ -59,6 +64,14 @@ def _response(v: Verdict) -> "pb.ScoreResponse":
         session_id=v.session_id, duplicate=v.duplicate)
 
 
+class RpcRefusal(Exception):
+    """Raised inside a handler to answer `status` with `details`, counted under that code."""
+
+    def __init__(self, status: grpc.StatusCode, details: str):
+        super().__init__(details)
+        self.status, self.details = status, details
+
+
 def _remaining(context, cap: float = 30.0) -> float:
     """Time left of the caller's deadline (a call without one reports ~infinity)."""
     t = context.time_remaining()
@@ -66,6 +79,10 @@ def _remaining(context, cap: float = 30.0) -> float:
 
 
 class ScorerServicer(pb_grpc.ScorerServicer):
+    labels_store: Path | None = None    # where ReportFeedback files labels (None: refused)
+    # serve --model REG: a Reload without a path re-resolves the registry's `current`.
+    registry_watcher: "RegistryWatcher | None" = None
+
     def __init__(self, scorer: Scorer | None, metrics: ScorerMetrics, admin_enabled: bool = True,
                  limits: RequestLimits | None = None):
         self.scorer, self.m, self.admin_enabled = scorer, metrics, admin_enabled
@@ -112,6 +129,9 @@ class ScorerServicer(pb_grpc.ScorerServicer):
             code = "INVALID_ARGUMENT"
             self.m.rejected.labels(method=method, field=metric_field(e.field)).inc()
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(e))
+        except RpcRefusal as e:
+            code = e.status.name
+            context.abort(e.status, e.details)
         except futures.TimeoutError:
             code = "DEADLINE_EXCEEDED"
             context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, f"{method}: deadline passed before the scorer answered")
@@ -132,6 +152,10 @@ class ScorerServicer(pb_grpc.ScorerServicer):
             self.m.actions.labels(action=v.action).inc()
             if v.duplicate:
                 self.m.duplicates.inc()
+            sv = v.shadow_verdict
+            if sv is not None:
+                agree = (sv.action == "ALLOW") == (v.action == "ALLOW")
+                self.m.shadow_verdicts.labels(agree="true" if agree else "false").inc()
         self.m.observe_store(self.scorer.store)
 
     def Score(self, request, context):
@@ -209,11 +233,54 @@ class ScorerServicer(pb_grpc.ScorerServicer):
 
         def run():
             try:
-                b = reload_model(self.scorer, self.m, request.path or None)
+                if not request.path and self.registry_watcher is not None:
+                    b = self.registry_watcher.reload_current()
+                else:
+                    b = reload_model(self.scorer, self.m, request.path or None)
             except (BundleError, ValueError, OSError) as e:
                 context.abort(grpc.StatusCode.FAILED_PRECONDITION, f"reload refused, old model keeps serving: {e}")
             return pb.ReloadResponse(model_version=b.version, feature_spec_hash=b.metadata["feature_spec_hash"])
         return self._call("Reload", context, run)
+
+
+    def ReportFeedback(self, request, context):
+        def run():
+            if not request.account_id:
+                raise InvalidRequest("account_id", "required, non-empty")
+            self.limits.check_feedback(request)
+            if request.correct_label not in LABELS:
+                raise InvalidRequest("correct_label", f"expected one of {', '.join(LABELS)}")
+            if not request.reason.strip():
+                raise InvalidRequest("reason", "required, non-empty: say why the verdict was wrong")
+            if self.labels_store is None:
+                raise RpcRefusal(grpc.StatusCode.FAILED_PRECONDITION,
+                                 "this scorer has no labels store: start it with --labels-store DIR, or file "
+                                 "the report offline with `distillguard feedback --labels-store DIR`")
+            # A read through the scorer's writer queue; the file is written here, in this
+            # handler thread, so a slow disk never holds up scoring.
+            snap = self.scorer.get_session(request.account_id, request.session_id, timeout=_remaining(context))
+            if snap is None and not request.session_id:
+                raise RpcRefusal(grpc.StatusCode.NOT_FOUND,
+                                 "the account has no live implicit session on this scorer: give session_id "
+                                 "(ScoreResponse.session_id) to label a session it no longer holds")
+            session_id = snap.session_id if snap is not None else request.session_id
+            version = snap.latest.model_version if snap is not None and snap.latest is not None else None
+            try:
+                row = append_feedback(self.labels_store, account_id=request.account_id, session_id=session_id,
+                                      label=request.correct_label, reason=request.reason,
+                                      reported_by=request.reported_by, incident_id=request.incident_id or None,
+                                      model_version=version)
+            except FeedbackError as e:
+                raise InvalidRequest(e.field, e.message) from None
+            except OSError as e:
+                log.error(json.dumps({"event": "feedback_write_failed", "error": str(e)}))
+                raise RpcRefusal(grpc.StatusCode.INTERNAL, f"labels store not written: {e.strerror or e}") from None
+            self.m.feedback.labels(label=row["label"]).inc()
+            log.info(json.dumps({"event": "feedback", "session_id": row["session_id"],
+                                 "incident_id": row["incident_id"], "label": row["label"]}))
+            return pb.FeedbackResponse(session_id=row["session_id"], incident_id=row["incident_id"],
+                                       model_version=row["model_version"] or "", labelled_at=row["labelled_at"])
+        return self._call("ReportFeedback", context, run)
 
 
 def reload_model(scorer: Scorer, metrics: ScorerMetrics, path=None):
@@ -266,6 +333,7 @@ class ScorerServer:
     servicer: "ScorerServicer | None" = None
     extra_ports: list = []              # ports bound for `extra_addresses` (a worker's own port)
     event_log: "EventLog | None" = None  # scored-event log (serving.event_log), flushed on stop
+    registry_watcher: "RegistryWatcher | None" = None   # serve --model REG: polls current/shadow
 
     def __init__(self, server: grpc.Server, port: int, scorer: Scorer, health_servicer, metrics: ScorerMetrics):
         self.server, self.port, self.scorer, self.health, self.metrics = server, port, scorer, health_servicer, metrics
@@ -279,6 +347,8 @@ class ScorerServer:
         """Drain: NOT_SERVING first so balancers move away; calls already in a handler
         finish (within `grace`) while new ones are refused with UNAVAILABLE; then the
         listener closes, the session snapshot (if any) is written."""
+        if self.registry_watcher is not None:   # no model switch while draining
+            self.registry_watcher.stop()
         self.set_serving(False)
         deadline = time.monotonic() + grace
         left = grace
@@ -295,15 +365,21 @@ class ScorerServer:
         if self.event_log is not None:       # no call is running now: every scored event is buffered
             self.event_log.close()
             log.info(json.dumps({"event": "event_log_flushed", "rows": self.event_log.rows_written,
-                                 "parts": self.event_log.parts_written, "dropped": self.event_log.rows_dropped}))
+                                 "parts": self.event_log.parts_written, "dropped": self.event_log.rows_dropped,
+                                 "completions": self.event_log.completions_written,
+                                 "completions_dropped": self.event_log.completions_dropped}))
         if self.snapshot_path is not None:   # no call is running now: the state is final
             save_scorer(self.scorer, self.snapshot_path)
         self.scorer.close()
 
     def reload(self, path=None) -> None:
-        """SIGHUP's path: a refused bundle is logged and the old model keeps serving."""
+        """SIGHUP's path: a refused bundle is logged and the old model keeps serving.
+        Serving a registry, it re-resolves `current` rather than reusing the old path."""
         try:
-            reload_model(self.scorer, self.metrics, path)
+            if path is None and self.registry_watcher is not None:
+                self.registry_watcher.reload_current()
+            else:
+                reload_model(self.scorer, self.metrics, path)
         except (BundleError, ValueError, OSError):
             pass
 
@@ -314,7 +390,10 @@ def create_server(address: str, model: str | Path, *, shadow: bool = False, max_
                   admin_enabled: bool = True, limits: RequestLimits | None = None,
                   snapshot_path: str | Path | None = None, state: str | None = None,
                   reuse_port: bool = False, extra_addresses: tuple = (),
-                  event_log: EventLogConfig | None = None) -> tuple[ScorerServer, int]:
+                  event_log: EventLogConfig | None = None,
+                  labels_store: str | Path | None = None,
+                  shadow_model: str | Path | None = None,
+                  registry_poll_s: float = 2.0) -> tuple[ScorerServer, int]:
     """Build, bind and start the scorer server. Returns (ScorerServer, bound port).
 
     transport=None: plaintext, loopback addresses only (library and tests); anything else
@@ -329,7 +408,25 @@ def create_server(address: str, model: str | Path, *, shadow: bool = False, max_
     extra_addresses: more addresses to listen on (a worker's own port); their bound ports
     are in `ScorerServer.extra_ports`.
     event_log: append every scored event to rotating Parquet parts (`serving.event_log`),
-    flushed by `stop` after the drain."""
+    flushed by `stop` after the drain.
+    labels_store: directory where ReportFeedback appends wrong-verdict reports as incident
+    labels (`training.feedback`); None: ReportFeedback answers FAILED_PRECONDITION.
+    shadow_model: a second bundle scoring every request beside `model` (`Scorer.set_shadow`):
+    its verdicts go to the event log and the metrics, never to the caller.
+    `model` may be a model registry (`serving.registry`, a directory with versions/): the
+    server serves its `current` version and its `shadow` one as the shadow model, and a
+    watcher thread polls both pointers every `registry_poll_s` s to switch models through
+    the reload path (`reload_model`, `Scorer.set_shadow`) without a restart."""
+    registry = None
+    if is_registry(model):
+        if shadow_model is not None:
+            raise ValueError(f"--shadow-model with the registry {model}: the registry's shadow pointer chooses the "
+                             f"shadow model (`distillguard promote --registry {model} --shadow --bundle B`)")
+        if not registry_poll_s > 0:
+            raise ValueError(f"--registry-poll-s must be > 0, got {registry_poll_s}")
+        registry = Registry(model)
+        model = registry.current_path()       # RegistryError (a ValueError) when nothing is promoted yet
+        shadow_model = registry.shadow_path()
     if snapshot_path is not None and state and state != "memory":
         raise ValueError("--snapshot is for the in-process session store; Redis keeps the state across restarts")
     metrics = metrics or ScorerMetrics()
@@ -352,6 +449,7 @@ def create_server(address: str, model: str | Path, *, shadow: bool = False, max_
     for name in ("", SERVICE):
         health_servicer.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)   # until the model is loaded
     servicer = ScorerServicer(None, metrics, admin_enabled=admin_enabled, limits=limits)
+    servicer.labels_store = Path(labels_store) if labels_store is not None else None
     pb_grpc.add_ScorerServicer_to_server(servicer, server)   # handlers must exist before start()
     extra_ports = []
     for addr in (address, *extra_addresses):
@@ -378,7 +476,8 @@ def create_server(address: str, model: str | Path, *, shadow: bool = False, max_
         reflection.enable_server_reflection((SERVICE, reflection.SERVICE_NAME, health.SERVICE_NAME), server)
     server.start()
     try:
-        scorer = Scorer(model, shadow=shadow, metrics=metrics, max_sessions=max_sessions, state=state)
+        scorer = Scorer(model, shadow=shadow, metrics=metrics, max_sessions=max_sessions, state=state,
+                        shadow_model=shadow_model)
     except Exception:
         server.stop(0)
         raise
@@ -394,7 +493,16 @@ def create_server(address: str, model: str | Path, *, shadow: bool = False, max_
     srv.servicer = servicer
     srv.extra_ports = extra_ports
     srv.event_log = scorer.event_log
+    if registry is not None:
+        watcher = RegistryWatcher(registry, on_current=lambda p: reload_model(scorer, metrics, p),
+                                  on_shadow=scorer.set_shadow, poll_s=registry_poll_s,
+                                  current=Path(model).name, shadow=shadow_model.name if shadow_model else None)
+        servicer.registry_watcher = srv.registry_watcher = watcher
+        log.info(json.dumps({"event": "registry", "registry": str(registry.root), "current": Path(model).name,
+                             "shadow": watcher.applied["shadow"], "poll_s": registry_poll_s}))
     srv.set_serving(True)
+    if srv.registry_watcher is not None:
+        srv.registry_watcher.start()
     return srv, port
 
 
@@ -404,13 +512,17 @@ def serve(model, port: int, host: str = "127.0.0.1", metrics_port: int | None = 
           admin_enabled: bool = True, limits: RequestLimits | None = None,
           snapshot_path: str | Path | None = None, state: str | None = None,
           worker: int | None = None, own_port: int | None = None,
-          event_log: EventLogConfig | None = None) -> int:
+          event_log: EventLogConfig | None = None, labels_store: str | Path | None = None,
+          shadow_model: str | Path | None = None, registry_poll_s: float = 2.0) -> int:
     """Run until SIGTERM/SIGINT (drain and exit 0); SIGHUP reloads the bundle from its path.
     snapshot_path: session state restored at start and written after the drain.
     state: session store URL (`create_server`).
     worker: this process's index under `serve --workers N` (serving.workers): the port is
     shared with the other workers (SO_REUSEPORT) and `own_port` (0: any free) is its own.
-    event_log: scored-event log config; its parts carry this worker's index and pid."""
+    event_log: scored-event log config; its parts carry this worker's index and pid.
+    labels_store: ReportFeedback's directory (`create_server`); workers may share one.
+    model may be a registry (`create_server`): every process (worker) polls its pointers
+    every `registry_poll_s` s, and SIGHUP re-resolves its `current`."""
     def fmt(p):
         return f"[{host}]:{p}" if ":" in host and not host.startswith("[") else f"{host}:{p}"
 
@@ -421,7 +533,9 @@ def serve(model, port: int, host: str = "127.0.0.1", metrics_port: int | None = 
                                admin_enabled=admin_enabled, limits=limits, snapshot_path=snapshot_path,
                                state=state, reuse_port=worker is not None, extra_addresses=extra,
                                event_log=(dataclasses.replace(event_log, worker=worker)
-                                          if event_log is not None else None))
+                                          if event_log is not None else None),
+                               labels_store=labels_store, shadow_model=shadow_model,
+                               registry_poll_s=registry_poll_s)
     if metrics_port is not None:
         _, mport = srv.metrics.serve(metrics_port, addr=host)
         log.info("metrics on http://%s:%d/metrics", host, mport)

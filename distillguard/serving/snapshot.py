@@ -39,6 +39,7 @@ import numpy as np
 from ..model import features
 from ..model.features import STATE_FIELDS, RawEvents
 from .state import _RAW_DTYPES, _RING_DTYPES, _RING_RAW, MemoryStore
+from ..files import fsync_dir
 
 log = logging.getLogger("distillguard.snapshot")
 FORMAT = "distillguard-session-snapshot/1"
@@ -75,19 +76,6 @@ def _ring_index(lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     idx = np.repeat(np.arange(len(lengths)), lengths)
     pos = np.arange(int(lengths.sum())) - np.repeat(np.cumsum(lengths) - lengths, lengths)
     return idx, pos
-
-
-def _fsync_dir(d: Path) -> None:
-    try:
-        fd = os.open(d, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 # ---------------------------------------------------------------------------- save / load
@@ -141,7 +129,7 @@ def save(store: MemoryStore, path: str | Path, *, feature_spec_hash: str, model_
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    _fsync_dir(path.parent)
+    fsync_dir(path.parent, best_effort=True)
     return {"sessions": n, "flagged": meta["flagged"], "events_held": meta["events_held"],
             "bytes": path.stat().st_size, "seconds": time.perf_counter() - t0}
 

@@ -1,8 +1,8 @@
-"""Training data: sessionized features, session labels, account-disjoint split, windows."""
+"""Training data: sessionized features, session labels (training.labels), account-disjoint split, windows."""
 from __future__ import annotations
 
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import lightning as L
 import numpy as np
@@ -14,6 +14,7 @@ from torch.utils.data import DataLoader, Dataset
 from ..model import windows
 from ..model.network import LABELS
 from ..model.sessions import assign_sessions
+from . import labels as labels_mod
 
 SPLITS = ("train", "val", "test")
 
@@ -26,7 +27,15 @@ class Prepared:
     accounts: np.ndarray     # (n_sessions,) str
     families: np.ndarray     # (n_sessions,) str ('' when unknown)
     session_ids: np.ndarray  # (n_sessions,) str
-    n_unlabelled: int
+    n_unlabelled: int        # sessions of the input no label row matched (conflicts not included)
+    # `source` of each labelled session's label rows ('' when not given; "simulated" for
+    # --mix-simulated traffic), aligned with y.
+    sources: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=str))
+    # Sessions left out because two label rows disagree (labels.CONFLICTS_SCHEMA) and label
+    # rows that matched no session (labels.UNMATCHED_SCHEMA): reported, never dropped silently.
+    conflicts: pa.Table = field(default_factory=labels_mod.CONFLICTS_SCHEMA.empty_table)
+    unmatched: pa.Table = field(default_factory=labels_mod.UNMATCHED_SCHEMA.empty_table)
+    n_label_rows: int = 0
 
 
 def split_of(accounts: np.ndarray, seed: int, fractions=(0.7, 0.15)) -> np.ndarray:
@@ -37,28 +46,50 @@ def split_of(accounts: np.ndarray, seed: int, fractions=(0.7, 0.15)) -> np.ndarr
     return part[inv]
 
 
-def prepare(events: pa.Table, labels: pa.Table, gap_s: float) -> Prepared:
-    """Canonical events + label table -> labelled sessions (unlabelled ones dropped)."""
+def prepare(events: pa.Table, labels: pa.Table, gap_s: float, on_conflict: str = "exclude") -> Prepared:
+    """Canonical events + label rows (schema.read_labels) -> labelled sessions.
+
+    Sessions no label row matches are dropped (counted in n_unlabelled); sessions two rows
+    label differently are dropped and listed in `conflicts` (on_conflict="fail" raises
+    SchemaError instead); label rows matching no session are listed in `unmatched`. The
+    rules are training.labels.resolve's."""
     table = assign_sessions(events, gap_s=gap_s)
     sr = windows.featurize(table)
+    first = pa.array(sr.starts[:-1])
     last = pa.array(sr.starts[1:] - 1)
     sess = pc.take(table["session_id"], last).to_numpy(zero_copy_only=False).astype(str)
     acct = pc.take(table["account_id"], last).to_numpy(zero_copy_only=False).astype(str)
-    key_col = "session_id" if "session_id" in labels.column_names else "account_id"
-    keys = labels[key_col].to_numpy(zero_copy_only=False).astype(str)
-    lab = dict(zip(keys, labels["label"].to_pylist()))
-    fam = dict(zip(keys, labels["family"].to_pylist())) if "family" in labels.column_names else {}
-    look = sess if key_col == "session_id" else acct
-    y = np.array([LABELS.index(lab[k]) if k in lab else -1 for k in look], dtype=np.int64)
-    keep = y >= 0
+    ts = table["ts"]
+    res = labels_mod.resolve(sess, acct, pc.take(ts, first).to_numpy(zero_copy_only=False),
+                             pc.take(ts, last).to_numpy(zero_copy_only=False), labels, on_conflict)
+    keep = res.y >= 0
     idx = np.flatnonzero(keep)
+    return Prepared(
+        sr=_select_sessions(sr, idx), y=res.y[keep], accounts=acct[keep], families=res.families[keep],
+        session_ids=sess[keep], n_unlabelled=int((~keep & ~res.conflicting).sum()), sources=res.sources[keep],
+        conflicts=res.conflicts, unmatched=res.unmatched, n_label_rows=res.n_rows)
+
+
+def _select_sessions(sr: windows.SessionRows, idx: np.ndarray) -> windows.SessionRows:
     lengths = sr.lengths[idx]
     rows = np.concatenate([sr.rows[sr.starts[i]:sr.starts[i + 1]] for i in idx]) if len(idx) else sr.rows[:0]
-    starts = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
-    return Prepared(
-        sr=windows.SessionRows(rows=rows, starts=starts), y=y[keep], accounts=acct[keep],
-        families=np.array([fam.get(k) or "" for k in look[keep]], dtype=object).astype(str),
-        session_ids=sess[keep], n_unlabelled=int((~keep).sum()))
+    return windows.SessionRows(rows=rows, starts=np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64))
+
+
+def concat_prepared(a: Prepared, b: Prepared) -> Prepared:
+    """Sessions of `a`, then those of `b` (e.g. logged events, then simulated traffic).
+
+    Features are per session (each session's running state starts empty), so preparing
+    two account-disjoint event sets apart and joining them equals preparing them together."""
+    sr = windows.SessionRows(rows=np.concatenate([a.sr.rows, b.sr.rows]),
+                             starts=np.concatenate([a.sr.starts, a.sr.starts[-1] + b.sr.starts[1:]]))
+    return Prepared(sr=sr, y=np.concatenate([a.y, b.y]), accounts=np.concatenate([a.accounts, b.accounts]),
+                    families=np.concatenate([a.families, b.families]),
+                    session_ids=np.concatenate([a.session_ids, b.session_ids]),
+                    n_unlabelled=a.n_unlabelled + b.n_unlabelled, sources=np.concatenate([a.sources, b.sources]),
+                    conflicts=pa.concat_tables([a.conflicts, b.conflicts]),
+                    unmatched=pa.concat_tables([a.unmatched, b.unmatched]),
+                    n_label_rows=a.n_label_rows + b.n_label_rows)
 
 
 def training_windows(sr: windows.SessionRows, sessions: np.ndarray, window: int,

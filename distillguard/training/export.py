@@ -1,6 +1,7 @@
 """ONNX export and bundle writing."""
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import warnings
@@ -39,8 +40,11 @@ def write_bundle(out: Path, net: SessionTransformer, *, thresholds: dict, metric
                  train_config: dict, data_fingerprint: dict, session_gap_s: float) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     export_onnx(net, out / "model.onnx")
+    # data hash . weights hash: two models trained on the same data (other seed, config or
+    # epochs) get different versions, so a registry, the event log and ScoreResponse tell them apart.
+    weights = hashlib.sha256((out / "model.onnx").read_bytes()).hexdigest()[:8]
     meta = {
-        "version": f"{__version__}+{data_fingerprint.get('sha256', 'nodata')[:8]}",
+        "version": f"{__version__}+{data_fingerprint.get('sha256', 'nodata')[:8]}.{weights}",
         "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "labels": list(LABELS),
         "model_config": net.cfg.to_dict(),

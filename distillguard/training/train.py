@@ -13,6 +13,7 @@ import numpy as np
 from ..model import schema
 from ..model.network import LABELS, NetworkConfig
 from ..model.sessions import DEFAULT_GAP_S
+from .labels import MixConfig
 
 log = logging.getLogger(__name__)
 
@@ -93,6 +94,51 @@ def resolve_trainer_devices(cfg: TrainConfig) -> dict:
                 deterministic=True if accelerator == "cpu" else "warn")
 
 
+def _paths(p) -> list[Path]:
+    """One path or several (train --events A B): always a list."""
+    return [Path(x) for x in p] if isinstance(p, (list, tuple)) else [Path(p)]
+
+
+def _load_events(events_path, on_error: str, rejects_path):
+    """Events of one or several files/directories as one table; with on_error="skip" the
+    bad rows of every path go to one rejects file (published only if all loaded)."""
+    paths = _paths(events_path)
+    if len(paths) == 1:
+        return schema.load_events_or_skip(paths[0], on_error, rejects_path)
+    import pyarrow as pa
+
+    if on_error == "fail":
+        return pa.concat_tables([schema.load_events(p) for p in paths]), None
+    rejects = schema.Rejects(rejects_path)
+    try:
+        tables = [schema.load_events(p, on_error=on_error, rejects=rejects) for p in paths]
+    except BaseException:
+        rejects.abort()
+        raise
+    rejects.close()
+    return pa.concat_tables(tables), rejects
+
+
+def _read_labels(labels_path):
+    paths = _paths(labels_path)
+    if len(paths) == 1:
+        return schema.read_labels(paths[0], provenance=True)
+    import pyarrow as pa
+
+    return pa.concat_tables([schema.read_labels(p, provenance=True) for p in paths], promote_options="permissive")
+
+
+def input_files(path: str | Path) -> list[Path]:
+    """The files a path's data comes from, for its fingerprint: the file itself, or every
+    file under a directory in relative-path order, hidden ones (an event log's part being
+    written) left out; `_`-names stay (an event log's completions feed its events)."""
+    p = Path(path)
+    if not p.is_dir():
+        return [p]
+    return [f for f in sorted(p.rglob("*"), key=lambda f: f.relative_to(p).as_posix())
+            if f.is_file() and not any(part.startswith(".") for part in f.relative_to(p).parts)]
+
+
 def file_sha256(paths) -> str:
     h = hashlib.sha256()
     for p in paths:
@@ -112,10 +158,26 @@ def _quiet_libraries() -> None:
     warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
 
 
-def train(events_path: str | Path, labels_path: str | Path, out: str | Path,
+def label_report_paths(out: str | Path) -> tuple[Path, Path]:
+    """OUT.label-conflicts.csv and OUT.label-unmatched.csv, beside the bundle directory."""
+    out = Path(out)
+    return out.with_name(out.name + ".label-conflicts.csv"), out.with_name(out.name + ".label-unmatched.csv")
+
+
+def train(events_path: str | Path | list, labels_path: str | Path | list, out: str | Path,
           cfg: TrainConfig | None = None, progress: bool = True, extra_fingerprint: dict | None = None,
-          on_error: str = "fail", rejects_path: str | Path | None = None) -> dict | None:
+          on_error: str = "fail", rejects_path: str | Path | None = None,
+          on_label_conflict: str = "exclude", mix: "MixConfig | None" = None) -> dict | None:
     """Train, export, calibrate and write the bundle at `out`; returns a summary dict.
+
+    `events_path` / `labels_path`: one path or a list, read together (an event log beside
+    the original training data).
+
+    `labels_path` is a labels file or store (docs/labels.md). Sessions with conflicting
+    labels are left out (on_label_conflict="exclude") or stop the run ("fail"); they and
+    the label rows that matched no session are written to `label_report_paths(out)` and
+    counted in the bundle's data fingerprint. `mix` adds simulated traffic for the classes
+    it selects (training.labels.MixConfig).
 
     With cfg.devices > 1 every process runs this function up to the end of `fit`; the
     processes other than global rank 0 then return None, and rank 0 alone exports,
@@ -127,7 +189,8 @@ def train(events_path: str | Path, labels_path: str | Path, out: str | Path,
     from ..serving.batch import session_probs
     from ..serving.bundle import load_bundle
     from . import calibration, evaluate
-    from .data import SessionDataModule, prepare, split_of
+    from . import labels as labels_mod
+    from .data import SessionDataModule, concat_prepared, prepare, split_of
     from .export import update_metadata, write_bundle
     from .lightning_module import SessionClassifier
 
@@ -138,11 +201,28 @@ def train(events_path: str | Path, labels_path: str | Path, out: str | Path,
     _quiet_libraries()
     t0 = time.perf_counter()
     L.seed_everything(cfg.seed, workers=True, verbose=False)
-    events, rejects = schema.load_events_or_skip(events_path, on_error, rejects_path if launcher else None)
-    labels = schema.read_labels(labels_path)
-    p = prepare(events, labels, cfg.session_gap_s)
+    events, rejects = _load_events(events_path, on_error, rejects_path if launcher else None)
+    labels = _read_labels(labels_path)
+    p = prepare(events, labels, cfg.session_gap_s, on_conflict=on_label_conflict)
     if len(p.y) == 0:
-        raise schema.SchemaError(f"{labels_path}: no label matches any session of {events_path}")
+        raise schema.SchemaError(f"{', '.join(map(str, _paths(labels_path)))}: no label matches any session of "
+                                 f"{', '.join(map(str, _paths(events_path)))}"
+                                 + (f" ({p.conflicts.num_rows} session(s) left out for conflicting labels)"
+                                    if p.conflicts.num_rows else ""))
+    from_labels = {c: int((p.y == i).sum()) for i, c in enumerate(LABELS)}
+    mixed = None
+    if mix is not None:
+        classes = labels_mod.mix_classes(mix, from_labels)
+        if classes:
+            sim_events, sim_labels, mixed = labels_mod.simulate_mix(
+                mix, classes, events.column("account_id").unique().to_numpy(zero_copy_only=False))
+            p = concat_prepared(p, prepare(sim_events, sim_labels, cfg.session_gap_s, on_conflict=on_label_conflict))
+        else:
+            mixed = {"events_requested": mix.events, "events": 0, "classes": [], "class_choice": mix.classes,
+                     "min_class_sessions": mix.min_class_sessions}
+    if launcher:
+        for table, path in zip((p.conflicts, p.unmatched), label_report_paths(out)):
+            labels_mod.write_table_csv(table, path)
     split = split_of(p.accounts, cfg.seed, cfg.split_fractions)
     for part, name in enumerate(("train", "val")):
         if not (split == part).any():
@@ -186,9 +266,19 @@ def train(events_path: str | Path, labels_path: str | Path, out: str | Path,
     net = best.net.eval()
     train_s = time.perf_counter() - t0
 
-    fingerprint = {"sha256": file_sha256([events_path, labels_path]), "events": len(events),
+    simulated = p.sources == labels_mod.SIMULATED
+    label_files = [f for lp in _paths(labels_path) for f in input_files(lp)]
+    fingerprint = {"sha256": file_sha256([f for e in _paths(events_path) for f in input_files(e)] + label_files), "events": len(events),
                    "sessions": int(len(p.y)), "unlabelled_sessions": p.n_unlabelled,
                    "sessions_per_class": {LABELS[i]: int((p.y == i).sum()) for i in range(len(LABELS))},
+                   "labels": {"sha256": file_sha256(label_files), "files": len(label_files),
+                              "rows": int(labels.num_rows),
+                              "conflicting_sessions": int(p.conflicts.num_rows),
+                              "unmatched_rows": int(p.unmatched.num_rows)},
+                   "sessions_per_class_by_source": {
+                       "labels": {LABELS[i]: int(((p.y == i) & ~simulated).sum()) for i in range(len(LABELS))},
+                       "simulated": {LABELS[i]: int(((p.y == i) & simulated).sum()) for i in range(len(LABELS))}},
+                   **({"simulated_mix": mixed} if mixed is not None else {}),
                    "split_sessions": {s: int((split == i).sum()) for i, s in enumerate(("train", "val", "test"))},
                    **({"skipped_rows": rejects.count} if rejects is not None else {}),
                    **(extra_fingerprint or {})}
@@ -219,4 +309,5 @@ def train(events_path: str | Path, labels_path: str | Path, out: str | Path,
     update_metadata(out, thresholds=thresholds, threshold_details=th["details"], metrics=metrics,
                     calibration={"method": "temperature", "temperature": T}, policy=policy.to_dict())
     return {"bundle": str(out), "thresholds": thresholds, "metrics": metrics, "fingerprint": fingerprint,
-            "rejects": rejects}
+            "rejects": rejects, "conflicts": p.conflicts, "unmatched": p.unmatched,
+            "label_reports": label_report_paths(out)}
