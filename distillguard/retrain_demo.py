@@ -236,6 +236,8 @@ def run_demo(workdir: str | Path, cfg: DemoConfig = DemoConfig()) -> DemoResult:
         last = latest[latest.account_id.isin(set(ordi.account_id))]
         wrong = last[[truth[a] != lab and truth[a] != "distillation_harvesting"
                       for a, lab in zip(last.account_id, last.label)]]
+        # Sorted by id: the same reports whatever order the log's parts were cut in.
+        wrong = wrong.sort_values(["account_id", "session_id"])
         for acct, sess in wrong[["account_id", "session_id"]].head(3).itertuples(index=False):
             _cli("feedback", "--target", server.target, "--account", acct, "--session", sess,
                  "--label", truth[acct], "--reason", f"support ticket: this is {truth[acct]} traffic",
@@ -243,6 +245,7 @@ def run_demo(workdir: str | Path, cfg: DemoConfig = DemoConfig()) -> DemoResult:
         # Trust & safety's abuse reports: campaign sessions v1 let through (the same class as
         # the incident's labels, so no conflict).
         missed = latest[latest.account_id.isin(set(camp.account_id)) & (latest.action == "ALLOW")]
+        missed = missed.sort_values(["account_id", "session_id"])
         for acct, sess in missed[["account_id", "session_id"]].head(2).itertuples(index=False):
             _cli("feedback", "--target", server.target, "--account", acct, "--session", sess,
                  "--label", "distillation_harvesting", "--reason", "abuse report: outputs seen in a rival's training set",
