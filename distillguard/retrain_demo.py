@@ -46,7 +46,10 @@ class DemoConfig:
     holdout_accounts: int = 2000       # frozen holdout: every family ...
     holdout_campaign_accounts: int = 150  # ... plus new_family accounts
     holdout_days: float = 3.0
-    train_args: tuple = ()             # extra `train` flags (the test passes a tiny network)
+    # `train` flags for v1 and v2: a small network (2 layers of width 32, window 32, 8 PLE
+    # bins, 10 epochs) that trains in well under a minute on these sizes.
+    train_args: tuple = ("--window", "32", "--d-model", "32", "--heads", "2", "--layers", "2",
+                         "--ple-bins", "8", "--epochs", "10")
     tolerance: float = 0.01            # promote gate: human FPR / class recall may be this much worse
     replay_concurrency: int = 8
     seed: int = 21

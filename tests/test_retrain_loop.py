@@ -16,13 +16,11 @@ import pytest
 
 from distillguard.retrain_demo import DemoConfig, run_demo
 
-# A test-sized loop (~2-3 min on 2 cores): fewer accounts, one small network (the default
-# window of 32 events, 2 layers of width 32), the default promotion tolerance (0.01).
+# A test-sized loop (~2-3 min on 2 cores): fewer accounts than the demo, the demo's small
+# network and the default promotion tolerance (0.01).
 TEST_CONFIG = DemoConfig(
     base_accounts=1500, campaign_accounts=150, ordinary_accounts=80, shadow_accounts=30, after_accounts=30,
-    holdout_accounts=1000, holdout_campaign_accounts=80,
-    train_args=("--window", "32", "--d-model", "32", "--heads", "2", "--layers", "2", "--ple-bins", "8",
-                "--epochs", "10"))
+    holdout_accounts=1000, holdout_campaign_accounts=80)
 
 
 @pytest.fixture(scope="module")
