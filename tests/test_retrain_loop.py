@@ -16,11 +16,8 @@ import pytest
 
 from distillguard.retrain_demo import DemoConfig, run_demo
 
-# A test-sized loop (~2-3 min on 2 cores): fewer accounts than the demo, the demo's small
-# network and the default promotion tolerance (0.01).
-TEST_CONFIG = DemoConfig(
-    base_accounts=1500, campaign_accounts=150, ordinary_accounts=80, shadow_accounts=30, after_accounts=30,
-    holdout_accounts=1000, holdout_campaign_accounts=80)
+# make retrain-demo's sizes (~2-3 min on 2 cores) and the default promotion tolerance (0.01).
+TEST_CONFIG = DemoConfig()
 
 
 @pytest.fixture(scope="module")
