@@ -83,7 +83,7 @@ examples: install
 
 # The retraining loop end to end (distillguard/retrain_demo.py): v1 misses a new harvesting
 # family live, the incident is labelled, v2 trains on the event log, runs as shadow, beats
-# v1 on a frozen holdout, is promoted and hot-reloaded by the running server. ~3 min.
+# v1 on a frozen holdout, is promoted and hot-reloaded by the running server. ~4 min.
 retrain-demo: install
 	rm -rf data/retrain-demo
 	$(BIN)/python -m distillguard.retrain_demo --workdir data/retrain-demo

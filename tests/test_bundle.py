@@ -68,3 +68,25 @@ def test_the_bundle_temperature_calibrates_what_batch_and_online_read(tiny_bundl
     assert cal["nll_after"] <= cal["nll_before"] + 1e-9      # fitted on these sessions
     for action, d in meta["threshold_details"].items():
         assert d["threshold"] == meta["thresholds"][action]
+
+
+def test_version_names_data_and_weights_not_install_paths(tiny_bundle):
+    """version = pkg+<data sha8>.<weights sha8>: equal weights give equal versions wherever
+    they were exported (the ONNX bytes carry source paths), other weights another version."""
+    import copy
+    import re
+
+    import torch
+
+    from distillguard.model.network import NetworkConfig, SessionTransformer
+    from distillguard.training.export import weights_sha256
+
+    meta = json.loads((tiny_bundle / "metadata.json").read_text())
+    assert re.fullmatch(r".+\+[0-9a-f]{8}\.[0-9a-f]{8}", meta["version"])
+    assert meta["version"].split("+")[1].split(".")[0] == meta["training_data"]["sha256"][:8]
+    net = SessionTransformer(NetworkConfig(window=8, d_model=8, n_head=2, n_layer=1, d_ff=16))
+    twin = copy.deepcopy(net)
+    assert weights_sha256(twin) == weights_sha256(net)
+    with torch.no_grad():
+        next(twin.parameters()).add_(1e-3)
+    assert weights_sha256(twin) != weights_sha256(net)

@@ -16,8 +16,11 @@ import pytest
 
 from distillguard.retrain_demo import DemoConfig, run_demo
 
-# make retrain-demo's sizes (~2-3 min on 2 cores) and the default promotion tolerance (0.01).
-TEST_CONFIG = DemoConfig()
+# Half of make retrain-demo's sizes (~2-3 min on 2 cores), the same network and the
+# default promotion tolerance (0.01).
+TEST_CONFIG = DemoConfig(
+    base_accounts=1500, campaign_accounts=150, ordinary_accounts=80, shadow_accounts=30, after_accounts=30,
+    holdout_accounts=1000, holdout_campaign_accounts=80, mix_human_events=75_000)
 
 
 @pytest.fixture(scope="module")
@@ -72,6 +75,9 @@ def test_labels_and_feedback_reach_the_training_run(loop):
     # v2 learned from logged campaign sessions: labelled harvesting sessions beyond v1's.
     v1 = json.loads((w / "v1/metadata.json").read_text())["training_data"]
     assert td["sessions_per_class"]["distillation_harvesting"] > v1["sessions_per_class"]["distillation_harvesting"]
+    # ... topped up with simulated humans only (train --mix-simulated --mix-classes human).
+    sim = td["sessions_per_class_by_source"]["simulated"]
+    assert sim["human"] > 0 and sim["benign_automation"] == sim["distillation_harvesting"] == 0
     # The log's completions fed training (v2 saw output lengths, not zeros).
     assert any((w / "event-log/_completions").glob("part-*.parquet"))
 

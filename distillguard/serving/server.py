@@ -242,7 +242,6 @@ class ScorerServicer(pb_grpc.ScorerServicer):
             return pb.ReloadResponse(model_version=b.version, feature_spec_hash=b.metadata["feature_spec_hash"])
         return self._call("Reload", context, run)
 
-
     def ReportFeedback(self, request, context):
         def run():
             if not request.account_id:

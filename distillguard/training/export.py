@@ -36,13 +36,25 @@ def export_onnx(net: SessionTransformer, path: Path) -> None:
     prog.save(str(path))
 
 
+def weights_sha256(net: SessionTransformer) -> str:
+    """Hash of the network's parameters and buffers (names, dtypes, shapes, values). Not of
+    model.onnx's bytes: the exporter records source file paths in the graph, so the same
+    weights exported from another checkout would hash differently."""
+    h = hashlib.sha256()
+    for name, t in sorted(net.state_dict().items()):
+        a = t.detach().cpu().contiguous().numpy()
+        h.update(f"{name}:{a.dtype}:{a.shape};".encode())
+        h.update(a.tobytes())
+    return h.hexdigest()
+
+
 def write_bundle(out: Path, net: SessionTransformer, *, thresholds: dict, metrics: dict,
                  train_config: dict, data_fingerprint: dict, session_gap_s: float) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     export_onnx(net, out / "model.onnx")
     # data hash . weights hash: two models trained on the same data (other seed, config or
     # epochs) get different versions, so a registry, the event log and ScoreResponse tell them apart.
-    weights = hashlib.sha256((out / "model.onnx").read_bytes()).hexdigest()[:8]
+    weights = weights_sha256(net)[:8]
     meta = {
         "version": f"{__version__}+{data_fingerprint.get('sha256', 'nodata')[:8]}.{weights}",
         "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
