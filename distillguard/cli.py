@@ -113,8 +113,9 @@ def cmd_train(a) -> int:
     conflicts_path, unmatched_path = res["label_reports"]
     print(f"labelled sessions: {json.dumps(by_source['labels'])} from labels"
           + (f", {json.dumps(by_source['simulated'])} simulated" if "simulated_mix" in fp else ""))
-    print(f"label conflicts: {fp['labels']['conflicting_sessions']} session(s) left out -> {conflicts_path}; "
-          f"unmatched label rows: {fp['labels']['unmatched_rows']} -> {unmatched_path}")
+    n_conf, n_unm = fp["labels"]["conflicting_sessions"], fp["labels"]["unmatched_rows"]
+    print(f"label conflicts: {n_conf} session(s) left out" + (f" -> {conflicts_path}" if n_conf else "")
+          + f"; unmatched label rows: {n_unm}" + (f" -> {unmatched_path}" if n_unm else ""))
     m = res["metrics"]
     print(f"bundle written to {res['bundle']} (trained in {m['train_seconds']}s)")
     if "test" in m:

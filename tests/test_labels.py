@@ -341,3 +341,17 @@ def test_train_on_event_log_with_incident_store_and_simulated_mix(tmp_path, caps
     err = capsys.readouterr().err
     assert f"1 session(s) get conflicting labels: session '{harvester}:0' of account '{harvester}'" in err
     assert not (tmp_path / "b2").exists()
+
+
+def test_label_reports_only_when_there_is_something_to_report(tmp_path):
+    """No empty CSVs beside every bundle; a clean rerun removes the previous run's report."""
+    from distillguard.training.labels import CONFLICTS_SCHEMA, UNMATCHED_SCHEMA
+    from distillguard.training.train import label_report_paths, write_label_reports
+
+    out = tmp_path / "bundle"
+    conflicts_path, unmatched_path = label_report_paths(out)
+    row = {f.name: ("x" if pa.types.is_string(f.type) else None) for f in CONFLICTS_SCHEMA}
+    write_label_reports(pa.Table.from_pylist([row], schema=CONFLICTS_SCHEMA), UNMATCHED_SCHEMA.empty_table(), out)
+    assert conflicts_path.is_file() and not unmatched_path.exists()
+    write_label_reports(CONFLICTS_SCHEMA.empty_table(), UNMATCHED_SCHEMA.empty_table(), out)
+    assert not conflicts_path.exists() and not unmatched_path.exists()

@@ -158,6 +158,19 @@ def _quiet_libraries() -> None:
     warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
 
 
+def write_label_reports(conflicts, unmatched, out: str | Path) -> None:
+    """The conflicts / unmatched-rows CSVs beside the bundle, only when there is something
+    to report (no empty files beside every bundle); an earlier run's report at the same
+    path is removed, never left to look current."""
+    from .labels import write_table_csv
+
+    for table, path in zip((conflicts, unmatched), label_report_paths(out)):
+        if table.num_rows:
+            write_table_csv(table, path)
+        else:
+            path.unlink(missing_ok=True)
+
+
 def label_report_paths(out: str | Path) -> tuple[Path, Path]:
     """OUT.label-conflicts.csv and OUT.label-unmatched.csv, beside the bundle directory."""
     out = Path(out)
@@ -221,8 +234,7 @@ def train(events_path: str | Path | list, labels_path: str | Path | list, out: s
             mixed = {"events_requested": mix.events, "events": 0, "classes": [], "class_choice": mix.classes,
                      "min_class_sessions": mix.min_class_sessions}
     if launcher:
-        for table, path in zip((p.conflicts, p.unmatched), label_report_paths(out)):
-            labels_mod.write_table_csv(table, path)
+        write_label_reports(p.conflicts, p.unmatched, out)
     split = split_of(p.accounts, cfg.seed, cfg.split_fractions)
     for part, name in enumerate(("train", "val")):
         if not (split == part).any():
