@@ -60,6 +60,8 @@ bench: install
 	# Scaling (bench/scaling_bench.json): 1 vs 2 scorer processes (serve --workers) on the in-process
 	# store and on a throwaway redis-server; qps per busy core, p99 at half peak, Redis share of latency.
 	$(BIN)/distillguard bench --scaling --model $(BUNDLE)
+	# Shadow model cost (bench/shadow_bench.json): the in-process scorer with vs without a second bundle.
+	$(BIN)/distillguard bench --shadow --model $(BUNDLE)
 	@echo "== training time and peak memory of the default model (fresh run into bench/model)"
 	/usr/bin/env time -v $(BIN)/distillguard train $(MODEL_ARGS) --out bench/model --checkpoint-dir bench/ckpt -q 2>&1 \
 	  | grep -E "bundle written|macro-F1|Maximum resident|Elapsed" || true

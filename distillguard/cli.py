@@ -460,7 +460,7 @@ _FEEDBACK_FLAGS = {"account_id": "--account", "session_id": "--session", "correc
 
 def cmd_bench(a) -> int:
     # No benchmark named: run batch and gRPC (the soak runs only when asked for).
-    both = not (a.grpc or a.batch or a.soak or a.scaling)
+    both = not (a.grpc or a.batch or a.soak or a.scaling or a.shadow)
     if a.batch or both:
         from .serving.bench_batch import run_batch_bench
 
@@ -481,6 +481,10 @@ def cmd_bench(a) -> int:
 
         run_scaling_bench(a.model, requests=a.requests, repeats=a.repeats, py_events=a.py_events,
                           workdir=Path(a.workdir))
+    if a.shadow:
+        from .serving.bench_shadow import run_shadow_bench
+
+        run_shadow_bench(a.model, events=a.py_events, repeats=max(a.repeats, 3), seed=a.seed, workdir=Path(a.workdir))
     if a.soak:
         from .serving.bench_soak import run_soak
 
@@ -811,6 +815,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--scaling", action="store_true",
                    help="scorer qps/p99/CPU with 1 vs 2 worker processes on the in-process store and on a "
                         "throwaway redis-server; Redis share of latency -> WORKDIR/scaling_bench.json")
+    p.add_argument("--shadow", action="store_true",
+                   help="cost of a shadow model: the in-process scorer with and without a second bundle on "
+                        "the same --py-events simulated requests, one at a time and in batches of 32 "
+                        "-> WORKDIR/shadow_bench.json")
     p.add_argument("--soak", action="store_true",
                    help="soak a real server on loopback (rates below and above capacity, session churn): "
                         "served/shed/failed and RSS over time -> WORKDIR/soak.json")
