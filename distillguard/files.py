@@ -24,3 +24,16 @@ def fsync_dir(path: str | Path, best_effort: bool = False) -> None:
             raise
     finally:
         os.close(fd)
+
+
+def replace_atomically(path: str | Path, write) -> None:
+    """write(tmp) under a hidden temporary name beside `path`, then rename it over `path`:
+    a reader sees the old file or the whole new one, never half of it (the loaders skip
+    hidden names, so a crash leaves nothing they would read)."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)

@@ -16,7 +16,6 @@ shadow.json), not computed beside them.
 from __future__ import annotations
 
 import json
-import os
 import re
 import shlex
 import signal
@@ -28,6 +27,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import pandas as pd
+
+from .serving.shadow_report import latest_per_session, log_parts
 
 NEW_FAMILY = "harvest_agentic"
 
@@ -135,10 +136,10 @@ class _Server:
 
 
 def _log_rows(log_dir: Path) -> pd.DataFrame:
-    """The event log's scored rows (parts only: hidden temp files and _completions skipped)."""
-    parts = sorted(p for p in log_dir.glob("part-*.parquet"))
+    """The event log's scored rows (the parts the event loaders read)."""
+    parts = log_parts(log_dir) if log_dir.is_dir() else []
     if not parts:
-        return pd.DataFrame(columns=["account_id", "session_id", "events_in_session", "action", "model_version"])
+        return pd.DataFrame(columns=["account_id", "session_id", "ts", "logged_at", "action", "model_version"])
     return pd.concat([pd.read_parquet(p) for p in parts], ignore_index=True)
 
 
@@ -149,21 +150,18 @@ def _wait_logged(log_dir: Path, accounts: set, want_events: int, timeout: float 
     while True:
         df = _log_rows(log_dir)
         df = df[df["account_id"].isin(accounts)]
-        if len(df) >= want_events or time.monotonic() > deadline:
+        if len(df) >= want_events:
             return df
+        if time.monotonic() > deadline:
+            raise DemoError(f"{log_dir}: {len(df):,} of {want_events:,} replayed events logged after {timeout:.0f}s")
         time.sleep(0.3)
-
-
-def _latest(rows: pd.DataFrame) -> pd.DataFrame:
-    """Each session's latest logged verdict."""
-    return rows.sort_values("events_in_session").groupby(["account_id", "session_id"]).tail(1)
 
 
 def _flagged_share(rows: pd.DataFrame) -> float:
     """Share of sessions whose latest logged verdict is an action other than ALLOW."""
     if rows.empty:
         return float("nan")
-    return float((_latest(rows)["action"] != "ALLOW").mean())
+    return float((latest_per_session(rows)["action"] != "ALLOW").mean())
 
 
 def _version(bundle: Path) -> str:
@@ -240,7 +238,7 @@ def run_demo(workdir: str | Path, cfg: DemoConfig = DemoConfig()) -> DemoResult:
         # Support's reports: ordinary sessions whose live label was wrong (a person taken for
         # automation, a pipeline taken for a person, ...), with the right class.
         truth = dict(zip(ordi.account_id, ordi.label))
-        latest = _latest(rows)
+        latest = latest_per_session(rows)
         last = latest[latest.account_id.isin(set(ordi.account_id))]
         wrong = last[[truth[a] != lab and truth[a] != "distillation_harvesting"
                       for a, lab in zip(last.account_id, last.label)]]

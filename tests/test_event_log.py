@@ -14,6 +14,7 @@ import grpc
 import pytest
 import pyarrow as pa
 import pyarrow.parquet as pq
+from conftest import start_serve
 
 from distillguard.cli import DEFAULT_BUNDLE
 from distillguard.model import schema
@@ -125,21 +126,9 @@ def test_rotation_by_rows_and_seconds(tmp_path):
 
 
 def _start(d: Path, max_rows: int) -> tuple[subprocess.Popen, int]:
-    p = subprocess.Popen([sys.executable, "-m", "distillguard.cli", "serve", "--insecure", "--port", "0",
-                          "--model", str(DEFAULT_BUNDLE), "--event-log", str(d), "--event-log-max-rows",
-                          str(max_rows)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    lines = []
-    deadline = time.time() + 60
-    while time.time() < deadline:
-        line = p.stdout.readline()
-        if not line and p.poll() is not None:
-            break
-        lines.append(line)
-        m = re.search(r"serving \S+ on 127\.0\.0\.1:(\d+)", line)
-        if m:
-            return p, int(m.group(1))
-    p.kill()
-    raise AssertionError("".join(lines))
+    p, port, _ = start_serve("serve", "--insecure", "--port", "0", "--model", DEFAULT_BUNDLE, "--event-log", d,
+                             "--event-log-max-rows", max_rows)
+    return p, port
 
 
 def _send(port: int, m: int) -> None:

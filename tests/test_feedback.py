@@ -12,6 +12,7 @@ from pathlib import Path
 import grpc
 import numpy as np
 import pytest
+from conftest import start_serve
 
 from distillguard.cli import main
 from distillguard.model import schema
@@ -335,16 +336,10 @@ def test_serve_labels_store_flag_and_the_feedback_command_as_processes(tiny_bund
     from distillguard.serving.subprocs import terminate
 
     store = tmp_path / "labels"
-    p = subprocess.Popen([sys.executable, "-m", "distillguard.cli", "serve", "--insecure", "--port", "0", "--no-admin",
-                          "--model", str(tiny_bundle), "--labels-store", str(store)],
-                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    p, port, lines = start_serve("serve", "--insecure", "--port", "0", "--no-admin", "--model", tiny_bundle,
+                             "--labels-store", store)
     try:
-        lines = []
-        while not (m := re.search(r"serving \S+ on 127\.0\.0\.1:(\d+)", lines[-1] if lines else "")):
-            line = p.stdout.readline()
-            assert line, "serve exited:\n" + "".join(lines)
-            lines.append(line)
-        r = subprocess.run([sys.executable, "-m", "distillguard.cli", "feedback", "--target", f"127.0.0.1:{m.group(1)}",
+        r = subprocess.run([sys.executable, "-m", "distillguard.cli", "feedback", "--target", f"127.0.0.1:{port}",
                             "--account", "proc-acct", "--session", "proc-s", "--label", "benign_automation",
                             "--reason", "as a process"], capture_output=True, text=True, timeout=60)
         assert r.returncode == 0, r.stderr

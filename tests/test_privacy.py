@@ -23,6 +23,7 @@ from pathlib import Path
 import grpc
 import numpy as np
 import pyarrow.parquet as pq
+from conftest import metrics_port, start_serve
 
 from distillguard.serving.stubs import pb, pb_grpc
 
@@ -97,20 +98,8 @@ def test_raw_prompts_never_reach_logs_metrics_state_or_outputs(tmp_path):
 
     argv = ["-v", "serve", "--insecure", "--port", "0", "--metrics-port", "0", "--snapshot", str(work / "state.npz"),
             "--event-log", str(work / "event_log"), "--event-log-max-rows", "5"]
-    srv = subprocess.Popen([sys.executable, "-m", "distillguard.cli", *argv], cwd=work, stdout=subprocess.PIPE,
-                           stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, text=True)
-    lines, port, mport = [], None, None
-    deadline = time.time() + 60
-    while time.time() < deadline and port is None:
-        line = srv.stdout.readline()
-        if not line and srv.poll() is not None:
-            break
-        lines.append(line)
-        m = re.search(r"metrics on http://127\.0\.0\.1:(\d+)/metrics", line)
-        mport = int(m.group(1)) if m else mport
-        m = re.search(r"serving \S+ on 127\.0\.0\.1:(\d+)", line)
-        port = int(m.group(1)) if m else None
-    assert port and mport, "".join(lines)
+    srv, port, lines = start_serve(*argv, cwd=work, stdin=subprocess.DEVNULL)
+    mport = metrics_port(lines)
 
     captured: dict[str, bytes] = {}
     try:

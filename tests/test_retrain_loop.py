@@ -9,7 +9,6 @@ loopback, onnxruntime, Parquet files. Figures are read back from the artifacts.
 """
 import json
 import math
-from pathlib import Path
 
 import pandas as pd
 import pytest

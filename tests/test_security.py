@@ -9,15 +9,12 @@ from __future__ import annotations
 import datetime as dt
 import ipaddress
 import logging
-import re
 import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import grpc
 import pytest
+from conftest import start_serve
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -431,21 +428,9 @@ def test_client_side_credentials_errors(certs, tmp_path):
 # ----------------------------------------------------------------------------- the CLI as a process
 
 def test_cli_serve_process_with_tls_token_no_admin(certs):
-    p = subprocess.Popen([sys.executable, "-m", "distillguard.cli", "serve", "--port", "0",
-                          "--tls-cert", str(certs.server_cert), "--tls-key", str(certs.server_key),
-                          "--token-file", str(certs.tokens), "--no-admin", "--no-reflection"],
-                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    lines, port = [], None
+    p, port, lines = start_serve("serve", "--port", "0", "--tls-cert", certs.server_cert, "--tls-key", certs.server_key,
+                                 "--token-file", certs.tokens, "--no-admin", "--no-reflection")
     try:
-        deadline = time.time() + 60
-        while time.time() < deadline and port is None:
-            line = p.stdout.readline()
-            if not line and p.poll() is not None:
-                break
-            lines.append(line)
-            m = re.search(r"serving \S+ on 127\.0\.0\.1:(\d+)", line)
-            port = int(m.group(1)) if m else None
-        assert port, "server did not start:\n" + "".join(lines)
         with grpc.secure_channel(f"127.0.0.1:{port}", _creds(certs)) as ch:
             stub = pb_grpc.ScorerStub(ch)
             assert _code(lambda: stub.Score(_req("acct-p"), timeout=TIMEOUT)) == grpc.StatusCode.UNAUTHENTICATED

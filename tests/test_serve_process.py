@@ -1,38 +1,17 @@
 """`distillguard serve` as a process: serves, reloads on SIGHUP, drains and exits 0 on SIGTERM."""
 import os
-import re
 import signal
-import subprocess
-import sys
 import time
 import urllib.request
 
 import grpc
+from conftest import metrics_port, start_serve
 
 from distillguard.serving.stubs import pb, pb_grpc
 
 
 def _start(*args):
-    p = subprocess.Popen([sys.executable, "-m", "distillguard.cli", "serve", "--insecure", "--port", "0", *args],
-                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    lines = []
-    deadline = time.time() + 60
-    while time.time() < deadline:
-        line = p.stdout.readline()
-        lines.append(line)
-        m = re.search(r"serving \S+ on 127\.0\.0\.1:(\d+)", line)
-        if m:
-            return p, int(m.group(1)), lines
-    p.kill()
-    raise AssertionError("server did not start:\n" + "".join(lines))
-
-
-def _metrics_port(lines):
-    for line in lines:
-        m = re.search(r"metrics on http://127\.0\.0\.1:(\d+)/metrics", line)
-        if m:
-            return int(m.group(1))
-    raise AssertionError("no metrics line in:\n" + "".join(lines))
+    return start_serve("serve", "--insecure", "--port", "0", *args)
 
 
 def test_serve_reload_on_sighup_and_drain_on_sigterm():
@@ -42,7 +21,7 @@ def test_serve_reload_on_sighup_and_drain_on_sigterm():
             stub = pb_grpc.ScorerStub(ch)
             r = stub.Score(pb.ScoreRequest(account_id="a", event_id="1", ts=1.78e9, prompt_tokens=5), timeout=10)
             assert r.model_version
-        mport = _metrics_port(lines)
+        mport = metrics_port(lines)
         os.kill(p.pid, signal.SIGHUP)
         text = ""
         for _ in range(100):

@@ -13,7 +13,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-from conftest import tiny_train_config
+from conftest import start_serve, tiny_train_config
 from distillguard.cli import main
 from distillguard.model import schema
 from distillguard.serving.batch import score_file
@@ -374,7 +374,6 @@ def test_report_refuses_logs_without_shadow_verdicts(tmp_path, tiny_bundle, caps
 
 
 def test_serve_cli_takes_a_shadow_model(tmp_path, bundles):
-    import re
     import signal
     import subprocess
     import sys
@@ -386,16 +385,8 @@ def test_serve_cli_takes_a_shadow_model(tmp_path, bundles):
     assert r.returncode == 2 and "missing" in r.stderr and "not a directory" in r.stderr
 
     d = tmp_path / "log"
-    p = subprocess.Popen(base + ["--shadow-model", str(shadow), "--event-log", str(d)], stdout=subprocess.PIPE,
-                         stderr=subprocess.STDOUT, text=True)
+    p, port, lines = start_serve(*base[3:], "--shadow-model", shadow, "--event-log", d)
     try:
-        port, lines = None, []
-        while port is None:
-            line = p.stdout.readline()
-            assert line or p.poll() is None, "".join(lines)
-            lines.append(line)
-            m = re.search(r"serving \S+ on 127\.0\.0\.1:(\d+)", line)
-            port = int(m.group(1)) if m else None
         with grpc.insecure_channel(f"127.0.0.1:{port}") as ch:
             r = pb_grpc.ScorerStub(ch).Score(pb.ScoreRequest(account_id="a", event_id="e", ts=1.7e9,
                                                              prompt_tokens=3), timeout=10)

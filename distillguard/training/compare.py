@@ -46,6 +46,7 @@ from typing import Any
 
 import numpy as np
 
+from ..files import replace_atomically
 from ..model import schema
 from ..serving.registry import Registry, bundle_hashes, is_registry
 from . import evaluate
@@ -337,15 +338,10 @@ def compare_bundles(model, baseline, events_path, labels_path, report_dir, cfg: 
         "warnings": warnings,
     }
     report_dir.mkdir(parents=True, exist_ok=True)
-    _atomic_write(report_dir / "comparison.json", json.dumps(result, indent=2, allow_nan=False) + "\n")
-    _atomic_write(report_dir / "comparison.md", markdown(result))
+    text = json.dumps(result, indent=2, allow_nan=False) + "\n"
+    replace_atomically(report_dir / "comparison.json", lambda tmp: tmp.write_text(text))
+    replace_atomically(report_dir / "comparison.md", lambda tmp: tmp.write_text(markdown(result)))
     return result
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def load_comparison(path: str | os.PathLike) -> dict:

@@ -23,7 +23,6 @@ logged ones, and its label rows carry source "simulated" and the simulator's fam
 """
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,6 +32,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pcsv
 
+from ..files import replace_atomically
 from ..model.schema import LABELS, SchemaError
 
 CONFLICT_POLICIES = ("exclude", "fail")
@@ -219,12 +219,7 @@ def write_table_csv(table: pa.Table, path) -> None:
     """CSV under a temporary name, then renamed: a reader never sees half a report."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        pcsv.write_csv(table, tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    replace_atomically(path, lambda tmp: pcsv.write_csv(table, tmp))
 
 
 # --------------------------------------------------------------------------- simulated mix
