@@ -3,7 +3,7 @@ PY ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
-BUNDLE := distillguard/default_bundle
+BUNDLE := serving/default_bundle
 # The default model: same seed, same data, same weights on this machine.
 MODEL_ARGS := --simulate 600000 --seed 0 --epochs 10
 
@@ -19,11 +19,11 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q -e '.[test,ray]'
 	rm -f $(VENV)/.installed-*
 	touch $@
-	$(MAKE) proto
 
-# gRPC stubs from proto/ (also regenerated on import when missing or stale).
+# Regenerate the committed gRPC stubs from proto/ after editing a .proto (commit the result;
+# tests/test_proto.py fails while they differ).
 proto: $(STAMP)
-	$(BIN)/python -c "from distillguard.serving import stubs; stubs.generate()"
+	$(BIN)/python scripts/gen_proto.py
 
 test: install redis-server
 	$(BIN)/python -m pytest -q
@@ -83,9 +83,9 @@ clean:
 examples: install
 	$(BIN)/python scripts/make_examples.py
 
-# The retraining loop end to end (distillguard/retrain_demo.py): v1 misses a new harvesting
+# The retraining loop end to end (demos/retrain_demo.py): v1 misses a new harvesting
 # family live, the incident is labelled, v2 trains on the event log, runs as shadow, beats
 # v1 on a frozen holdout, is promoted and hot-reloaded by the running server. ~4 min.
 retrain-demo: install
 	rm -rf data/retrain-demo
-	$(BIN)/python -m distillguard.retrain_demo --workdir data/retrain-demo
+	$(BIN)/python -m distillguard.demos.retrain_demo --workdir data/retrain-demo

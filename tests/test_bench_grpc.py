@@ -6,7 +6,7 @@ import grpc
 import numpy as np
 import pytest
 
-from distillguard.serving import bench_grpc as bg
+from distillguard.benchmarks import bench_grpc as bg
 from distillguard.serving.stubs import pb, pb_grpc
 
 
@@ -15,7 +15,7 @@ def noop(tmp_path_factory):
     """The no-op server as the benchmark runs it: a subprocess on its own port."""
     port = bg.free_port()
     log = tmp_path_factory.mktemp("noop") / "noop.log"
-    srv = bg.ServerProc("noop", [sys.executable, "-m", "distillguard.serving.noop_server", "--port", str(port)],
+    srv = bg.ServerProc("noop", [sys.executable, "-m", "distillguard.benchmarks.noop_server", "--port", str(port)],
                         port, None, log).start(timeout=30)
     yield srv
     srv.stop()

@@ -15,7 +15,7 @@ import grpc
 import pytest
 from prometheus_client import CollectorRegistry
 
-from distillguard.cli import DEFAULT_BUNDLE
+from distillguard.serving import DEFAULT_BUNDLE
 from distillguard.model import templates
 from distillguard.serving.client import (ACTIONS, AsyncScorerClient, CircuitBreaker, ClientConfig, ScorerClient,
                                          build_score_request)

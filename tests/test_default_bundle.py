@@ -3,7 +3,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from distillguard.cli import DEFAULT_BUNDLE, main
+from distillguard.cli import main
+from distillguard.serving import DEFAULT_BUNDLE
 from distillguard.serving.bundle import load_bundle
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"

@@ -16,7 +16,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from conftest import start_serve
 
-from distillguard.cli import DEFAULT_BUNDLE
+from distillguard.serving import DEFAULT_BUNDLE
 from distillguard.model import schema
 from distillguard.serving.event_log import COMPLETION_COLUMNS, LOG_COLUMNS, EventLogConfig
 from distillguard.serving.server import create_server

@@ -24,7 +24,7 @@ import pyarrow.parquet as pq
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from distillguard.cli import DEFAULT_BUNDLE
+from distillguard.serving import DEFAULT_BUNDLE
 from distillguard.serving.batch import score_file, temp_path
 from distillguard.serving.server import SERVICE, create_server
 from distillguard.serving.stubs import pb, pb_grpc

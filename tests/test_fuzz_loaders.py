@@ -450,7 +450,7 @@ def test_skip_after_the_first_block_numbers_rows_exactly(tmp_path, fmt):
 
 
 def test_score_cli_on_error_skip_writes_rejects_without_prompts(tmp_path):
-    from distillguard.cli import DEFAULT_BUNDLE
+    from distillguard.serving import DEFAULT_BUNDLE
 
     rows = _good_rows(30)
     rows[3]["prompt_tokens"] = -4
@@ -479,7 +479,7 @@ def test_score_cli_on_error_skip_writes_rejects_without_prompts(tmp_path):
 
 
 def test_score_file_skip_is_the_same_with_spill_partitions(tmp_path):
-    from distillguard.cli import DEFAULT_BUNDLE
+    from distillguard.serving import DEFAULT_BUNDLE
     from distillguard.serving.batch import score_file
 
     rows = _good_rows(3_000, prompts=False)

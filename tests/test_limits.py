@@ -15,7 +15,8 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from distillguard.cli import DEFAULT_BUNDLE, main
+from distillguard.cli import main
+from distillguard.serving import DEFAULT_BUNDLE
 from distillguard.serving.limits import MIN_TS_2015, RequestLimits, metric_field
 from distillguard.serving.server import create_server
 from distillguard.serving.stubs import pb, pb_grpc

@@ -18,7 +18,7 @@ import numpy as np
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from prometheus_client import CollectorRegistry
 
-from distillguard.serving.bench_grpc import ServerProc, free_port, proc_rss_mb
+from distillguard.benchmarks.bench_grpc import ServerProc, free_port, proc_rss_mb
 from distillguard.serving.client import ClientConfig, ScorerClient
 from distillguard.serving.stubs import pb, pb_grpc
 

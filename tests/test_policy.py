@@ -90,7 +90,7 @@ def test_reasons_name_the_behaviour_each_family_was_built_with(tmp_path):
     name what the family's generator does."""
     import pandas as pd
 
-    from distillguard.cli import DEFAULT_BUNDLE
+    from distillguard.serving import DEFAULT_BUNDLE
     from distillguard.serving.batch import score_file
     from distillguard.training.simulate import SimConfig, simulate, write
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import redis
 
-from distillguard.cli import DEFAULT_BUNDLE
+from distillguard.serving import DEFAULT_BUNDLE
 from distillguard.model import features
 from distillguard.serving.bundle import load_bundle
 from distillguard.serving.redis_server import RedisServer

@@ -14,7 +14,8 @@ import grpc
 import pytest
 from conftest import bundle_variant
 
-from distillguard.cli import DEFAULT_BUNDLE, main
+from distillguard.cli import main
+from distillguard.serving import DEFAULT_BUNDLE
 from distillguard.serving.bundle import BundleError
 from distillguard.serving.registry import Registry, RegistryError, bundle_hashes
 from distillguard.serving.server import create_server

@@ -7,7 +7,8 @@ import grpc
 import numpy as np
 import pytest
 
-from distillguard.cli import DEFAULT_BUNDLE, main
+from distillguard.cli import main
+from distillguard.serving import DEFAULT_BUNDLE
 from distillguard.serving.client import ACTIONS
 from distillguard.serving.replay import ReplayError, replay
 from distillguard.serving.server import create_server

@@ -13,7 +13,7 @@ import math
 import pandas as pd
 import pytest
 
-from distillguard.retrain_demo import DemoConfig, run_demo
+from distillguard.demos.retrain_demo import DemoConfig, run_demo
 
 # Half of make retrain-demo's sizes (~2-3 min on 2 cores), the same network and the
 # default promotion tolerance (0.01).

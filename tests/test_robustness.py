@@ -3,7 +3,7 @@ recall per value with files a report can embed."""
 import json
 
 
-from distillguard.cli import DEFAULT_BUNDLE
+from distillguard.serving import DEFAULT_BUNDLE
 from distillguard.training.robustness import KNOBS, Knob, run_robustness
 from distillguard.training.simulate import SimConfig, simulate
 

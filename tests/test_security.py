@@ -22,7 +22,8 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
-from distillguard.cli import DEFAULT_BUNDLE, main
+from distillguard.cli import main
+from distillguard.serving import DEFAULT_BUNDLE
 from distillguard.serving.client import ClientConfig, ScorerClient
 from distillguard.serving.replay import ReplayError, replay
 from distillguard.serving.security import (TransportConfig, TransportError, channel_credentials, check_bind,

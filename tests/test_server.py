@@ -9,7 +9,8 @@ import pandas as pd
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from distillguard.cli import DEFAULT_BUNDLE, main
+from distillguard.cli import main
+from distillguard.serving import DEFAULT_BUNDLE
 from distillguard.serving.server import SERVICE, create_server
 from distillguard.serving.stubs import pb, pb_grpc
 

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from distillguard.cli import DEFAULT_BUNDLE
+from distillguard.serving import DEFAULT_BUNDLE
 from distillguard.model import features
 from distillguard.serving import snapshot
 from distillguard.serving.scorer import CompleteInput, Scorer, ScoreInput

@@ -1,8 +1,8 @@
 """A seconds-long smoke run of the soak benchmark (`distillguard bench --soak`)."""
 import json
 
-from distillguard.cli import DEFAULT_BUNDLE
-from distillguard.serving.bench_soak import run_soak
+from distillguard.serving import DEFAULT_BUNDLE
+from distillguard.benchmarks.bench_soak import run_soak
 
 
 def test_soak_smoke_reports_served_shed_failed_and_rss(tmp_path):

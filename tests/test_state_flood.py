@@ -9,7 +9,7 @@ import grpc
 import numpy as np
 import pytest
 
-from distillguard.cli import DEFAULT_BUNDLE
+from distillguard.serving import DEFAULT_BUNDLE
 from distillguard.model import features
 from distillguard.serving.scorer import CompleteInput, Scorer, ScoreInput
 from distillguard.serving.state import MemoryStore, event_key

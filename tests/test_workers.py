@@ -12,7 +12,8 @@ import grpc
 import numpy as np
 import pytest
 
-from distillguard.cli import DEFAULT_BUNDLE, main
+from distillguard.cli import main
+from distillguard.serving import DEFAULT_BUNDLE
 from distillguard.serving.scorer import CompleteInput, Scorer, ScoreInput
 from distillguard.serving.server import create_server
 from distillguard.serving.stubs import pb, pb_grpc

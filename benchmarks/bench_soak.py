@@ -121,7 +121,7 @@ async def _drive(port: int, traffic: _Traffic, *, seconds: float, capacity: floa
                  calibrate_s: float, cycle_s: float) -> dict:
     import grpc
 
-    from .stubs import pb, pb_grpc
+    from ..serving.stubs import pb, pb_grpc
 
     rng = np.random.default_rng(seed)
     counter = [0]

@@ -39,7 +39,7 @@ import numpy as np
 from ..model import features
 from ..model.features import STATE_FIELDS, RawEvents
 from .state import _RAW_DTYPES, _RING_DTYPES, _RING_RAW, MemoryStore
-from ..files import fsync_dir
+from ..model.files import fsync_dir
 
 log = logging.getLogger("distillguard.snapshot")
 FORMAT = "distillguard-session-snapshot/1"

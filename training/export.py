@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .. import __version__
+from importlib.metadata import version as _dist_version
 from ..model import features
 from ..model.network import LABELS, ScoringGraph, SessionTransformer
 
@@ -56,7 +56,7 @@ def write_bundle(out: Path, net: SessionTransformer, *, thresholds: dict, metric
     # epochs) get different versions, so a registry, the event log and ScoreResponse tell them apart.
     weights = weights_sha256(net)[:8]
     meta = {
-        "version": f"{__version__}+{data_fingerprint.get('sha256', 'nodata')[:8]}.{weights}",
+        "version": f"{_dist_version('distillguard')}+{data_fingerprint.get('sha256', 'nodata')[:8]}.{weights}",
         "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "labels": list(LABELS),
         "model_config": net.cfg.to_dict(),

@@ -21,7 +21,7 @@ import pandas as pd
 
 def _requests(events: int, seed: int):
     from ..training.simulate import SimConfig, accounts_for_events, simulate
-    from .scorer import ScoreInput
+    from ..serving.scorer import ScoreInput
 
     accounts = max(accounts_for_events(events, 2.0), 20)
     while True:     # small requests can fall short of the estimate: simulate more accounts
@@ -43,7 +43,7 @@ def _requests(events: int, seed: int):
 
 def _run(bundle, shadow, reqs, batch: int) -> float:
     """Seconds per request over one pass of `reqs` through a fresh scorer."""
-    from .scorer import Scorer
+    from ..serving.scorer import Scorer
 
     scorer = Scorer(bundle, shadow_model=shadow, max_sessions=len(reqs) + 1)
     try:
@@ -65,7 +65,7 @@ def _run(bundle, shadow, reqs, batch: int) -> float:
 
 def run_shadow_bench(model, events: int = 3000, repeats: int = 5, seed: int = 1,
                      workdir: Path = Path("bench")) -> dict:
-    from .bundle import load_bundle
+    from ..serving.bundle import load_bundle
 
     reqs = _requests(events, seed)
     with tempfile.TemporaryDirectory(prefix="distillguard-shadow-") as tmp:

@@ -46,7 +46,7 @@ from typing import Any
 
 import numpy as np
 
-from ..files import replace_atomically
+from ..model.files import replace_atomically
 from ..model import schema
 from ..serving.registry import Registry, bundle_hashes, is_registry
 from . import evaluate

@@ -67,7 +67,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .subprocs import terminate
+from ..serving.subprocs import terminate
 
 GRPC_PATH = "/distillguard.v1.Scorer/Score"
 _CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -94,7 +94,7 @@ def unframe(data: bytes) -> bytes:
 
 def bench_request(tag: str = "h2load", ts: float = 1_750_000_000.0):
     """One realistic Score request (request-side fields of a scripted client)."""
-    from .stubs import pb
+    from ..serving.stubs import pb
 
     return pb.ScoreRequest(
         account_id=f"bench-{tag}", session_id=f"bench-{tag}-s0", event_id=f"{tag}-e0", ts=ts,
@@ -350,7 +350,7 @@ async def _pyload(port: int, concurrency: int, events: int, events_per_session: 
     worst case for a shared store's local copies."""
     import grpc
 
-    from .stubs import pb, pb_grpc
+    from ..serving.stubs import pb, pb_grpc
 
     if events_per_session > 48:
         raise ValueError("events_per_session > 48 would spread a session over more than a day "
@@ -449,7 +449,7 @@ def run_pyload(port: int, concurrency: int, events: int, events_per_session: int
     args = json.dumps({"port": port, "concurrency": concurrency, "events": events,
                        "events_per_session": events_per_session, "seed": seed, "tag": tag,
                        "ports": ports, "route": route})
-    code = "from distillguard.serving.bench_grpc import _pyload_main; _pyload_main()"
+    code = "from distillguard.benchmarks.bench_grpc import _pyload_main; _pyload_main()"
     out = subprocess.run([sys.executable, "-c", code, args], capture_output=True, text=True)
     if out.returncode != 0:
         raise RuntimeError(f"Python load generator failed:\n{out.stderr[-2000:]}")
@@ -471,7 +471,7 @@ def _median_us(fn, n: int) -> float:
 def model_compute(model, window: int = 32, iters: int = 400) -> dict:
     """In-process cost of the model and the feature code, the scorer's per-request floor."""
     from ..model import features
-    from .bundle import load_bundle
+    from ..serving.bundle import load_bundle
 
     b = load_bundle(model, threads=1)
     T = min(window, b.window)
@@ -558,7 +558,7 @@ def _probe(port: int, body: Path) -> dict:
     """Send the h2load body once through a real client: gRPC status and answer."""
     import grpc
 
-    from .stubs import pb
+    from ..serving.stubs import pb
 
     req = pb.ScoreRequest.FromString(unframe(body.read_bytes()))
     with grpc.insecure_channel(f"127.0.0.1:{port}") as ch:
@@ -577,7 +577,7 @@ def start_servers(model, workdir: Path, workers: int | None = None,
     sp, mp, np_ = free_port(), free_port(), free_port()
     scorer_argv = [sys.executable, "-m", "distillguard.cli", "serve", "--model", str(model),
                    "--insecure", "--port", str(sp), "--metrics-port", str(mp), *serve_args]
-    noop_argv = [sys.executable, "-m", "distillguard.serving.noop_server", "--port", str(np_)]
+    noop_argv = [sys.executable, "-m", "distillguard.benchmarks.noop_server", "--port", str(np_)]
     if workers:
         # Same handler pool on both sides, else the comparison measures pool sizes.
         scorer_argv += ["--threads", str(workers)]
@@ -939,7 +939,7 @@ def run_scaling_bench(model, configs=(("memory", 1), ("memory", 2), ("redis", 1)
     rotate over them, repeat after repeat, so drifting background load hits all alike."""
     from rich.console import Console
 
-    from .redis_server import RedisServer
+    from ..serving.redis_server import RedisServer
 
     con = Console(quiet=quiet)
     if not con.is_terminal:

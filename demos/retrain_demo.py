@@ -28,7 +28,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from .serving.shadow_report import latest_per_session, log_parts
+from ..serving.shadow_report import latest_per_session, log_parts
 
 NEW_FAMILY = "harvest_agentic"
 

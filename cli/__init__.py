@@ -9,7 +9,7 @@ import tempfile
 import time
 from pathlib import Path
 
-DEFAULT_BUNDLE = Path(__file__).resolve().parent / "default_bundle"
+from ..serving import DEFAULT_BUNDLE
 
 
 def _add_simulate_args(p: argparse.ArgumentParser) -> None:
@@ -25,7 +25,7 @@ def _add_simulate_args(p: argparse.ArgumentParser) -> None:
 
 
 def _sim_config(a):
-    from .training.simulate import FAMILIES, SimConfig, accounts_for_events
+    from ..training.simulate import FAMILIES, SimConfig, accounts_for_events
 
     accounts = a.accounts or (accounts_for_events(a.events, a.days) if a.events else SimConfig.accounts)
     families = None
@@ -43,7 +43,7 @@ def _sim_config(a):
 
 
 def cmd_simulate(a) -> int:
-    from .training.simulate import simulate, write
+    from ..training.simulate import simulate, write
 
     cfg = _sim_config(a)
     t0 = time.perf_counter()
@@ -56,8 +56,8 @@ def cmd_simulate(a) -> int:
 
 
 def _train_config(a):
-    from .model.network import NetworkConfig
-    from .training.train import DEFAULT_PLE_BINS, TrainConfig
+    from ..model.network import NetworkConfig
+    from ..training.train import DEFAULT_PLE_BINS, TrainConfig
 
     net = NetworkConfig(window=a.window, d_model=a.d_model, n_layer=a.layers, n_head=a.heads,
                         ple_bins=DEFAULT_PLE_BINS if a.ple_bins is None else a.ple_bins)
@@ -68,7 +68,7 @@ def _train_config(a):
 
 
 def cmd_train(a) -> int:
-    from .training.train import local_rank, train
+    from ..training.train import local_rank, train
 
     extra = {}
     events, labels = a.events, a.labels
@@ -76,7 +76,7 @@ def cmd_train(a) -> int:
     # (LOCAL_RANK > 0); they simulate the same data privately, print nothing, write nothing.
     launcher = local_rank() == 0
     if a.simulate:
-        from .training.simulate import SimConfig, accounts_for_events, simulate, write
+        from ..training.simulate import SimConfig, accounts_for_events, simulate, write
 
         sim = SimConfig(seed=a.seed, accounts=accounts_for_events(a.simulate, a.sim_days), days=a.sim_days)
         ev, lab = simulate(sim)
@@ -97,7 +97,7 @@ def cmd_train(a) -> int:
             print("train: --mix-simulated adds simulated traffic to --events/--labels; "
                   "it does not combine with --simulate", file=sys.stderr)
             return 2
-        from .training.labels import MixConfig
+        from ..training.labels import MixConfig
 
         mix = MixConfig(events=a.mix_simulated, classes=a.mix_classes, min_class_sessions=a.min_class_sessions,
                         days=a.sim_days, seed=a.seed)
@@ -126,14 +126,14 @@ def cmd_train(a) -> int:
 
 
 def cmd_score(a) -> int:
-    from .serving.batch import score_file
+    from ..serving.batch import score_file
 
     if _rejects_misused(a):
         return 2
     if a.engine != "ray" and (a.address or a.spill_dir or a.actors):
         print("distillguard score: error: --address, --actors and --spill-dir need --engine ray", file=sys.stderr)
         return 2
-    from .serving.batch_ray import RayEngineError
+    from ..serving.batch_ray import RayEngineError
 
     try:
         stats = score_file(a.model, a.input, a.output, per_event=a.per_event, progress=not a.quiet,
@@ -169,7 +169,7 @@ def _print_summary(path: Path) -> None:
 
 def cmd_evaluate(a) -> int:
     if a.holdout_families is not None:
-        from .training.holdout import run_holdout
+        from ..training.holdout import run_holdout
 
         # Leave-one-family-out trains its own models on its own simulated data: --model,
         # --events and --labels describe a different evaluation and are not read.
@@ -180,7 +180,7 @@ def cmd_evaluate(a) -> int:
               f"({rep['timings']['total_s']} s)")
         return 0
     if a.robustness:
-        from .training.robustness import run_robustness
+        from ..training.robustness import run_robustness
 
         run_robustness(a.model, a.robustness_out, progress=not a.quiet)
         print(f"robustness report written to {Path(a.robustness_out) / 'robustness.md'}")
@@ -190,12 +190,12 @@ def cmd_evaluate(a) -> int:
         print(f"evaluate: {', '.join(missing)} required (or use --holdout-families / --robustness)",
               file=sys.stderr)
         return 2
-    from .training.evaluate_bundle import run_evaluation
+    from ..training.evaluate_bundle import run_evaluation
 
     if _rejects_misused(a):
         return 2
     if a.baseline:
-        from .training.compare import CompareConfig, compare_bundles
+        from ..training.compare import CompareConfig, compare_bundles
 
         res = compare_bundles(a.model, a.baseline, a.events, a.labels, a.report,
                               CompareConfig(tolerance=a.tolerance, fpr_tolerance=a.fpr_tolerance,
@@ -222,8 +222,8 @@ def _print_verdict(res: dict) -> None:
 
 def cmd_promote(a) -> int:
     """Exit 0 promoted (or already current), 1 refused by the gate or a stale comparison."""
-    from .serving.registry import Registry
-    from .training.compare import PromotionRefused, StaleComparison, promote
+    from ..serving.registry import Registry
+    from ..training.compare import PromotionRefused, StaleComparison, promote
 
     reg = Registry(a.registry)
     if a.shadow:
@@ -266,7 +266,7 @@ def cmd_promote(a) -> int:
 
 
 def cmd_rollback(a) -> int:
-    from .serving.registry import Registry, RegistryError
+    from ..serving.registry import Registry, RegistryError
 
     reg = Registry(a.registry)
     try:
@@ -279,7 +279,7 @@ def cmd_rollback(a) -> int:
 
 
 def cmd_registry(a) -> int:
-    from .serving.registry import Registry, version_table
+    from ..serving.registry import Registry, version_table
 
     reg = Registry.init(a.registry) if a.init else Registry(a.registry)
     if a.init:
@@ -311,7 +311,7 @@ def cmd_registry(a) -> int:
 
 def _serve_transport(a):
     """The serve command's TransportConfig; plaintext only with --insecure, whatever the host."""
-    from .serving.security import TransportConfig, TransportError, is_loopback_address
+    from ..serving.security import TransportConfig, TransportError, is_loopback_address
 
     if not (a.tls_cert or a.tls_key or a.tls_client_ca) and not a.insecure:
         where = "a non-loopback address, reachable from other machines" if not is_loopback_address(
@@ -328,7 +328,7 @@ def _serve_transport(a):
 def cmd_serve(a) -> int:
     if a.workers > 1:
         # Fork first, before gRPC/onnxruntime exist in this process (serving/workers.py).
-        from .serving.workers import run_workers
+        from ..serving.workers import run_workers
 
         if a.snapshot:
             raise ValueError("--snapshot works with one process; several workers share state through "
@@ -349,7 +349,7 @@ def cmd_serve(a) -> int:
 
 
 def _serve_one(a, port: int, metrics_port, worker: int | None = None, own_port: int | None = None) -> int:
-    from .serving.server import serve
+    from ..serving.server import serve
 
     transport = _serve_transport(a)
     return serve(a.model, port, host=a.host, metrics_port=metrics_port, shadow=a.shadow,
@@ -364,14 +364,14 @@ def _serve_event_log(a):
     """EventLogConfig from --event-log* (None: no event log)."""
     if not a.event_log:
         return None
-    from .serving.event_log import EventLogConfig
+    from ..serving.event_log import EventLogConfig
 
     return EventLogConfig(a.event_log, max_rows=a.event_log_max_rows, max_seconds=a.event_log_max_seconds)
 
 
 def _serve_limits(a):
     """RequestLimits from `serve`'s limit flags; a flag not given keeps the dataclass default."""
-    from .serving.limits import RequestLimits
+    from ..serving.limits import RequestLimits
 
     given = {"max_concurrent_rpcs": a.max_concurrent_rpcs, "max_message_bytes": a.max_message_bytes,
              "max_batch": a.max_batch, "max_ts_ahead_s": a.max_ts_ahead_s, "max_ts_age_s": a.max_ts_age_s}
@@ -382,7 +382,7 @@ def _serve_limits(a):
 
 
 def cmd_shadow_report(a) -> int:
-    from .serving.shadow_report import shadow_report
+    from ..serving.shadow_report import shadow_report
 
     res = shadow_report(a.event_log, a.out, max_rows=a.max_rows)   # ShadowReportError is a ValueError: exit 2
     ev, se = res["events"], res["sessions"]
@@ -394,7 +394,7 @@ def cmd_shadow_report(a) -> int:
 
 
 def cmd_replay(a) -> int:
-    from .serving.replay import ReplayError, print_summary, replay
+    from ..serving.replay import ReplayError, print_summary, replay
 
     try:
         summary = replay(a.target, a.events, speed=a.speed, concurrency=a.concurrency, limit=a.limit,
@@ -412,7 +412,7 @@ def cmd_feedback(a) -> int:
     """Report a wrong verdict: through a scorer's ReportFeedback (--target) or straight into
     a labels store (--labels-store), both by training.feedback.append_feedback."""
     if a.labels_store:
-        from .training.feedback import FeedbackError, append_feedback
+        from ..training.feedback import FeedbackError, append_feedback
 
         if not a.session:
             # Only the scorer knows the name of an account's implicit session.
@@ -434,8 +434,8 @@ def cmd_feedback(a) -> int:
         print("distillguard feedback: error: --model-version is for --labels-store; the scorer fills it in",
               file=sys.stderr)
         return 2
-    from .serving.client import FeedbackRejected, ScorerClient
-    from .serving.replay import _client_config
+    from ..serving.client import FeedbackRejected, ScorerClient
+    from ..serving.replay import _client_config
 
     config = _client_config(a.target, a.deadline_s, None, a.tls, a.tls_ca, a.tls_cert, a.tls_key, a.token_file)
     with ScorerClient(config) as client:
@@ -462,31 +462,31 @@ def cmd_bench(a) -> int:
     # No benchmark named: run batch and gRPC (the soak runs only when asked for).
     both = not (a.grpc or a.batch or a.soak or a.scaling or a.shadow)
     if a.batch or both:
-        from .serving.bench_batch import run_batch_bench
+        from ..benchmarks.bench_batch import run_batch_bench
 
         run_batch_bench(a.model, events=a.events, workdir=Path(a.workdir), seed=a.seed,
                         per_event=not a.no_per_event, ray=a.ray)
     if a.grpc or both:
-        from .serving.bench_grpc import run_grpc_bench
+        from ..benchmarks.bench_grpc import run_grpc_bench
 
         conc = tuple(int(c) for c in a.concurrency.split(",") if c.strip())
         run_grpc_bench(a.model, concurrency=conc, requests=a.requests, repeats=a.repeats,
                        connections=a.connections, py_events=a.py_events,
                        python_driven=not a.no_python, workdir=Path(a.workdir))
-        from .serving.bench_state import run_state_bench
+        from ..benchmarks.bench_state import run_state_bench
 
         run_state_bench(sessions=a.state_sessions)
     if a.scaling:
-        from .serving.bench_grpc import run_scaling_bench
+        from ..benchmarks.bench_grpc import run_scaling_bench
 
         run_scaling_bench(a.model, requests=a.requests, repeats=a.repeats, py_events=a.py_events,
                           workdir=Path(a.workdir))
     if a.shadow:
-        from .serving.bench_shadow import run_shadow_bench
+        from ..benchmarks.bench_shadow import run_shadow_bench
 
         run_shadow_bench(a.model, events=a.py_events, repeats=max(a.repeats, 3), seed=a.seed, workdir=Path(a.workdir))
     if a.soak:
-        from .serving.bench_soak import run_soak
+        from ..benchmarks.bench_soak import run_soak
 
         res = run_soak(a.model, seconds=a.soak_seconds, workdir=Path(a.workdir), max_sessions=a.soak_max_sessions)
         if res["server"]["crashes"]:
@@ -774,7 +774,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--account", required=True, help="account (API key) whose session got the wrong verdict")
     p.add_argument("--session", default="", help="session id as the scorer named it (ScoreResponse.session_id); "
                                                  "with --target, empty: the account's current implicit session")
-    from .model.schema import LABELS
+    from ..model.schema import LABELS
 
     p.add_argument("--label", required=True, choices=LABELS, help="the correct label")
     p.add_argument("--reason", required=True, help="why the verdict was wrong (stored as the label's note)")
@@ -833,8 +833,8 @@ def main(argv=None) -> int:
     a = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if a.verbose else (logging.INFO if a.cmd == "serve" else logging.WARNING),
                         format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    from .model.schema import SchemaError
-    from .serving.bundle import BundleError
+    from ..model.schema import SchemaError
+    from ..serving.bundle import BundleError
 
     try:
         return a.fn(a)

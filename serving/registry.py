@@ -39,7 +39,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
 
-from ..files import fsync_dir
+from ..model.files import fsync_dir
 
 log = logging.getLogger("distillguard.registry")
 

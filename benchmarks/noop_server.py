@@ -5,7 +5,7 @@ the difference between it and the scorer under the same load is the scorer's own
 It is built like the real server (a sync `grpc.server` on a thread pool, same options)
 so that transport and thread-pool costs cancel out of the comparison.
 
-    python -m distillguard.serving.noop_server --port 50061
+    python -m distillguard.benchmarks.noop_server --port 50061
 """
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from concurrent import futures
 
 import grpc
 
-from .stubs import pb, pb_grpc
+from ..serving.stubs import pb, pb_grpc
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +61,7 @@ def create_server(address: str = "127.0.0.1:0", max_workers: int = 16) -> tuple[
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m distillguard.serving.noop_server",
+    ap = argparse.ArgumentParser(prog="python -m distillguard.benchmarks.noop_server",
                                  description="no-op Scorer server (benchmark baseline)")
     ap.add_argument("--host", default="127.0.0.1")
     ap.add_argument("--port", type=int, default=50061, help="0 picks a free port (printed)")

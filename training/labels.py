@@ -32,7 +32,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pcsv
 
-from ..files import replace_atomically
+from ..model.files import replace_atomically
 from ..model.schema import LABELS, SchemaError
 
 CONFLICT_POLICIES = ("exclude", "fail")

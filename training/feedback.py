@@ -29,7 +29,7 @@ import secrets
 from pathlib import Path
 
 from ..model.schema import LABELS
-from ..files import fsync_dir
+from ..model.files import fsync_dir
 
 __all__ = ["FeedbackError", "append_feedback", "feedback_path", "FEEDBACK_COLUMNS", "MAX_ID_BYTES",
            "MAX_REASON_BYTES"]

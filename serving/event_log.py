@@ -49,7 +49,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ..model.schema import CANONICAL_SCHEMA, COMPLETION_SCHEMA, COMPLETIONS_DIR
-from ..files import fsync_dir
+from ..model.files import fsync_dir
 
 log = logging.getLogger("distillguard.event_log")
 

@@ -1,0 +1,1 @@
+"""Benchmarks (`distillguard bench <mode>`, `make bench`): rank 3, on top of serving and training."""

@@ -1,0 +1,1 @@
+"""Runnable demos built on the CLI verbs (make retrain-demo)."""
