@@ -11,14 +11,17 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 import sys
 import threading
 from concurrent import futures
 
 import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from ..serving.stubs import pb, pb_grpc
+from ..serving.subprocs import write_port_file
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +57,11 @@ def create_server(address: str = "127.0.0.1:0", max_workers: int = 16) -> tuple[
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="noop"),
                          options=[("grpc.so_reuseport", 0)])
     pb_grpc.add_ScorerServicer_to_server(NoopScorer(), server)
+    # The real server's health service too (SERVING from the start): the harness waits on it,
+    # and both servers then register the same services.
+    health_servicer = health.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    health_servicer.set("", health_pb2.HealthCheckResponse.SERVING)
     port = server.add_insecure_port(address)
     if port == 0:
         raise RuntimeError(f"cannot bind {address}")
@@ -66,11 +74,16 @@ def main(argv=None) -> int:
     ap.add_argument("--host", default="127.0.0.1")
     ap.add_argument("--port", type=int, default=50061, help="0 picks a free port (printed)")
     ap.add_argument("--workers", type=int, default=16, help="handler threads (the scorer's `serve --threads` default)")
+    ap.add_argument("--port-file", metavar="PATH", help='once serving, write {"pid", "host", "port"} as JSON to PATH '
+                    "(as `distillguard serve --port-file` does)")
     a = ap.parse_args(argv)
     server, port = create_server(f"{a.host}:{a.port}", a.workers)
     server.start()
     # The harness reads this line to learn the port when it asked for port 0.
     print(f"noop scorer listening on {a.host}:{port}", flush=True)
+    if a.port_file:
+        write_port_file(a.port_file, {"pid": os.getpid(), "host": a.host, "port": port, "metrics_port": None,
+                                      "workers": None})
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())

@@ -344,12 +344,13 @@ def cmd_serve(a) -> int:
             own = a.worker_port_base + i if a.worker_port_base else 0
             return _serve_one(a, port, metrics_port=mp, worker=i, own_port=own)
 
-        return run_workers(a.workers, a.host, a.port, child)
+        return run_workers(a.workers, a.host, a.port, child, port_file=a.port_file)
     return _serve_one(a, a.port, metrics_port=a.metrics_port)
 
 
 def _serve_one(a, port: int, metrics_port, worker: int | None = None, own_port: int | None = None) -> int:
     from ..serving.server import serve
+    from ..serving.subprocs import worker_port_file
 
     transport = _serve_transport(a)
     return serve(a.model, port, host=a.host, metrics_port=metrics_port, shadow=a.shadow,
@@ -357,7 +358,9 @@ def _serve_one(a, port: int, metrics_port, worker: int | None = None, own_port: 
                  reflection_enabled=not a.no_reflection, admin_enabled=not a.no_admin, limits=_serve_limits(a),
                  snapshot_path=a.snapshot, state=a.state, worker=worker, own_port=own_port,
                  event_log=_serve_event_log(a), labels_store=a.labels_store, shadow_model=a.shadow_model,
-                 registry_poll_s=a.registry_poll_s)
+                 registry_poll_s=a.registry_poll_s,
+                 port_file=(worker_port_file(a.port_file, worker) if a.port_file and worker is not None
+                            else a.port_file))
 
 
 def _serve_event_log(a):
@@ -678,6 +681,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host", default="127.0.0.1", help="address to bind (0.0.0.0 for all interfaces)")
     p.add_argument("--port", type=int, default=50051, help="gRPC port (0: any free port)")
     p.add_argument("--metrics-port", type=int, default=None, help="Prometheus /metrics HTTP port (off if unset)")
+    p.add_argument("--port-file", metavar="PATH", default=None,
+                   help='once the ports are bound and health says SERVING, write {"pid", "host", "port", '
+                        '"metrics_port" (or null), "workers"} as JSON to PATH (temp + rename); with --workers, '
+                        'pid is the supervisor\'s and "workers" lists each {"index", "pid", "port" (its own), '
+                        '"metrics_port"}, else null. For scripts and tests that start serve with --port 0')
     p.add_argument("--shadow", action="store_true", help="report actions without enforcing (shadow=true)")
     p.add_argument("--max-sessions", type=int, default=1_000_000, help="live sessions held before LRU eviction")
     p.add_argument("--threads", type=int, default=16, help="gRPC handler threads per process")

@@ -13,17 +13,11 @@ import tempfile
 import time
 from pathlib import Path
 
-from .subprocs import terminate
+from .subprocs import free_port, terminate
 
 
 class RedisServerMissing(RuntimeError):
     pass
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _die_with_parent() -> None:
@@ -40,7 +34,7 @@ def _die_with_parent() -> None:
 
 class RedisServer:
     def __init__(self, port: int | None = None, maxmemory: str | None = None, policy: str = "volatile-ttl"):
-        self.port = port or _free_port()
+        self.port = port or free_port()
         self.maxmemory, self.policy = maxmemory, policy
         self.proc: subprocess.Popen | None = None
         self.dir = Path(tempfile.mkdtemp(prefix="dg-redis-"))

@@ -40,6 +40,7 @@ from .scorer import CompleteInput, InvalidRequest, Scorer, ScoreInput, Verdict
 from .security import TokenAuthInterceptor, TransportConfig, check_bind, server_credentials
 from .snapshot import restore_scorer, save_scorer
 from .stubs import pb, pb_grpc
+from .subprocs import write_port_file
 
 log = logging.getLogger("distillguard.server")
 SERVICE = "distillguard.v1.Scorer"
@@ -512,7 +513,8 @@ def serve(model, port: int, host: str = "127.0.0.1", metrics_port: int | None = 
           snapshot_path: str | Path | None = None, state: str | None = None,
           worker: int | None = None, own_port: int | None = None,
           event_log: EventLogConfig | None = None, labels_store: str | Path | None = None,
-          shadow_model: str | Path | None = None, registry_poll_s: float = 2.0) -> int:
+          shadow_model: str | Path | None = None, registry_poll_s: float = 2.0,
+          port_file: str | Path | None = None) -> int:
     """Run until SIGTERM/SIGINT (drain and exit 0); SIGHUP reloads the bundle from its path.
     snapshot_path: session state restored at start and written after the drain.
     state: session store URL (`create_server`).
@@ -521,7 +523,11 @@ def serve(model, port: int, host: str = "127.0.0.1", metrics_port: int | None = 
     event_log: scored-event log config; its parts carry this worker's index and pid.
     labels_store: ReportFeedback's directory (`create_server`); workers may share one.
     model may be a registry (`create_server`): every process (worker) polls its pointers
-    every `registry_poll_s` s, and SIGHUP re-resolves its `current`."""
+    every `registry_poll_s` s, and SIGHUP re-resolves its `current`.
+    port_file: once the ports are bound and health says SERVING, {"pid", "host", "port",
+    "metrics_port", "workers": null} is published there as JSON (serving.subprocs); a
+    worker writes its own entry ({"index", "pid", "port": its own port, "metrics_port"})
+    for the supervisor to gather."""
     def fmt(p):
         return f"[{host}]:{p}" if ":" in host and not host.startswith("[") else f"{host}:{p}"
 
@@ -535,6 +541,7 @@ def serve(model, port: int, host: str = "127.0.0.1", metrics_port: int | None = 
                                           if event_log is not None else None),
                                labels_store=labels_store, shadow_model=shadow_model,
                                registry_poll_s=registry_poll_s)
+    mport = None
     if metrics_port is not None:
         _, mport = srv.metrics.serve(metrics_port, addr=host)
         log.info("metrics on http://%s:%d/metrics", host, mport)
@@ -551,6 +558,11 @@ def serve(model, port: int, host: str = "127.0.0.1", metrics_port: int | None = 
                              "pid": os.getpid(), "model": srv.scorer.bundle.version}))
         print(f"distillguard worker {worker} serving {srv.scorer.bundle.version} on {host}:{bound} "
               f"own port {host}:{own} pid {os.getpid()}", flush=True)
+    if port_file is not None:
+        # create_server returned with health SERVING, so the file means "ready for traffic".
+        write_port_file(port_file, {"pid": os.getpid(), "host": host, "port": bound, "metrics_port": mport,
+                                    "workers": None} if worker is None else
+                        {"index": worker, "pid": os.getpid(), "port": srv.extra_ports[0], "metrics_port": mport})
     stop.wait()
     log.info(json.dumps({"event": "draining", "grace_s": grace}))
     srv.stop(grace)

@@ -1,7 +1,20 @@
-"""Child processes the benchmarks and test helpers start (scorer, no-op server, redis-server)."""
+"""Child processes the benchmarks and test helpers start (scorer, no-op server, redis-server),
+and the port file a `serve --port-file PATH` process publishes once it is ready.
+
+Port file (JSON, written by temp + rename, so a reader sees all of it or nothing):
+    {"pid": P, "host": H, "port": GRPC_PORT, "metrics_port": PORT or null, "workers": null}
+With `serve --workers N`, pid is the supervisor's (the one to signal) and port the shared
+one; each worker is listed once it says SERVING on its own port:
+    "workers": [{"index": i, "pid": P_i, "port": OWN_PORT_i, "metrics_port": PORT or null}, ...]
+"""
 from __future__ import annotations
 
+import json
+import socket
 import subprocess
+from pathlib import Path
+
+from ..model.files import replace_atomically
 
 
 def terminate(proc: subprocess.Popen | None, timeout: float = 10.0) -> None:
@@ -14,3 +27,30 @@ def terminate(proc: subprocess.Popen | None, timeout: float = 10.0) -> None:
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait()
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A port nothing listens on right now (bound then released: another process may take
+    it before the caller binds it, so prefer `--port 0` plus the port file where possible)."""
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+def write_port_file(path: str | Path, info: dict) -> None:
+    replace_atomically(path, lambda tmp: Path(tmp).write_text(json.dumps(info) + "\n"))
+
+
+def read_port_file(path: str | Path) -> dict | None:
+    """The port file's content, None while it does not exist yet."""
+    try:
+        return json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        return None
+
+
+def worker_port_file(path: str | Path, index: int) -> Path:
+    """Where worker `index` of `serve --workers N --port-file PATH` announces itself to the
+    supervisor (a hidden name beside PATH; the supervisor removes it once read)."""
+    path = Path(path)
+    return path.with_name(f".{path.name}.worker-{index}")

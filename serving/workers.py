@@ -27,6 +27,8 @@ import sys
 import time
 from typing import Callable
 
+from .subprocs import read_port_file, worker_port_file, write_port_file
+
 log = logging.getLogger("distillguard.workers")
 
 RESTART_DELAY_S = 1.0
@@ -42,8 +44,12 @@ def reserve_port(host: str) -> tuple[socket.socket, int]:
     return s, s.getsockname()[1]
 
 
-def run_workers(n: int, host: str, port: int, child: Callable[[int, int], int]) -> int:
-    """Fork n workers running child(index, shared_port) -> exit code; supervise them."""
+def run_workers(n: int, host: str, port: int, child: Callable[[int, int], int],
+                port_file: str | None = None) -> int:
+    """Fork n workers running child(index, shared_port) -> exit code; supervise them.
+    port_file: each child writes subprocs.worker_port_file(port_file, index) once SERVING;
+    when all n have, the supervisor publishes the port file (serving.subprocs), again after
+    a restarted worker is back."""
     if n < 1:
         raise ValueError(f"--workers must be >= 1, got {n}")
     if any(m == "grpc" or m.startswith("grpc.") for m in sys.modules):
@@ -94,14 +100,35 @@ def run_workers(n: int, host: str, port: int, child: Callable[[int, int], int]) 
     for i in range(n):
         spawn(i)
     failed = False
+    ready: dict[int, dict] = {}     # index -> its port-file entry
+    pending = port_file is not None
+
+    def gather() -> bool:
+        for i in range(n):
+            if i not in ready and (entry := read_port_file(worker_port_file(port_file, i))) is not None:
+                ready[i] = entry
+                worker_port_file(port_file, i).unlink(missing_ok=True)
+        if len(ready) < n:
+            return False
+        write_port_file(port_file, {"pid": os.getpid(), "host": host, "port": port, "metrics_port": None,
+                                    "workers": [ready[i] for i in range(n)]})
+        return True
+
     while children:
         try:
-            pid, status = os.waitpid(-1, 0)
+            # Until every worker has announced itself, poll (WNOHANG) between looks at their files.
+            pid, status = os.waitpid(-1, os.WNOHANG if pending else 0)
         except ChildProcessError:
             break
+        if pid == 0:
+            pending = not stopping and not gather()
+            if pending:
+                time.sleep(0.05)
+            continue
         if pid not in children:
             continue
         i, started = children.pop(pid)
+        ready.pop(i, None)
         code = os.waitstatus_to_exitcode(status)
         codes[i] = code
         if stopping:
@@ -114,6 +141,9 @@ def run_workers(n: int, host: str, port: int, child: Callable[[int, int], int]) 
         log.error(json.dumps({"event": "worker_died", "worker": i, "code": code, "restart_in_s": RESTART_DELAY_S}))
         time.sleep(RESTART_DELAY_S)
         if not stopping:
+            if port_file is not None:
+                worker_port_file(port_file, i).unlink(missing_ok=True)
+                pending = True
             spawn(i)
     if reserved is not None:
         reserved.close()
