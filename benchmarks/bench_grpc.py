@@ -54,20 +54,18 @@ import math
 import os
 import re
 import shutil
-import socket
 import statistics
 import struct
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from ..serving.subprocs import terminate
+from ..serving.harness import MetricSamples, ServeProcess, serve_argv
 
 GRPC_PATH = "/distillguard.v1.Scorer/Score"
 _CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -112,12 +110,6 @@ def write_request_file(path: Path, request) -> Path:
 
 # ---------------------------------------------------------------------------- processes
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def proc_cpu_seconds(pid: int) -> float:
     """utime + stime of a process, all threads, from /proc (no psutil)."""
     stat = Path(f"/proc/{pid}/stat").read_text()
@@ -134,110 +126,38 @@ def proc_rss_mb(pid: int) -> dict:
     return {"rss_mb": out.get("VmRSS"), "peak_rss_mb": out.get("VmHWM")}
 
 
-@dataclass
-class ServerProc:
-    name: str
-    argv: list
-    port: int
-    metrics_port: int | None = None
-    log_path: Path | None = None
-    proc: subprocess.Popen | None = None
-    _log: object = None
-
-    def start(self, timeout: float = 90.0) -> "ServerProc":
-        import grpc
-
-        self._log = open(self.log_path, "w") if self.log_path else subprocess.DEVNULL
-        self.proc = subprocess.Popen(self.argv, stdout=self._log, stderr=subprocess.STDOUT,
-                                     stdin=subprocess.DEVNULL)
-        deadline = time.monotonic() + timeout
-        with grpc.insecure_channel(f"127.0.0.1:{self.port}") as ch:
-            while True:
-                if self.proc.poll() is not None:
-                    raise RuntimeError(f"{self.name} server exited with {self.proc.returncode} before "
-                                       f"listening; see {self.log_path}:\n{self._tail()}")
-                try:
-                    grpc.channel_ready_future(ch).result(timeout=0.5)
-                    if self._serving(ch):
-                        return self
-                    time.sleep(0.2)
-                except grpc.FutureTimeoutError:
-                    pass
-                if time.monotonic() > deadline:
-                    self.stop()
-                    raise RuntimeError(f"{self.name} server not serving on {self.port} "
-                                       f"after {timeout:.0f}s; see {self.log_path}")
-
-    @staticmethod
-    def _serving(ch) -> bool:
-        """The scorer binds its port before its model is loaded and says NOT_SERVING on the
-        health service until then; a server without a health service is ready once bound."""
-        import grpc
-        from grpc_health.v1 import health_pb2, health_pb2_grpc
-
-        try:
-            r = health_pb2_grpc.HealthStub(ch).Check(health_pb2.HealthCheckRequest(service=""), timeout=2)
-            return r.status == health_pb2.HealthCheckResponse.SERVING
-        except grpc.RpcError as e:
-            return e.code() == grpc.StatusCode.UNIMPLEMENTED
-
-    def _tail(self) -> str:
-        try:
-            return Path(self.log_path).read_text()[-2000:] if self.log_path else ""
-        except OSError:
-            return ""
-
-    @property
-    def pid(self) -> int:
-        return self.proc.pid
+class ServerProc(ServeProcess):
+    """A benchmark's server: the harness's ServeProcess (port file, health SERVING, SIGTERM
+    stop, /metrics summed over `serve --workers` workers) plus its CPU time."""
 
     def cpu(self) -> float:
-        return proc_cpu_seconds(self.pid)
+        """CPU seconds of the process and its workers (a supervisor's own are ~0)."""
+        total = 0.0
+        for pid in [self.pid, *(w["pid"] for w in self.workers)]:
+            try:
+                total += proc_cpu_seconds(pid)
+            except OSError:
+                pass
+        return total
 
-    def metrics(self) -> dict[str, float]:
-        if not self.metrics_port:
-            return {}
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5) as r:
-                return parse_prometheus(r.read().decode())
-        except OSError:
-            return {}
-
-    def stop(self) -> None:
-        terminate(self.proc)
-        if self._log not in (None, subprocess.DEVNULL):
-            self._log.close()
+    @property
+    def own_ports(self) -> list[int]:
+        """Each worker's own port (the shared one for a single process)."""
+        return [w["port"] for w in self.workers] or [self.port]
 
 
-def parse_prometheus(text: str) -> dict[str, float]:
-    """Prometheus text format -> {'name{labels}': value}, comments dropped."""
-    out = {}
-    for line in text.splitlines():
-        if not line or line.startswith("#"):
-            continue
-        key, _, val = line.rpartition(" ")
-        try:
-            out[key] = float(val)
-        except ValueError:
-            continue
-    return out
-
-
-def grpc_errors_from_metrics(before: dict, after: dict) -> dict[str, float]:
+def grpc_errors_from_metrics(before: MetricSamples, after: MetricSamples) -> dict[str, float]:
     """Per 'method/code' growth of distillguard_requests_total for codes other than OK."""
     out = {}
-    for k, v in after.items():
-        if not k.startswith("distillguard_requests_total{"):
-            continue
-        d = v - before.get(k, 0.0)
-        labels = dict(re.findall(r'(\w+)="([^"]*)"', k))
+    for labels, v in after.samples("distillguard_requests_total"):
+        d = v - before.value("distillguard_requests_total", **labels)
         if d > 0 and labels.get("code", "OK") != "OK":
             out[f"{labels.get('method', '?')}/{labels['code']}"] = d
     return out
 
 
-def metric_delta(before: dict, after: dict, name: str) -> float:
-    return sum(v - before.get(k, 0.0) for k, v in after.items() if k == name or k.startswith(name + "{"))
+def metric_delta(before: MetricSamples, after: MetricSamples, name: str) -> float:
+    return after.value(name) - before.value(name)
 
 
 # ---------------------------------------------------------------------------- h2load
@@ -574,16 +494,14 @@ def _probe(port: int, body: Path) -> dict:
 
 def start_servers(model, workdir: Path, workers: int | None = None,
                   serve_args: tuple = ()) -> tuple[ServerProc, ServerProc]:
-    sp, mp, np_ = free_port(), free_port(), free_port()
-    scorer_argv = [sys.executable, "-m", "distillguard.cli", "serve", "--model", str(model),
-                   "--insecure", "--port", str(sp), "--metrics-port", str(mp), *serve_args]
-    noop_argv = [sys.executable, "-m", "distillguard.benchmarks.noop_server", "--port", str(np_)]
+    scorer_argv = serve_argv("--model", model, "--insecure", "--port", 0, "--metrics-port", 0, *serve_args)
+    noop_argv = [sys.executable, "-m", "distillguard.benchmarks.noop_server", "--port", "0"]
     if workers:
         # Same handler pool on both sides, else the comparison measures pool sizes.
         scorer_argv += ["--threads", str(workers)]
         noop_argv += ["--workers", str(workers)]
-    scorer = ServerProc("scorer", scorer_argv, sp, mp, workdir / "grpc-scorer.log")
-    noop = ServerProc("noop", noop_argv, np_, None, workdir / "grpc-noop.log")
+    scorer = ServerProc(scorer_argv, name="scorer", log_path=workdir / "grpc-scorer.log")
+    noop = ServerProc(noop_argv, name="noop", log_path=workdir / "grpc-noop.log")
     noop.start()
     try:
         scorer.start()
@@ -845,75 +763,6 @@ def print_tables(res: dict, con=None) -> None:
 # load generator costs. The Redis share of latency comes from the workers' own counters:
 # seconds waited on Redis round trips / seconds spent in RPC handlers.
 
-def _children(pid: int) -> list[int]:
-    try:
-        return [int(x) for x in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
-    except OSError:
-        return []
-
-
-@dataclass
-class WorkerGroup(ServerProc):
-    """`serve --workers N` as one ServerProc: ready when every worker says SERVING on its
-    own port; CPU and /metrics summed over the workers (metrics ports metrics_port + i)."""
-    workers: int = 1
-    own_ports: list = field(default_factory=list)
-
-    def start(self, timeout: float = 90.0) -> "WorkerGroup":
-        import grpc
-
-        super().start(timeout)
-        if self.workers == 1:
-            self.own_ports = [self.port]
-            return self
-        pat = re.compile(r"worker (\d+) serving \S+ on \S+:\d+ own port \S+:(\d+)")
-        deadline = time.monotonic() + timeout
-        while True:
-            found = {int(m.group(1)): int(m.group(2)) for m in pat.finditer(self._tail_all())}
-            if len(found) == self.workers:
-                break
-            if time.monotonic() > deadline or self.proc.poll() is not None:
-                self.stop()
-                raise RuntimeError(f"{self.name}: {len(found)}/{self.workers} workers up; see {self.log_path}")
-            time.sleep(0.2)
-        self.own_ports = [found[i] for i in range(self.workers)]
-        for p in self.own_ports:
-            with grpc.insecure_channel(f"127.0.0.1:{p}") as ch:
-                while not self._serving(ch):
-                    if time.monotonic() > deadline:
-                        raise RuntimeError(f"{self.name}: worker on {p} not serving")
-                    time.sleep(0.2)
-        return self
-
-    def _tail_all(self) -> str:
-        try:
-            return Path(self.log_path).read_text()
-        except OSError:
-            return ""
-
-    def cpu(self) -> float:
-        total = 0.0
-        for pid in [self.pid, *_children(self.pid)]:
-            try:
-                total += proc_cpu_seconds(pid)
-            except OSError:
-                pass
-        return total
-
-    def metrics(self) -> dict[str, float]:
-        if not self.metrics_port:
-            return {}
-        out: dict[str, float] = {}
-        for i in range(self.workers):
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port + i}/metrics", timeout=5) as r:
-                    for k, v in parse_prometheus(r.read().decode()).items():
-                        out[k] = out.get(k, 0.0) + v
-            except OSError:
-                pass
-        return out
-
-
 def _store_share(m0: dict, m1: dict) -> dict:
     """Redis round trips as the workers saw them, over a measured interval."""
     handler_s = metric_delta(m0, m1, "distillguard_request_seconds_sum")
@@ -955,7 +804,7 @@ def run_scaling_bench(model, configs=(("memory", 1), ("memory", 2), ("redis", 1)
     redis_srv = RedisServer().start()
     res["redis"] = {"version": subprocess.run(["redis-server", "--version"], capture_output=True,
                                               text=True).stdout.strip()}
-    groups: dict[str, WorkerGroup] = {}
+    groups: dict[str, ServerProc] = {}
     rows: dict[str, dict] = {}
     try:
         for k, (store, n) in enumerate(configs):
@@ -1045,16 +894,13 @@ def run_scaling_bench(model, configs=(("memory", 1), ("memory", 2), ("redis", 1)
     return res
 
 
-def _start_group(model, name: str, n: int, state: str, workdir: Path) -> WorkerGroup:
-    sp, mp = free_port(), free_port()
-    while any(_port_taken(mp + i) for i in range(1, n)):
-        mp = free_port()
-    argv = [sys.executable, "-m", "distillguard.cli", "serve", "--model", str(model), "--insecure",
-            "--port", str(sp), "--metrics-port", str(mp), "--workers", str(n), "--state", state]
-    return WorkerGroup(name, argv, sp, mp, workdir / f"scaling-{name}.log", workers=n).start()
+def _start_group(model, name: str, n: int, state: str, workdir: Path) -> ServerProc:
+    argv = serve_argv("--model", model, "--insecure", "--port", 0, "--metrics-port", 0, "--workers", n,
+                      "--state", state)
+    return ServerProc(argv, name=name, log_path=workdir / f"scaling-{name}.log").start()
 
 
-def _measure_group(srv: WorkerGroup, redis_srv, body: Path, n_req: int, concurrency: int, connections: int,
+def _measure_group(srv: ServerProc, redis_srv, body: Path, n_req: int, concurrency: int, connections: int,
                    workdir: Path, rps: float | None = None):
     m0, c0, r0 = srv.metrics(), srv.cpu(), proc_cpu_seconds(redis_srv.pid)
     r = run_h2load(srv.port, body, n_req, concurrency, connections, rps=rps, workdir=workdir)
@@ -1069,15 +915,6 @@ def _merge_shares(shares: list[dict]) -> dict:
     return {**tot, "share_of_handler_time": tot["store_s"] / tot["handler_s"] if tot["handler_s"] else None,
             "store_us_per_rpc": tot["store_s"] / rpcs * 1e6 if rpcs else None,
             "round_trips_per_rpc": (tot["fetches"] + tot["commits"]) / rpcs if rpcs else None}
-
-
-def _port_taken(port: int) -> bool:
-    with socket.socket() as s:
-        try:
-            s.bind(("127.0.0.1", port))
-            return False
-        except OSError:
-            return True
 
 
 def _scaling_targets(rows: list[dict]) -> dict:

@@ -32,9 +32,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import signal
-import subprocess
-import sys
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -42,7 +39,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .bench_grpc import ServerProc, free_port, percentiles, proc_cpu_seconds, proc_rss_mb
+from ..serving.harness import serve_argv
+from .bench_grpc import ServerProc, percentiles, proc_cpu_seconds, proc_rss_mb
 
 # (multiple of calibrated capacity, share of one cycle)
 PHASES = ((0.5, 0.35), (0.9, 0.30), (2.0, 0.20), (4.0, 0.15))
@@ -288,32 +286,22 @@ def run_soak(model, seconds: float = 120.0, workdir: str | Path = "bench", *, ma
     traffic = _Traffic.simulate(seed, accounts, days)
     t_sim = time.perf_counter() - t_sim
     cpu0, load0 = time.process_time(), os.getloadavg()[0]
-    port, mport = free_port(), free_port()
-    argv = [sys.executable, "-m", "distillguard.cli", "serve", "--insecure", "--port", str(port),
-            "--metrics-port", str(mport), "--model", str(model), "--max-sessions", str(max_sessions),
-            "--threads", str(workers)]
+    argv = serve_argv("--insecure", "--port", 0, "--metrics-port", 0, "--model", model,
+                      "--max-sessions", max_sessions, "--threads", workers)
     if max_concurrent_rpcs is not None:
         argv += ["--max-concurrent-rpcs", str(max_concurrent_rpcs)]
-    srv = ServerProc("scorer", argv, port, metrics_port=mport, log_path=workdir / "soak_server.log").start()
+    srv = ServerProc(argv, name="scorer", log_path=workdir / "soak_server.log").start()
+    port = srv.port
     exit_code, drive = None, None
     try:
         cal_s = calibrate_s if calibrate_s is not None else min(5.0, max(2.0, 0.05 * seconds))
         drive = asyncio.run(_drive(port, traffic, seconds=seconds, capacity=None, pid=srv.pid,
                                    max_inflight=max_inflight, deadline_s=deadline_s, flood_share=flood_share,
                                    seed=seed, calibrate_s=cal_s, cycle_s=cycle_s))
-        alive = srv.proc.poll() is None
+        alive = srv.returncode is None
         server_metrics = srv.metrics() if alive else {}
     finally:
-        if srv.proc.poll() is None:
-            srv.proc.send_signal(signal.SIGTERM)
-            try:
-                exit_code = srv.proc.wait(60)
-            except subprocess.TimeoutExpired:
-                srv.proc.kill()
-                exit_code = srv.proc.wait()
-        else:
-            exit_code = srv.proc.returncode
-        srv.stop()
+        exit_code = srv.stop(timeout=60)      # SIGTERM, SIGKILL after 60 s; the exit code either way
     m = server_metrics
 
     def metric(prefix):

@@ -326,6 +326,8 @@ def _serve_transport(a):
 
 
 def cmd_serve(a) -> int:
+    if a.port_file and not Path(a.port_file).absolute().parent.is_dir():
+        raise ValueError(f"--port-file {a.port_file}: no directory {Path(a.port_file).absolute().parent}")
     if a.workers > 1:
         # Fork first, before gRPC/onnxruntime exist in this process (serving/workers.py).
         from ..serving.workers import run_workers

@@ -16,9 +16,7 @@ shadow.json), not computed beside them.
 from __future__ import annotations
 
 import json
-import re
 import shlex
-import signal
 import subprocess
 import sys
 import time
@@ -28,6 +26,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from ..serving.harness import ServeError, ServeProcess, scrape_metrics, start_serve
 from ..serving.shadow_report import latest_per_session, log_parts
 
 NEW_FAMILY = "harvest_agentic"
@@ -94,45 +93,13 @@ def _cli(*args, log=None, check: bool = True, capture: bool = False) -> subproce
     return res
 
 
-class _Server:
+def _start_server(args: list, log_path: Path) -> ServeProcess:
     """`distillguard serve` over the registry, as a child process on a free loopback port."""
-
-    def __init__(self, args: list, log_path: Path):
-        self.log_path = log_path
-        self.log = open(log_path, "w")
-        cmd = [sys.executable, "-m", "distillguard.cli", "serve", *map(str, args)]
-        print("$ distillguard serve " + " ".join(shlex.quote(str(a)) for a in args) + " &", flush=True)
-        self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT)
-        self.port = self._wait_port()
-        m = re.search(r"metrics on (http://\S+/metrics)", log_path.read_text())
-        self.metrics_url = m.group(1) if m else None
-
-    def _wait_port(self, timeout: float = 120.0) -> int:
-        deadline = time.monotonic() + timeout
-        pat = re.compile(r"^distillguard serving \S+ on 127\.0\.0\.1:(\d+)$", re.M)
-        while time.monotonic() < deadline:
-            m = pat.search(self.log_path.read_text())
-            if m:
-                return int(m.group(1))
-            if self.proc.poll() is not None:
-                raise DemoError(f"the scorer exited {self.proc.returncode}:\n{self.log_path.read_text()[-3000:]}")
-            time.sleep(0.2)
-        raise DemoError(f"the scorer did not start within {timeout:.0f}s:\n{self.log_path.read_text()[-3000:]}")
-
-    @property
-    def target(self) -> str:
-        return f"127.0.0.1:{self.port}"
-
-    def stop(self) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(60)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self.log.close()
-        return self.proc.returncode
+    print("$ distillguard serve " + " ".join(shlex.quote(str(a)) for a in args) + " &", flush=True)
+    try:
+        return start_serve(*args, timeout=120.0, log_path=log_path)
+    except ServeError as e:
+        raise DemoError(f"the scorer did not start: {e}") from None
 
 
 def _log_rows(log_dir: Path) -> pd.DataFrame:
@@ -202,7 +169,7 @@ def run_demo(workdir: str | Path, cfg: DemoConfig = DemoConfig()) -> DemoResult:
 
     # 2. Serve the registry: event log and labels store on, pointers polled every second.
     t = step("2. serve the registry's current model (v1) with an event log and a labels store")
-    server = _Server(["--model", reg, "--insecure", "--port", 0, "--metrics-port", 0, "--event-log", log_dir,
+    server = _start_server(["--model", reg, "--insecure", "--port", 0, "--metrics-port", 0, "--event-log", log_dir,
                       "--event-log-max-seconds", 1, "--labels-store", store, "--registry-poll-s", 1],
                      w / "serve.log")
     try:
@@ -339,24 +306,17 @@ def _merge_holdout(d: Path) -> None:
               ignore_index=True).to_csv(d / "labels.csv", index=False)
 
 
-def _served_versions(server: _Server) -> dict:
+def _served_versions(server: ServeProcess) -> dict:
     """{"current": version, "shadow": version or ""} from the server's own /metrics."""
-    import urllib.request
-
-    from prometheus_client.parser import text_string_to_metric_families
-
-    text = urllib.request.urlopen(server.metrics_url, timeout=5).read().decode()
+    m = scrape_metrics(server.metrics_port)
     out = {"current": "", "shadow": ""}
-    for fam in text_string_to_metric_families(text):
-        for s in fam.samples:
-            if s.name == "distillguard_model_info":
-                out["current"] = s.labels.get("version", "")
-            elif s.name == "distillguard_shadow_model_info":
-                out["shadow"] = s.labels.get("version", "")
+    for name, key in (("distillguard_model_info", "current"), ("distillguard_shadow_model_info", "shadow")):
+        for labels, _ in m.samples(name):
+            out[key] = labels.get("version", "")
     return out
 
 
-def _wait_served(server: _Server, current: str | None = None, shadow: str | None = None,
+def _wait_served(server: ServeProcess, current: str | None = None, shadow: str | None = None,
                  timeout: float = 60.0) -> str:
     """Wait until the running server reports `current` as its model / `shadow` as its shadow
     (the registry watcher polls the pointers); returns the version waited for."""
@@ -364,8 +324,8 @@ def _wait_served(server: _Server, current: str | None = None, shadow: str | None
     which, want = ("current", current) if current else ("shadow", shadow)
     seen = {}
     while time.monotonic() < deadline:
-        if server.proc.poll() is not None:
-            raise DemoError(f"the scorer exited {server.proc.returncode}:\n{server.log_path.read_text()[-3000:]}")
+        if server.returncode is not None:
+            raise DemoError(f"the scorer exited {server.returncode}:\n{server.logs()[-3000:]}")
         seen = _served_versions(server)
         if seen[which] == want:
             print(f"the scorer now serves {seen['current']}" + (f" with shadow {seen['shadow']}" if seen["shadow"] else ""),
@@ -373,7 +333,7 @@ def _wait_served(server: _Server, current: str | None = None, shadow: str | None
             return want
         time.sleep(0.3)
     raise DemoError(f"the scorer did not switch its {which} model to {want} within {timeout:.0f}s "
-                    f"(it reports {seen}):\n{server.log_path.read_text()[-3000:]}")
+                    f"(it reports {seen}):\n{server.logs()[-3000:]}")
 
 
 def main(argv=None) -> int:

@@ -1,8 +1,4 @@
 """One tiny simulated data set and one tiny trained bundle per test session, shared."""
-import re
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -51,9 +47,10 @@ def tiny_bundle(tmp_path_factory, sim_data) -> Path:
 
 @pytest.fixture(scope="session")
 def redis_server():
-    """A real redis-server on a free loopback port for the whole session (no fakes).
-    Missing redis-server fails the tests: `make test` and .ci/run install it."""
-    from distillguard.serving.redis_server import RedisServer, RedisServerMissing
+    """A real redis-server on a free loopback port for the whole session (no fakes), the one
+    every Redis test uses (through `redis_url`). Missing redis-server fails the tests:
+    `make test` and .ci/run install it."""
+    from distillguard.serving.harness import RedisServer, RedisServerMissing
 
     try:
         srv = RedisServer().start()
@@ -65,42 +62,14 @@ def redis_server():
 
 @pytest.fixture
 def redis_url(redis_server) -> str:
-    """The session's Redis, emptied for this test."""
+    """The session's Redis, emptied for this test (its config restored after it: a test
+    may `CONFIG SET maxmemory`)."""
     import redis
 
-    redis.Redis.from_url(redis_server.url).flushall()
-    return redis_server.url
-
-
-_SERVING = re.compile(r"serving \S+ on 127\.0\.0\.1:(\d+)")
-_METRICS = re.compile(r"metrics on http://127\.0\.0\.1:(\d+)/metrics")
-
-
-def start_serve(*args, timeout: float = 60.0, **popen_kw):
-    """`distillguard ARGS` (a `serve` command line) as a real process, stdout and stderr in
-    one pipe: waits for its "serving ... on 127.0.0.1:PORT" line and returns (process,
-    port, the lines read so far); a server that exits or stays silent fails the test."""
-    p = subprocess.Popen([sys.executable, "-m", "distillguard.cli", *map(str, args)], stdout=subprocess.PIPE,
-                         stderr=subprocess.STDOUT, text=True, **popen_kw)
-    lines = []
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        line = p.stdout.readline()
-        if not line and p.poll() is not None:
-            break
-        lines.append(line)
-        m = _SERVING.search(line)
-        if m:
-            return p, int(m.group(1)), lines
-    p.kill()
-    p.wait()
-    raise AssertionError("server did not start:\n" + "".join(lines))
-
-
-def metrics_port(lines) -> int:
-    """The /metrics port a `serve --metrics-port 0` process printed."""
-    for line in lines:
-        m = _METRICS.search(line)
-        if m:
-            return int(m.group(1))
-    raise AssertionError("no metrics line in:\n" + "".join(lines))
+    r = redis.Redis.from_url(redis_server.url)
+    r.flushall()
+    conf = r.config_get("maxmemory*")
+    yield redis_server.url
+    r.config_set("maxmemory", conf["maxmemory"])
+    r.config_set("maxmemory-policy", conf["maxmemory-policy"])
+    r.close()

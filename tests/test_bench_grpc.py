@@ -7,16 +7,16 @@ import numpy as np
 import pytest
 
 from distillguard.benchmarks import bench_grpc as bg
+from distillguard.serving.harness import parse_metrics
 from distillguard.serving.stubs import pb, pb_grpc
 
 
 @pytest.fixture(scope="module")
 def noop(tmp_path_factory):
     """The no-op server as the benchmark runs it: a subprocess on its own port."""
-    port = bg.free_port()
     log = tmp_path_factory.mktemp("noop") / "noop.log"
-    srv = bg.ServerProc("noop", [sys.executable, "-m", "distillguard.benchmarks.noop_server", "--port", str(port)],
-                        port, None, log).start(timeout=30)
+    srv = bg.ServerProc([sys.executable, "-m", "distillguard.benchmarks.noop_server", "--port", "0"], name="noop",
+                        log_path=log, timeout=30).start()
     yield srv
     srv.stop()
 
@@ -45,8 +45,8 @@ def test_request_file_is_one_valid_grpc_frame(tmp_path):
 
 
 def test_prometheus_error_diff_counts_only_non_ok_codes():
-    before = bg.parse_prometheus('distillguard_requests_total{code="OK",method="Score"} 5.0\n')
-    after = bg.parse_prometheus(
+    before = parse_metrics('distillguard_requests_total{code="OK",method="Score"} 5.0\n')
+    after = parse_metrics(
         '# HELP x\ndistillguard_requests_total{code="OK",method="Score"} 9.0\n'
         'distillguard_requests_total{code="INVALID_ARGUMENT",method="Score"} 2.0\n')
     assert bg.grpc_errors_from_metrics(before, after) == {"Score/INVALID_ARGUMENT": 2.0}

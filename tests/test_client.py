@@ -15,6 +15,7 @@ import grpc
 import pytest
 from prometheus_client import CollectorRegistry
 
+from distillguard.serving.harness import free_port
 from distillguard.serving import DEFAULT_BUNDLE
 from distillguard.model import templates
 from distillguard.serving.client import (ACTIONS, AsyncScorerClient, CircuitBreaker, ClientConfig, ScorerClient,
@@ -40,12 +41,6 @@ def server():
 @pytest.fixture
 def registry():
     return CollectorRegistry()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class _AsyncFacade:

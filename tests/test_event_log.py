@@ -4,7 +4,6 @@ was not yet in a part, and no half-written part is ever readable under a part na
 Applied completions go to `_completions/` parts under the same rules, and the loaders
 fill the events' completion_tokens/status from them."""
 import re
-import signal
 import subprocess
 import sys
 import time
@@ -14,10 +13,10 @@ import grpc
 import pytest
 import pyarrow as pa
 import pyarrow.parquet as pq
-from conftest import start_serve
 
 from distillguard.serving import DEFAULT_BUNDLE
 from distillguard.model import schema
+from distillguard.serving.harness import ServeProcess, start_serve
 from distillguard.serving.event_log import COMPLETION_COLUMNS, LOG_COLUMNS, EventLogConfig
 from distillguard.serving.server import create_server
 from distillguard.serving.stubs import pb, pb_grpc
@@ -125,10 +124,10 @@ def test_rotation_by_rows_and_seconds(tmp_path):
         srv.stop(2.0)
 
 
-def _start(d: Path, max_rows: int) -> tuple[subprocess.Popen, int]:
-    p, port, _ = start_serve("serve", "--insecure", "--port", "0", "--model", DEFAULT_BUNDLE, "--event-log", d,
-                             "--event-log-max-rows", max_rows)
-    return p, port
+def _start(d: Path, max_rows: int) -> tuple[ServeProcess, int]:
+    p = start_serve("--insecure", "--port", "0", "--model", DEFAULT_BUNDLE, "--event-log", d,
+                    "--event-log-max-rows", max_rows)
+    return p, p.port
 
 
 def _send(port: int, m: int) -> None:
@@ -174,7 +173,6 @@ def test_subprocess_sigkill_loses_only_the_tail_and_sigterm_loses_nothing(tmp_pa
         time.sleep(1.0)       # let the background writer cut the full parts (no flush on SIGKILL)
     finally:
         p.kill()
-        p.communicate(timeout=30)
     parts = _parts(d)
     counts = [pq.read_table(f).num_rows for f in parts]          # every complete part is readable
     logged = sum(counts)
@@ -191,8 +189,8 @@ def test_subprocess_sigkill_loses_only_the_tail_and_sigterm_loses_nothing(tmp_pa
     try:
         _send(port, m)
     finally:
-        p.send_signal(signal.SIGTERM)
-        out, _ = p.communicate(timeout=60)
+        p.stop(timeout=60)
+    out = p.logs()
     assert p.returncode == 0, out[-2000:]
     assert '"event_log_flushed"' in out
     t = _read(d)

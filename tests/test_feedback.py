@@ -3,7 +3,6 @@ ways, and the JSON Lines it appends to the labels store (training/feedback.py)."
 import datetime as dt
 import json
 import re
-import signal
 import subprocess
 import sys
 import threading
@@ -12,7 +11,6 @@ from pathlib import Path
 import grpc
 import numpy as np
 import pytest
-from conftest import start_serve
 
 from distillguard.cli import main
 from distillguard.model import schema
@@ -333,21 +331,20 @@ def test_the_labels_reader_reads_the_store(tmp_path):
 
 
 def test_serve_labels_store_flag_and_the_feedback_command_as_processes(tiny_bundle, tmp_path):
-    from distillguard.serving.subprocs import terminate
+    from distillguard.serving.harness import start_serve
 
     store = tmp_path / "labels"
-    p, port, lines = start_serve("serve", "--insecure", "--port", "0", "--no-admin", "--model", tiny_bundle,
-                             "--labels-store", store)
+    p = start_serve("--insecure", "--port", "0", "--no-admin", "--model", tiny_bundle, "--labels-store", store)
     try:
-        r = subprocess.run([sys.executable, "-m", "distillguard.cli", "feedback", "--target", f"127.0.0.1:{port}",
+        r = subprocess.run([sys.executable, "-m", "distillguard.cli", "feedback", "--target", p.target,
                             "--account", "proc-acct", "--session", "proc-s", "--label", "benign_automation",
                             "--reason", "as a process"], capture_output=True, text=True, timeout=60)
         assert r.returncode == 0, r.stderr
         filed = json.loads(r.stdout)
         assert [(x["incident_id"], x["note"]) for x in _rows(store)] == [(filed["incident_id"], "as a process")]
-        p.send_signal(signal.SIGTERM)
-        out, _ = p.communicate(timeout=30)
+        p.stop(timeout=30)
+        out = p.logs()
         assert p.returncode == 0, out
-        assert '"event": "feedback"' in "".join(lines) + out and "as a process" not in "".join(lines) + out
+        assert '"event": "feedback"' in out and "as a process" not in out
     finally:
-        terminate(p)
+        p.stop()

@@ -9,7 +9,6 @@ Design doc, "Tests vs benchmarks": generous bounds here, figures in `distillguar
 from __future__ import annotations
 
 import math
-import sys
 import threading
 import time
 
@@ -18,8 +17,9 @@ import numpy as np
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from prometheus_client import CollectorRegistry
 
-from distillguard.benchmarks.bench_grpc import ServerProc, free_port, proc_rss_mb
+from distillguard.benchmarks.bench_grpc import proc_rss_mb
 from distillguard.serving.client import ClientConfig, ScorerClient
+from distillguard.serving.harness import start_serve
 from distillguard.serving.stubs import pb, pb_grpc
 
 CAP, WORKERS = 8, 4
@@ -112,11 +112,9 @@ def _p99(lat: list[float]) -> float:
 
 
 def test_overload_sheds_stays_fast_bounded_and_recovers(tmp_path):
-    port, mport = free_port(), free_port()
-    srv = ServerProc("scorer", [sys.executable, "-m", "distillguard.cli", "serve", "--insecure", "--port", str(port),
-                                "--metrics-port", str(mport), "--threads", str(WORKERS),
-                                "--max-concurrent-rpcs", str(CAP)], port, mport, tmp_path / "serve.log")
-    srv.start(timeout=60)
+    srv = start_serve("--insecure", "--port", "0", "--metrics-port", "0", "--threads", WORKERS,
+                      "--max-concurrent-rpcs", CAP, timeout=60, log_path=tmp_path / "serve.log")
+    port = srv.port
     channel = grpc.insecure_channel(f"127.0.0.1:{port}")
     registry = CollectorRegistry()
     client = ScorerClient(ClientConfig(f"127.0.0.1:{port}", deadline_s=1.0, retries=1, breaker_failures=3,
@@ -181,9 +179,9 @@ def test_overload_sheds_stays_fast_bounded_and_recovers(tmp_path):
 
         # The server counts what it shed (distillguard_requests_total{code="RESOURCE_EXHAUSTED"}),
         # exactly the calls the clients saw refused.
-        key = 'distillguard_requests_total{code="RESOURCE_EXHAUSTED",method="Score"}'
+        shed = dict(name="distillguard_requests_total", code="RESOURCE_EXHAUSTED", method="Score")
         client_shed = registry.get_sample_value("distillguard_client_fail_open_total", {"reason": "overloaded"})
-        assert m1.get(key, 0) - m0.get(key, 0) == n_shed + client_shed, report
+        assert m1.value(**shed) - m0.value(**shed) == n_shed + client_shed, report
 
         # The gateway client failed open on shed calls: the default action, no score, counted.
         failed = [v for v in verdicts if v.fail_open]
@@ -207,5 +205,5 @@ def test_overload_sheds_stays_fast_bounded_and_recovers(tmp_path):
         channel.close()
         srv.stop()
     log = (tmp_path / "serve.log").read_text()
-    assert srv.proc.returncode == 0, log[-2000:]
+    assert srv.returncode == 0, log[-2000:]
     assert "Traceback" not in log and "Exception" not in log, log[-4000:]

@@ -11,7 +11,6 @@ any other file in the working directory.
 import io
 import json
 import re
-import signal
 import subprocess
 import sys
 import time
@@ -23,8 +22,8 @@ from pathlib import Path
 import grpc
 import numpy as np
 import pyarrow.parquet as pq
-from conftest import metrics_port, start_serve
 
+from distillguard.serving.harness import parse_metrics, start_serve
 from distillguard.serving.stubs import pb, pb_grpc
 
 PREFIX = "qxzprivmark"          # every marker starts with it; a leak of any part-masked form still shows it
@@ -96,10 +95,10 @@ def test_raw_prompts_never_reach_logs_metrics_state_or_outputs(tmp_path):
     events.write_text("".join(json.dumps(r) + "\n" for r in rows))
     assert _leaks({"input": events.read_bytes()}, markers) == ["input"]        # the search does find them
 
-    argv = ["-v", "serve", "--insecure", "--port", "0", "--metrics-port", "0", "--snapshot", str(work / "state.npz"),
+    argv = ["--insecure", "--port", "0", "--metrics-port", "0", "--snapshot", str(work / "state.npz"),
             "--event-log", str(work / "event_log"), "--event-log-max-rows", "5"]
-    srv, port, lines = start_serve(*argv, cwd=work, stdin=subprocess.DEVNULL)
-    mport = metrics_port(lines)
+    srv = start_serve(*argv, cli_args=("-v",), cwd=work, stdin=subprocess.DEVNULL)
+    port, mport = srv.port, srv.metrics_port
 
     captured: dict[str, bytes] = {}
     try:
@@ -144,13 +143,12 @@ def test_raw_prompts_never_reach_logs_metrics_state_or_outputs(tmp_path):
         assert rep.returncode == 0, rep.stderr.decode()[-2000:]
         captured["replay.stdout"], captured["replay.stderr"] = rep.stdout, rep.stderr
         metrics = urllib.request.urlopen(f"http://127.0.0.1:{mport}/metrics", timeout=10).read()
-        assert b"distillguard_requests_total" in metrics
+        assert parse_metrics(metrics.decode()).samples("distillguard_requests_total")
         captured["metrics"] = metrics
     finally:
-        srv.send_signal(signal.SIGTERM)
-        rest, _ = srv.communicate(timeout=60)
-    assert srv.returncode == 0, "".join(lines) + rest
-    log = "".join(lines) + rest
+        srv.stop(timeout=60)
+    log = srv.logs()
+    assert srv.returncode == 0, log
     assert '"snapshot_written"' in log and '"stopped"' in log, log
     captured["serve.log"] = log.encode()
     snap = work / "state.npz"

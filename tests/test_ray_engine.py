@@ -6,7 +6,6 @@ onnxruntime's CPU scores of a window do not depend on which windows share its ca
 """
 import json
 import os
-import socket
 import sys
 import time
 
@@ -14,6 +13,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
+from distillguard.serving.harness import free_port
 from distillguard.cli import main
 
 for _k, _v in {"RAY_USAGE_STATS_ENABLED": "0", "RAY_DISABLE_IMPORT_WARNING": "1",
@@ -119,15 +119,9 @@ def test_few_accounts_empty_partitions_and_spill_dir(ray_local, tiny_bundle, sim
     assert list(spill.iterdir()) == []   # partitions removed after the run
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_unreachable_address_is_a_clear_error(tiny_bundle, sim_data, tmp_path, capsys):
     out = tmp_path / "o.parquet"
-    addr = f"127.0.0.1:{_free_port()}"
+    addr = f"127.0.0.1:{free_port()}"
     t0 = time.perf_counter()
     assert _score(tiny_bundle, sim_data[0], out, "--engine", "ray", "--address", addr) == 2
     assert time.perf_counter() - t0 < 20

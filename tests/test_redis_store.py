@@ -12,7 +12,6 @@ import redis
 from distillguard.serving import DEFAULT_BUNDLE
 from distillguard.model import features
 from distillguard.serving.bundle import load_bundle
-from distillguard.serving.redis_server import RedisServer
 from distillguard.serving.redis_store import HEADER, RECORD, TOKEN_LEN, RedisStore, session_key
 from distillguard.serving.scorer import CompleteInput, Scorer, ScoreInput
 from distillguard.serving.state import MemoryStore, event_key, open_store
@@ -189,22 +188,24 @@ def test_keys_are_namespaced_by_feature_spec_and_ids_cannot_collide(redis_url):
     assert session_key("dg", "h", ("a:b", "c")) == b"dg:h:a%3Ab:c"
 
 
-def test_a_flood_evicts_unflagged_sessions_first_under_maxmemory():
+def test_a_flood_evicts_unflagged_sessions_first_under_maxmemory(redis_url):
     """maxmemory + volatile-ttl (docs/scaling.md): flagged sessions carry the longer TTL, so
     Redis evicts unflagged ones first and a flood of fresh ids leaves the harvesters."""
-    with RedisServer(maxmemory="4mb", policy="volatile-ttl") as srv:
-        s = _store(srv.url + "?ttl=3600&flagged_ttl=86400", ring=8)
-        for h in range(20):
-            _add(s, ("harvester", f"h{h}"), T0, flagged=True)
-        for start in range(0, 6000, 200):                  # ~6000 x ~0.6 KB: well past 4 MB
-            keys = [(f"fresh{i}", "") for i in range(start, start + 200)]
-            s.prepare(keys)
-            slots = [s.open(k, T0 + 1)[0].slot for k in keys]
-            s.append(np.array(slots), [_ev(T0 + 1)] * len(keys), [event_key("e")] * len(keys))
-            s.commit()
-        r = redis.Redis.from_url(srv.url)
-        assert r.info("stats")["evicted_keys"] > 0 and s.evictions["capacity"] >= 0
-        assert all(r.exists(s.key_of(("harvester", f"h{h}"))) for h in range(20))
+    r = redis.Redis.from_url(redis_url)
+    r.config_set("maxmemory", "4mb")
+    r.config_set("maxmemory-policy", "volatile-ttl")
+    evicted0 = r.info("stats")["evicted_keys"]      # the session's server: count from here
+    s = _store(redis_url + "?ttl=3600&flagged_ttl=86400", ring=8)
+    for h in range(20):
+        _add(s, ("harvester", f"h{h}"), T0, flagged=True)
+    for start in range(0, 6000, 200):                  # ~6000 x ~0.6 KB: well past 4 MB
+        keys = [(f"fresh{i}", "") for i in range(start, start + 200)]
+        s.prepare(keys)
+        slots = [s.open(k, T0 + 1)[0].slot for k in keys]
+        s.append(np.array(slots), [_ev(T0 + 1)] * len(keys), [event_key("e")] * len(keys))
+        s.commit()
+    assert r.info("stats")["evicted_keys"] > evicted0 and s.evictions["capacity"] >= 0
+    assert all(r.exists(s.key_of(("harvester", f"h{h}"))) for h in range(20))
 
 
 def test_unreachable_redis_is_a_clear_error(bundle):

@@ -9,12 +9,10 @@ from __future__ import annotations
 import datetime as dt
 import ipaddress
 import logging
-import signal
 from pathlib import Path
 
 import grpc
 import pytest
-from conftest import start_serve
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -25,6 +23,7 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from distillguard.cli import main
 from distillguard.serving import DEFAULT_BUNDLE
 from distillguard.serving.client import ClientConfig, ScorerClient
+from distillguard.serving.harness import start_serve
 from distillguard.serving.replay import ReplayError, replay
 from distillguard.serving.security import (TransportConfig, TransportError, channel_credentials, check_bind,
                                            is_loopback_address, load_tokens, token_call_credentials,
@@ -429,10 +428,10 @@ def test_client_side_credentials_errors(certs, tmp_path):
 # ----------------------------------------------------------------------------- the CLI as a process
 
 def test_cli_serve_process_with_tls_token_no_admin(certs):
-    p, port, lines = start_serve("serve", "--port", "0", "--tls-cert", certs.server_cert, "--tls-key", certs.server_key,
-                                 "--token-file", certs.tokens, "--no-admin", "--no-reflection")
+    p = start_serve("--port", "0", "--tls-cert", certs.server_cert, "--tls-key", certs.server_key,
+                    "--token-file", certs.tokens, "--no-admin", "--no-reflection", credentials=_creds(certs))
     try:
-        with grpc.secure_channel(f"127.0.0.1:{port}", _creds(certs)) as ch:
+        with grpc.secure_channel(p.target, _creds(certs)) as ch:
             stub = pb_grpc.ScorerStub(ch)
             assert _code(lambda: stub.Score(_req("acct-p"), timeout=TIMEOUT)) == grpc.StatusCode.UNAUTHENTICATED
             md = token_metadata(TOKEN)
@@ -441,9 +440,8 @@ def test_cli_serve_process_with_tls_token_no_admin(certs):
                 == grpc.StatusCode.PERMISSION_DENIED
             assert _code(lambda: _reflection_services(ch, md)) == grpc.StatusCode.UNIMPLEMENTED
     finally:
-        p.send_signal(signal.SIGTERM)
-        out, _ = p.communicate(timeout=30)
-    out = "".join(lines) + out
+        p.stop(timeout=30)
+    out = p.logs()
     assert p.returncode == 0, out
     assert "mutual TLS" not in out and '"mode": "TLS, bearer tokens (2 configured)"' in out
     assert TOKEN not in out and OTHER_TOKEN not in out

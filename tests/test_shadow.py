@@ -13,12 +13,13 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-from conftest import start_serve, tiny_train_config
+from conftest import tiny_train_config
 from distillguard.cli import main
 from distillguard.model import schema
 from distillguard.serving.batch import score_file
 from distillguard.serving.bundle import BundleError, load_bundle
 from distillguard.serving.event_log import SHADOW_COLUMNS, EventLogConfig
+from distillguard.serving.harness import start_serve
 from distillguard.serving.server import create_server
 from distillguard.serving.stubs import pb, pb_grpc
 
@@ -374,7 +375,6 @@ def test_report_refuses_logs_without_shadow_verdicts(tmp_path, tiny_bundle, caps
 
 
 def test_serve_cli_takes_a_shadow_model(tmp_path, bundles):
-    import signal
     import subprocess
     import sys
 
@@ -385,16 +385,16 @@ def test_serve_cli_takes_a_shadow_model(tmp_path, bundles):
     assert r.returncode == 2 and "missing" in r.stderr and "not a directory" in r.stderr
 
     d = tmp_path / "log"
-    p, port, lines = start_serve(*base[3:], "--shadow-model", shadow, "--event-log", d)
+    p = start_serve(*base[4:], "--shadow-model", shadow, "--event-log", d)
     try:
-        with grpc.insecure_channel(f"127.0.0.1:{port}") as ch:
+        with grpc.insecure_channel(p.target) as ch:
             r = pb_grpc.ScorerStub(ch).Score(pb.ScoreRequest(account_id="a", event_id="e", ts=1.7e9,
                                                              prompt_tokens=3), timeout=10)
         assert r.model_version == load_bundle(champion).version
     finally:
-        p.send_signal(signal.SIGTERM)
-        out, _ = p.communicate(timeout=60)
+        p.stop(timeout=60)
+    out = p.logs()
     assert p.returncode == 0, out[-2000:]
-    assert '"shadow_loaded"' in "".join(lines) + out
+    assert '"shadow_loaded"' in out
     row = _log(d).iloc[0]
     assert row.shadow_model_version == load_bundle(shadow).version and row.model_version == r.model_version

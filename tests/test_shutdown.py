@@ -4,10 +4,7 @@ score is the one an unrestarted scorer gives."""
 import json
 import logging
 import os
-import re
 import signal
-import subprocess
-import sys
 import threading
 import time
 
@@ -19,6 +16,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from distillguard.serving import DEFAULT_BUNDLE
 from distillguard.model import features
 from distillguard.serving import snapshot
+from distillguard.serving.harness import start_serve
 from distillguard.serving.scorer import CompleteInput, Scorer, ScoreInput
 from distillguard.serving.server import SERVICE
 from distillguard.serving.state import MemoryStore, event_key
@@ -208,55 +206,8 @@ def test_create_server_starts_with_a_corrupt_snapshot(tmp_path):
 
 # ---------------------------------------------------------------------------- the real process
 
-class _Proc:
-    """`distillguard serve` in a subprocess; stdout and stderr read by threads, lines timestamped."""
-
-    def __init__(self, *args, env=None):
-        cmd = [sys.executable, "-m", "distillguard.cli", *args]
-        self.p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                  stdin=subprocess.DEVNULL, env=env)
-        self.out: list[str] = []
-        self.err: list[str] = []
-        self._threads = [threading.Thread(target=self._pump, args=(s, dst), daemon=True)
-                         for s, dst in ((self.p.stdout, self.out), (self.p.stderr, self.err))]
-        for t in self._threads:
-            t.start()
-        deadline = time.time() + 60
-        while time.time() < deadline:
-            for line in list(self.out):
-                m = re.search(r"serving \S+ on 127\.0\.0\.1:(\d+)", line)
-                if m:
-                    self.port = int(m.group(1))
-                    return
-            if self.p.poll() is not None:
-                break
-            time.sleep(0.05)
-        self.p.kill()
-        self.finish()
-        raise AssertionError("server did not start:\n" + self.text())
-
-    @staticmethod
-    def _pump(stream, dst):
-        for line in stream:
-            dst.append(line)
-
-    def finish(self, timeout=60) -> int:
-        rc = self.p.wait(timeout)
-        for t in self._threads:
-            t.join(10)
-        return rc
-
-    def text(self) -> str:
-        return "".join(self.out) + "".join(self.err)
-
-    def kill(self):
-        if self.p.poll() is None:
-            self.p.kill()
-            self.p.wait()
-
-
 def _serve(*args):
-    return _Proc("serve", "--insecure", "--port", "0", *args)
+    return start_serve("--insecure", "--port", "0", *args, timeout=60)
 
 
 def _req(e) -> "pb.ScoreRequest":
@@ -310,8 +261,8 @@ def test_sigterm_drains_in_flight_calls_then_exits_0(tmp_path):
         time.sleep(1.5)
         ok_before = sum(c == "OK" for _, _, c in results)
         t_sig = time.time()
-        srv.p.send_signal(signal.SIGTERM)
-        rc = srv.finish(timeout=60)
+        srv.send_signal(signal.SIGTERM)
+        rc = srv.wait(timeout=60)
         exit_s = time.time() - t_sig
         stop_load.set()
         for t in threads:
@@ -320,7 +271,7 @@ def test_sigterm_drains_in_flight_calls_then_exits_0(tmp_path):
     finally:
         stop_load.set()
         srv.kill()
-    out = srv.text()
+    out = srv.logs()
     assert rc == 0, out
     assert exit_s < 8, f"exit took {exit_s:.1f}s with --grace 10: an open Watch held the drain"
     assert ok_before > 20, f"too little load before SIGTERM ({ok_before} calls)\n{out}"
@@ -332,7 +283,7 @@ def test_sigterm_drains_in_flight_calls_then_exits_0(tmp_path):
     assert [s for _, s in statuses][:1] == [health_pb2.HealthCheckResponse.SERVING]
     assert any(s == health_pb2.HealthCheckResponse.NOT_SERVING and t >= t_sig for t, s in statuses), statuses
     # Logs flushed in order, the last line says stopped; the snapshot was written before it.
-    err = [line for line in srv.err if line.strip()]
+    err = [line for line in out.splitlines() if line.strip()]
     order = [i for i, line in enumerate(err) for ev in ('"draining"', '"snapshot_written"', '"stopped"')
              if ev in line]
     assert len(order) == 3 and order == sorted(order), out
@@ -360,16 +311,15 @@ def test_snapshot_restart_continues_sessions_like_an_unrestarted_scorer(tmp_path
                                                                      session_id=s[0]["session_id"]), timeout=10)
                    for s in sessions}
     finally:
-        srv.p.send_signal(signal.SIGTERM)
-        rc = srv.finish()
-    assert rc == 0, srv.text()
-    written = json.loads(next(line for line in srv.err if '"snapshot_written"' in line)
+        rc = srv.stop()
+    assert rc == 0, srv.logs()
+    written = json.loads(next(line for line in srv.logs().splitlines() if '"snapshot_written"' in line)
                          .split("distillguard.snapshot ", 1)[1])
     assert written["sessions"] == 3 and snap.exists()
 
     srv = _serve("--snapshot", str(snap), "--max-sessions", "10000")
     try:
-        assert any('"snapshot_restored"' in line for line in srv.err), srv.text()
+        assert '"snapshot_restored"' in srv.logs(), srv.logs()
         with grpc.insecure_channel(f"127.0.0.1:{srv.port}") as ch:
             stub = pb_grpc.ScorerStub(ch)
             for s in sessions:
@@ -388,9 +338,8 @@ def test_snapshot_restart_continues_sessions_like_an_unrestarted_scorer(tmp_path
                                    atol=1e-6)
                 assert not r.duplicate
     finally:
-        srv.p.send_signal(signal.SIGTERM)
-        rc = srv.finish()
-    assert rc == 0, srv.text()
+        rc = srv.stop()
+    assert rc == 0, srv.logs()
 
 
 def test_stop_does_not_deadlock_on_watchers_leaving_while_told_not_serving():

@@ -3,7 +3,6 @@
 first, flagged sessions (and so a harvester's score) survive, and evictions are counted
 on the store and in the `distillguard_evictions` metric."""
 import time
-import urllib.request
 
 import grpc
 import numpy as np
@@ -140,6 +139,7 @@ def test_a_flood_through_the_scorer_does_not_reset_a_harvesters_score(bundle):
 
 
 def test_flood_through_grpc_counts_evictions_in_metrics(bundle):
+    from distillguard.serving.harness import scrape_metrics
     from distillguard.serving.server import create_server
 
     srv, port = create_server("127.0.0.1:0", DEFAULT_BUNDLE, max_sessions=300, workers=4)
@@ -160,9 +160,9 @@ def test_flood_through_grpc_counts_evictions_in_metrics(bundle):
                     for i in range(start, start + 200)]), timeout=30)
             info = stub.GetSession(pb.SessionRef(account_id="grpc-harvester"), timeout=10)
             assert info.found and info.events_in_session == len(harv)
-        text = urllib.request.urlopen(f"http://127.0.0.1:{mport}/metrics", timeout=10).read().decode()
-        assert f'distillguard_evictions{{reason="capacity"}} {float(n - 299)}' in text, text
-        assert 'distillguard_evictions{reason="idle"} 0.0' in text
-        assert "distillguard_live_sessions 300.0" in text
+        m = scrape_metrics(mport)
+        assert m.samples("distillguard_evictions", reason="capacity") == [({"reason": "capacity"}, n - 299)], m
+        assert m.samples("distillguard_evictions", reason="idle") == [({"reason": "idle"}, 0.0)], m
+        assert m.value("distillguard_live_sessions") == 300.0
     finally:
         srv.stop(1)

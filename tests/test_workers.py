@@ -2,11 +2,6 @@
 each also on its own port, sharing session state in a real Redis."""
 import os
 import re
-import signal
-import subprocess
-import sys
-import threading
-import time
 
 import grpc
 import numpy as np
@@ -15,6 +10,7 @@ import pytest
 from distillguard.cli import main
 from distillguard.serving import DEFAULT_BUNDLE
 from distillguard.serving.scorer import CompleteInput, Scorer, ScoreInput
+from distillguard.serving.harness import start_serve
 from distillguard.serving.server import create_server
 from distillguard.serving.stubs import pb, pb_grpc
 
@@ -23,21 +19,16 @@ T0 = 1.78e9
 
 
 def _start_workers(n, *args, timeout=90):
-    p = subprocess.Popen([sys.executable, "-m", "distillguard.cli", "serve", "--insecure", "--port", "0",
-                          "--workers", str(n), *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    lines: list[str] = []
-    threading.Thread(target=lambda: [lines.append(x) for x in p.stdout], daemon=True).start()
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        workers = {int(m.group(1)): (int(m.group(2)), int(m.group(3)), int(m.group(4)))
-                   for m in map(_WORKER.search, list(lines)) if m}
-        if len(workers) == n:
-            return p, workers, lines
-        if p.poll() is not None:
-            break
-        time.sleep(0.1)
-    p.kill()
-    raise AssertionError("workers did not start:\n" + "".join(lines))
+    """serve --workers n, ready (port file gathered, every port SERVING); returns the process
+    and {index: (shared port, own port, pid)} from its port file, checked against the start
+    lines the workers print."""
+    p = start_serve("--insecure", "--port", "0", "--workers", n, *args, timeout=timeout)
+    workers = {w["index"]: (p.port, w["port"], w["pid"]) for w in p.workers}
+    assert sorted(workers) == list(range(n)) and p.info["pid"] == p.pid, p.info
+    printed = {int(m.group(1)): (int(m.group(2)), int(m.group(3)), int(m.group(4)))
+               for m in map(_WORKER.search, p.logs().splitlines()) if m}
+    assert printed == workers, (printed, workers)
+    return p, workers
 
 
 def _events(n=40):
@@ -61,7 +52,7 @@ def _pb(r: ScoreInput):
 
 
 def test_two_workers_share_a_port_and_redis_state_and_stop_on_sigterm(redis_url):
-    p, workers, lines = _start_workers(2, "--state", redis_url)
+    p, workers = _start_workers(2, "--state", redis_url)
     try:
         (shared0, own0, pid0), (shared1, own1, pid1) = workers[0], workers[1]
         assert shared0 == shared1 and len({shared0, own0, own1}) == 3 and pid0 != pid1
@@ -96,9 +87,8 @@ def test_two_workers_share_a_port_and_redis_state_and_stop_on_sigterm(redis_url)
         for c in chans:
             c.close()
     finally:
-        p.send_signal(signal.SIGTERM)
-        p.wait(timeout=60)
-    out = "".join(lines)
+        p.stop(timeout=60)
+    out = p.logs()
     assert p.returncode == 0, out
     assert out.count('"event": "stopped"') == 2, out
     for pid in (pid0, pid1):
