@@ -7,7 +7,7 @@ BUNDLE := serving/default_bundle
 # The default model: same seed, same data, same weights on this machine.
 MODEL_ARGS := --simulate 600000 --seed 0 --epochs 10
 
-.PHONY: install proto test run model bench examples clean report redis-server retrain-demo
+.PHONY: install proto test test-fast run model bench examples clean report redis-server retrain-demo
 
 install: $(STAMP)
 
@@ -27,6 +27,10 @@ proto: $(STAMP)
 
 test: install redis-server
 	$(BIN)/python -m pytest -q
+
+# The edit-test loop: everything but the tests marked slow (training runs, Ray, load), <= 3 min.
+test-fast: install redis-server
+	$(BIN)/python -m pytest -q -m "not slow"
 
 # The Redis session-store tests start a real redis-server (Debian's) on a free loopback
 # port; installed only when missing. Without it those tests fail, they do not skip.

@@ -44,6 +44,7 @@ def _scores(bundle, events, truth):
     return p, acc
 
 
+@pytest.mark.slow   # two training processes
 def test_two_cpu_processes_train_a_bundle_that_scores_like_one_process(sim_data, tmp_path):
     events_path, labels_path = sim_data
     t0 = time.perf_counter()

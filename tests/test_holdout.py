@@ -9,6 +9,8 @@ from distillguard.model.network import NetworkConfig
 from distillguard.training import holdout
 from distillguard.training.train import TrainConfig
 
+pytestmark = pytest.mark.slow   # one training per held-out family
+
 FAMS = ("harvest_mimic", "benign_scheduled_job")
 
 

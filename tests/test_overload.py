@@ -14,6 +14,7 @@ import time
 
 import grpc
 import numpy as np
+import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from prometheus_client import CollectorRegistry
 
@@ -21,6 +22,8 @@ from distillguard.benchmarks.bench_grpc import proc_rss_mb
 from distillguard.serving.client import ClientConfig, ScorerClient
 from distillguard.serving.harness import start_serve
 from distillguard.serving.stubs import pb, pb_grpc
+
+pytestmark = pytest.mark.slow   # drives a real server at 2x capacity
 
 CAP, WORKERS = 8, 4
 ACCOUNTS = 64           # a fixed set of sessions: state stays the same size, so RSS measures the server

@@ -54,6 +54,7 @@ def _assert_same_rows(a, b, per_event=False):
     assert ta.equals(tb)   # exact: every column, every row
 
 
+@pytest.mark.slow   # starts a local Ray cluster
 def test_session_level_output_equals_local(ray_local, tiny_bundle, sim_data, tmp_path, capsys):
     loc, ray_out = tmp_path / "local.parquet", tmp_path / "ray.parquet"
     assert _score(tiny_bundle, sim_data[0], loc) == 0
@@ -67,6 +68,7 @@ def test_session_level_output_equals_local(ray_local, tiny_bundle, sim_data, tmp
     assert sum(pq.read_table(ray_out)["n_events"].to_pylist()) == ev.num_rows
 
 
+@pytest.mark.slow   # starts a local Ray cluster
 def test_per_event_output_equals_local(ray_local, tiny_bundle, sim_data, tmp_path):
     loc, ray_out = tmp_path / "local.parquet", tmp_path / "ray.parquet"
     assert _score(tiny_bundle, sim_data[0], loc, "--per-event") == 0
@@ -85,6 +87,7 @@ def _bad_csv(sim_data, tmp_path):
     return path
 
 
+@pytest.mark.slow   # starts a local Ray cluster
 def test_bad_input_skip_and_fail_behave_the_same(ray_local, tiny_bundle, sim_data, tmp_path, capsys):
     bad = _bad_csv(sim_data, tmp_path)
     loc, ray_out = tmp_path / "local.parquet", tmp_path / "ray.parquet"
@@ -105,6 +108,7 @@ def test_bad_input_skip_and_fail_behave_the_same(ray_local, tiny_bundle, sim_dat
     assert errs[0] == errs[1] and "row" in errs[0] and str(bad) in errs[0]
 
 
+@pytest.mark.slow   # starts a local Ray cluster
 def test_few_accounts_empty_partitions_and_spill_dir(ray_local, tiny_bundle, sim_data, tmp_path):
     # Two accounts: most of the 8 partitions are empty. CSV output, compared byte for byte.
     df = pd.read_parquet(sim_data[0])

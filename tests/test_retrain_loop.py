@@ -15,6 +15,8 @@ import pytest
 
 from distillguard.demos.retrain_demo import DemoConfig, run_demo
 
+pytestmark = pytest.mark.slow   # the whole retraining loop: trains two models (minutes)
+
 # Half of make retrain-demo's sizes (~2-3 min on 2 cores), the same network and the
 # default promotion tolerance (0.01).
 TEST_CONFIG = DemoConfig(

@@ -2,10 +2,13 @@
 recall per value with files a report can embed."""
 import json
 
+import pytest
 
 from distillguard.serving import DEFAULT_BUNDLE
 from distillguard.training.robustness import KNOBS, Knob, run_robustness
 from distillguard.training.simulate import SimConfig, simulate
+
+pytestmark = pytest.mark.slow   # simulates and evaluates a sweep
 
 
 def test_the_rate_knob_changes_the_harvesters_rate():

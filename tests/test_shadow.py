@@ -138,6 +138,7 @@ def shadow_run(tmp_path_factory, bundles):
     return ev, want, got, d / "log", srv.metrics
 
 
+@pytest.mark.slow   # trains a second bundle
 def test_shadow_never_changes_the_answer(shadow_run, bundles):
     tiny_bundle, shadow_bundle = bundles
     ev, want, got, d, metrics = shadow_run
@@ -147,6 +148,7 @@ def test_shadow_never_changes_the_answer(shadow_run, bundles):
     assert {r.model_version for r in got} == {load_bundle(tiny_bundle).version}
 
 
+@pytest.mark.slow   # trains a second bundle
 def test_log_holds_both_verdicts_and_the_shadow_scores_as_batch_does(shadow_run, bundles, tmp_path):
     tiny_bundle, shadow_bundle = bundles
     ev, _, got, d, metrics = shadow_run
@@ -191,6 +193,7 @@ def test_log_holds_both_verdicts_and_the_shadow_scores_as_batch_does(shadow_run,
     assert metrics.registry.get_sample_value("distillguard_batch_size_count") < 0.9 * len(log)
 
 
+@pytest.mark.slow   # trains a second bundle
 def test_completions_are_logged_and_joined(shadow_run):
     ev, _, _, d, _ = shadow_run
     comp = pd.concat([pq.read_table(p).to_pandas() for p in sorted((d / "_completions").glob("part-*.parquet"))])
@@ -220,6 +223,7 @@ def _broken_shadow(src: Path, dst: Path) -> Path:
     return dst
 
 
+@pytest.mark.slow   # trains a second bundle
 def test_set_shadow_swaps_under_load_and_refuses_bad_bundles(tmp_path, tiny_bundle, shadow_bundle):
     bad = tmp_path / "bad"
     shutil.copytree(shadow_bundle, bad)
@@ -307,6 +311,7 @@ def _pandas_agreement(df: pd.DataFrame) -> dict:
             "flagged_by_served_only": int((fc & ~fs).sum())}
 
 
+@pytest.mark.slow   # trains a second bundle
 def test_report_agrees_with_pandas_on_the_log(shadow_run, tmp_path, capsys):
     _, _, _, d, _ = shadow_run
     out = tmp_path / "report"
@@ -374,6 +379,7 @@ def test_report_refuses_logs_without_shadow_verdicts(tmp_path, tiny_bundle, caps
     assert not (tmp_path / "r2").exists()
 
 
+@pytest.mark.slow   # trains a second bundle
 def test_serve_cli_takes_a_shadow_model(tmp_path, bundles):
     import subprocess
     import sys

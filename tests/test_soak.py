@@ -1,8 +1,12 @@
 """A seconds-long smoke run of the soak benchmark (`distillguard bench --soak`)."""
 import json
 
+import pytest
+
 from distillguard.serving import DEFAULT_BUNDLE
 from distillguard.benchmarks.bench_soak import run_soak
+
+pytestmark = pytest.mark.slow   # a real server under load for tens of seconds
 
 
 def test_soak_smoke_reports_served_shed_failed_and_rss(tmp_path):

@@ -3,6 +3,7 @@ import json
 
 import numpy as np
 import onnx
+import pytest
 
 from distillguard.training.data import split_of
 from distillguard.training.train import train
@@ -21,6 +22,7 @@ def test_split_is_account_disjoint_and_seeded():
     assert (split_of(accounts, seed=1) != s).any()
 
 
+@pytest.mark.slow   # trains twice
 def test_same_seed_same_data_gives_same_weights_and_metrics(sim_data, tmp_path):
     train(sim_data[0], sim_data[1], tmp_path / "a", tiny_train_config(tmp_path / "ta", epochs=1), progress=False)
     train(sim_data[0], sim_data[1], tmp_path / "b", tiny_train_config(tmp_path / "tb", epochs=1), progress=False)
