@@ -345,7 +345,7 @@ def test_every_worker_follows_the_registry(bundles, tmp_path):
 
     reg = _reg(tmp_path)
     reg.set_current(reg.add(DEFAULT_BUNDLE))
-    p, workers, lines = _start_workers(2, "--model", str(reg.root), "--registry-poll-s", "0.2")
+    p, workers = _start_workers(2, "--model", str(reg.root), "--registry-poll-s", "0.2")
     chans = [grpc.insecure_channel(f"127.0.0.1:{own}") for _, own, _ in workers.values()]
     try:
         stubs = [pb_grpc.ScorerStub(c) for c in chans]
@@ -354,9 +354,9 @@ def test_every_worker_follows_the_registry(bundles, tmp_path):
         assert main(["promote", "--registry", str(reg.root), "--bundle", str(bundles["tiny"]), "--force"]) == 0
         for k, s in enumerate(stubs):
             assert _wait(lambda: s.Score(_req(f"w{k}", 1), timeout=10).model_version == _version(bundles["tiny"])), \
-                "".join(lines)
+                p.logs()
     finally:
         for c in chans:
             c.close()
         p.send_signal(signal.SIGTERM)
-        assert p.wait(60) == 0, "".join(lines)
+        assert p.wait(60) == 0, p.logs()

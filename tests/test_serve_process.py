@@ -9,6 +9,14 @@ from distillguard.serving.harness import scrape_metrics, start_serve
 from distillguard.serving.stubs import pb, pb_grpc
 
 
+def _signal_state(pid: int) -> list[str]:
+    """The process's blocked/ignored/caught signal masks (why a signal went unheard)."""
+    try:
+        return [line.strip() for line in open(f"/proc/{pid}/status") if line.startswith(("SigBlk", "SigIgn", "SigCgt"))]
+    except OSError:
+        return []
+
+
 def _start(*args):
     return start_serve("--insecure", "--port", "0", *args)
 
@@ -27,7 +35,7 @@ def test_serve_reload_on_sighup_and_drain_on_sigterm():
             if m.value("distillguard_reloads_total", result="ok") == 1.0:
                 break
             time.sleep(0.1)
-        assert m.value("distillguard_reloads_total", result="ok") == 1.0
+        assert m.value("distillguard_reloads_total", result="ok") == 1.0, (p.logs(), _signal_state(p.pid))
         assert m.value("distillguard_requests_total", code="OK", method="Score") == 1.0
         assert m.samples("distillguard_request_seconds_bucket") and m.value("distillguard_live_sessions") == 1.0
     finally:
