@@ -410,9 +410,9 @@ def cmd_replay(a) -> int:
 
 def cmd_feedback(a) -> int:
     """Report a wrong verdict: through a scorer's ReportFeedback (--target) or straight into
-    a labels store (--labels-store), both by training.feedback.append_feedback."""
+    a labels store (--labels-store), both by serving.feedback.append_feedback."""
     if a.labels_store:
-        from ..training.feedback import FeedbackError, append_feedback
+        from ..serving.feedback import FeedbackError, append_feedback
 
         if not a.session:
             # Only the scorer knows the name of an account's implicit session.
@@ -435,9 +435,9 @@ def cmd_feedback(a) -> int:
               file=sys.stderr)
         return 2
     from ..serving.client import FeedbackRejected, ScorerClient
-    from ..serving.replay import _client_config
+    from ..serving.replay import client_config
 
-    config = _client_config(a.target, a.deadline_s, None, a.tls, a.tls_ca, a.tls_cert, a.tls_key, a.token_file)
+    config = client_config(a.target, a.deadline_s, None, a.tls, a.tls_ca, a.tls_cert, a.tls_key, a.token_file)
     with ScorerClient(config) as client:
         try:
             r = client.report_feedback(a.account, session_id=a.session or "", label=a.label, reason=a.reason,

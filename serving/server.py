@@ -10,7 +10,7 @@ tokens checked by `security.TokenAuthInterceptor` (health stays open for probes)
 the CLI always passes a TransportConfig, so plaintext there needs `--insecure`.
 `reflection_enabled=False` leaves reflection out; `admin_enabled=False` makes the admin RPC
 `Reload` answer PERMISSION_DENIED (SIGHUP still reloads: that needs access to the host).
-`ReportFeedback` (a wrong verdict -> the labels store, `training.feedback`) is not an admin
+`ReportFeedback` (a wrong verdict -> the labels store, `serving.feedback`) is not an admin
 RPC: the gateway and support tools call it with the same credentials as Score.
 """
 from __future__ import annotations
@@ -30,9 +30,9 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from ..model.schema import LABELS
-from ..training.feedback import FeedbackError, append_feedback
 from .bundle import BundleError
 from .event_log import EventLog, EventLogConfig
+from .feedback import FeedbackError, append_feedback
 from .limits import RequestLimits, ShedCounter, metric_field
 from .metrics import ScorerMetrics
 from .registry import Registry, RegistryWatcher, is_registry
@@ -402,14 +402,14 @@ def create_server(address: str, model: str | Path, *, shadow: bool = False, max_
     snapshot_path: restore live session state from it before SERVING (if present and of
     the bundle's feature spec; otherwise start empty) and write it on `stop`.
     state: session store, None/"memory" in process or redis://HOST:PORT/DB shared
-    (`state.open_store`; no snapshot with Redis: it keeps the state itself).
+    (`stores.open_store`; no snapshot with Redis: it keeps the state itself).
     reuse_port: bind with SO_REUSEPORT, so several processes share `address` (serve --workers).
     extra_addresses: more addresses to listen on (a worker's own port); their bound ports
     are in `ScorerServer.extra_ports`.
     event_log: append every scored event to rotating Parquet parts (`serving.event_log`),
     flushed by `stop` after the drain.
     labels_store: directory where ReportFeedback appends wrong-verdict reports as incident
-    labels (`training.feedback`); None: ReportFeedback answers FAILED_PRECONDITION.
+    labels (`serving.feedback`); None: ReportFeedback answers FAILED_PRECONDITION.
     shadow_model: a second bundle scoring every request beside `model` (`Scorer.set_shadow`):
     its verdicts go to the event log and the metrics, never to the caller.
     `model` may be a model registry (`serving.registry`, a directory with versions/): the

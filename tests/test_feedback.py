@@ -1,5 +1,5 @@
 """False-positive feedback: ReportFeedback over a real socket, `distillguard feedback` both
-ways, and the JSON Lines it appends to the labels store (training/feedback.py)."""
+ways, and the JSON Lines it appends to the labels store (serving/feedback.py)."""
 import datetime as dt
 import json
 import re
@@ -20,7 +20,7 @@ from distillguard.serving.client import FeedbackRejected, ScorerClient
 from distillguard.serving.security import TransportConfig
 from distillguard.serving.server import create_server
 from distillguard.serving.stubs import pb, pb_grpc
-from distillguard.training.feedback import FEEDBACK_COLUMNS, FeedbackError, append_feedback
+from distillguard.serving.feedback import FEEDBACK_COLUMNS, FeedbackError, append_feedback
 
 T0 = 1_780_000_000.0
 PROMPT_MARKER = "zqxPROMPTSECRET"     # in every raw prompt sent; must never reach the store
@@ -195,7 +195,7 @@ def test_concurrent_reports_from_8_threads_are_whole_lines(server):
 
 _PROC = """
 import sys
-from distillguard.training.feedback import append_feedback
+from distillguard.serving.feedback import append_feedback
 w = int(sys.argv[2])
 for i in range(150):
     append_feedback(sys.argv[1], account_id=f"p{w}", session_id=f"p{w}:0", label="human",
@@ -223,7 +223,7 @@ def test_a_line_cut_short_by_a_full_disk_is_removed(tmp_path):
     size = f.stat().st_size
     code = f"""
 import resource, signal, sys
-from distillguard.training.feedback import append_feedback
+from distillguard.serving.feedback import append_feedback
 signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
 resource.setrlimit(resource.RLIMIT_FSIZE, ({size + 40}, {size + 40}))
 try:

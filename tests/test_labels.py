@@ -221,7 +221,7 @@ def test_simulator_labels_still_work(sim_data):
 
 
 def test_feedback_jsonl_in_store_is_applied(tmp_path):
-    """Interface (b): rows appended by training.feedback to STORE/feedback-YYYYMMDD.jsonl."""
+    """Interface (b): rows appended by serving.feedback to STORE/feedback-YYYYMMDD.jsonl."""
     store = tmp_path / "store"
     write_rows(store / "investigations" / "2026-05.csv", [
         {"account_id": "b", "label": "distillation_harvesting", "incident_id": "INC-7", "source": "investigator"}])

@@ -91,13 +91,13 @@ class _Scored:
 
 
 def _score(bundle, prepared) -> _Scored:
-    from ..serving.batch import session_probs
-    from ..serving.policy import Action, decide
+    from ..serving.bundle import session_probs
+    from ..serving.policy import Action
 
     if tuple(bundle.labels) != LABELS:
         raise ValueError(f"model bundle {bundle.path}: labels {bundle.labels} differ from {LABELS}")
     probs, rows = session_probs(bundle, prepared.sr)
-    _, acts, _ = decide(probs, rows, bundle.labels, bundle.policy)
+    _, acts, _ = bundle.decide(probs, rows)
     return _Scored(y=prepared.y, pred=probs.argmax(axis=1), probs=probs.astype(np.float64),
                    flagged=np.asarray(acts) != Action.ALLOW.value, accounts=prepared.accounts,
                    families=prepared.families)

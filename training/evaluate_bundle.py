@@ -27,9 +27,7 @@ def run_evaluation(model, events_path, labels_path, report_dir, progress: bool =
                    n_boot: int = 200, seed: int = 0, on_error: str = "fail", rejects_path=None) -> Path:
     """Writes the report into report_dir; with on_error="skip" the bad event rows are left
     out and listed in `rejects_path` (default report_dir/rejects.jsonl)."""
-    from ..serving.batch import _per_event_probs, session_probs
-    from ..serving.bundle import load_bundle
-    from ..model import windows
+    from ..serving.bundle import load_bundle, per_event_probs, session_probs
 
     bundle = load_bundle(model)
     events, _ = schema.load_events_or_skip(events_path, on_error,
@@ -43,8 +41,7 @@ def run_evaluation(model, events_path, labels_path, report_dir, progress: bool =
     thr = m["recall_at_human_fpr"]["1%"]["threshold"]
     etd = None
     if thr is not None:
-        n_ev = len(p.sr.rows)
-        pe = _per_event_probs(bundle, p.sr.rows, *windows.per_event_windows(p.sr, bundle.window), n_ev)
+        pe = per_event_probs(bundle, p.sr)
         etd = events_to_detection(pe[:, bundle.labels.index("distillation_harvesting")], p.sr.starts, thr)
     m = evaluate.compute_metrics(p.y, probs, p.accounts, n_boot=n_boot, seed=seed, families=p.families,
                                  events_to_detection=etd)
@@ -61,7 +58,8 @@ def run_evaluation(model, events_path, labels_path, report_dir, progress: bool =
 
 def _calibration_section(bundle, y, probs, report_dir: Path) -> dict:
     """ECE of the served (calibrated) scores and of the raw network output on this set."""
-    from .calibration import apply_temperature, expected_calibration_error, plot_reliability
+    from ..serving.bundle import apply_temperature
+    from .calibration import expected_calibration_error, plot_reliability
 
     T = bundle.temperature
     raw = apply_temperature(probs, 1.0 / T)          # temperature scaling is invertible

@@ -79,12 +79,11 @@ def _subset_rows(sr, sessions: np.ndarray, max_len: int | None = None):
 
 
 def _per_event_distill(bundle, sr) -> np.ndarray:
-    from ..model.windows import per_event_windows
-    from ..serving.batch import _per_event_probs
+    from ..serving.bundle import per_event_probs
 
     if len(sr.rows) == 0:
         return np.zeros(0, dtype=np.float32)
-    probs = _per_event_probs(bundle, sr.rows, *per_event_windows(sr, bundle.window), len(sr.rows))
+    probs = per_event_probs(bundle, sr)
     return probs[:, bundle.labels.index("distillation_harvesting")]
 
 
@@ -170,8 +169,7 @@ def run_holdout(out_dir, families=None, seed: int = 0, train_accounts: int = 500
     checkpoint_dir are set here per family.
     """
     from ..model import schema
-    from ..serving.batch import session_probs
-    from ..serving.bundle import load_bundle
+    from ..serving.bundle import load_bundle, session_probs
     from .baselines import GBTBaseline, RulesBaseline, baseline_data
     from .data import split_of
     from .evaluate_bundle import events_to_detection

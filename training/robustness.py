@@ -52,7 +52,7 @@ def _point(bundle, knob: Knob, value, seed: int, accounts: int, days: float) -> 
     import pyarrow as pa
 
     from ..model.schema import normalise
-    from ..serving.batch import session_probs
+    from ..serving.bundle import session_probs
     from .data import prepare
     from .evaluate import compute_metrics
 

@@ -199,8 +199,7 @@ def train(events_path: str | Path | list, labels_path: str | Path | list, out: s
     import torch
     from lightning.pytorch.callbacks import ModelCheckpoint
 
-    from ..serving.batch import session_probs
-    from ..serving.bundle import load_bundle
+    from ..serving.bundle import load_bundle, session_probs
     from . import calibration, evaluate
     from . import labels as labels_mod
     from .data import SessionDataModule, concat_prepared, prepare, split_of
