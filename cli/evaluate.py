@@ -96,9 +96,9 @@ def legacy_argv(args: list[str]) -> list[str]:
     if not modes:
         return args
     if len(modes) > 1:
-        raise SystemExit(f"distillguard evaluate: error: {' and '.join(_MODE_FLAG[m] for m in modes)} are "
-                         f"separate modes now: `distillguard evaluate {modes[0]} ...`, "
-                         f"`distillguard evaluate {modes[1]} ...`")
+        print(f"distillguard evaluate: error: {' and '.join(_MODE_FLAG[m] for m in modes)} are separate modes "
+              f"now: `distillguard evaluate {modes[0]} ...`, `distillguard evaluate {modes[1]} ...`", file=sys.stderr)
+        raise SystemExit(2)     # as argparse exits on a usage error
     mode, out = modes[0], [modes[0]]
     for t in args:
         flag, eq, value = t.partition("=")
