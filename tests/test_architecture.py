@@ -258,10 +258,10 @@ SCORER = """
 import json, sys
 import grpc
 from distillguard.serving import DEFAULT_BUNDLE
-from distillguard.serving.server import create_server
+from distillguard.serving.server import ServeConfig, create_server
 from distillguard.serving.stubs import pb, pb_grpc
 
-srv, port = create_server("127.0.0.1:0", DEFAULT_BUNDLE, max_sessions=100)
+srv, port = create_server("127.0.0.1:0", DEFAULT_BUNDLE, ServeConfig(max_sessions=100))
 try:
     with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
         r = pb_grpc.ScorerStub(channel).Score(pb.ScoreRequest(
