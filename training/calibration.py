@@ -23,9 +23,7 @@ import numpy as np
 from scipy.optimize import minimize_scalar
 from scipy.special import log_softmax
 
-# Same order as the ONNX `probs` output (model.network.LABELS); repeated here so that
-# importing this module does not pull in torch or pyarrow.
-LABELS = ("human", "benign_automation", "distillation_harvesting")
+from ..model.schema import LABELS   # the order of the ONNX `probs` output
 
 EPS = 1e-12   # floor for probabilities before the log: float32 softmax underflows to 0
 

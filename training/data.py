@@ -12,7 +12,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from ..model import windows
-from ..model.network import LABELS
+from ..model.schema import LABELS
 from ..model.sessions import assign_sessions
 from . import labels as labels_mod
 

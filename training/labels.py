@@ -32,7 +32,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pcsv
 
-from ..model.files import replace_atomically
+from ..model.files import publish_atomically
 from ..model.schema import LABELS, SchemaError
 
 CONFLICT_POLICIES = ("exclude", "fail")
@@ -216,10 +216,11 @@ def conflict_message(conflicts: pa.Table, show: int = _SHOW_CONFLICTS) -> str:
 
 
 def write_table_csv(table: pa.Table, path) -> None:
-    """CSV under a temporary name, then renamed: a reader never sees half a report."""
+    """CSV under a temporary name, then published (files.publish_atomically): a reader
+    never sees half a report."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    replace_atomically(path, lambda tmp: pcsv.write_csv(table, tmp))
+    publish_atomically(path, lambda tmp: pcsv.write_csv(table, tmp), best_effort_dir=True)
 
 
 # --------------------------------------------------------------------------- simulated mix
