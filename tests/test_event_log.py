@@ -231,6 +231,9 @@ def test_completion_join_last_wins_keeps_order_and_exact_keys(tmp_path):
         ("ab", "x", 70, 200), ("a", "x", 0, None), ("ab", "y", 8, 429), ("acct", "z", 9, None), ("acct", "z", 0, None)]
     # Streaming in small batches (what score and its partition step use) gives the same rows.
     assert pa.concat_tables(list(iter_event_batches(d, batch_rows=2, join=join_completions))).equals(t)
+    # The completions reach the events only through the join (model/ knows nothing of the
+    # event log): without it the rows are the logged ones, as scored.
+    assert load_events(d)["completion_tokens"].to_pylist() == [0] * 5
 
     bad = d / "w1" / "_completions" / "part-d.parquet"
     _completion_part(bad, [("a", "bc", "x", 1, 200, 40.0)])
