@@ -21,7 +21,7 @@ from distillguard.model.readers import iter_event_batches, load_events
 from distillguard.model.schema import SchemaError
 from distillguard.serving.event_log import (COMPLETION_COLUMNS, COMPLETION_SCHEMA, COMPLETIONS_DIR, LOG_COLUMNS,
                                             EventLogConfig, join_completions)
-from distillguard.serving.server import create_server
+from distillguard.serving.server import ServeConfig, create_server
 from distillguard.serving.stubs import pb, pb_grpc
 
 T0 = time.time() - 86400.0
@@ -49,7 +49,7 @@ def _completion_parts(d: Path) -> list[Path]:
 
 def test_in_process_log_counts_columns_and_reads_back(tmp_path):
     d = tmp_path / "log"
-    srv, port = create_server("127.0.0.1:0", DEFAULT_BUNDLE, event_log=EventLogConfig(d, max_rows=10_000))
+    srv, port = create_server("127.0.0.1:0", DEFAULT_BUNDLE, ServeConfig(event_log=EventLogConfig(d, max_rows=10_000)))
     n = 37
     try:
         with grpc.insecure_channel(f"127.0.0.1:{port}") as ch:
@@ -96,7 +96,7 @@ def test_in_process_log_counts_columns_and_reads_back(tmp_path):
 
 def test_rotation_by_rows_and_seconds(tmp_path):
     d = tmp_path / "rows"
-    srv, port = create_server("127.0.0.1:0", DEFAULT_BUNDLE, event_log=EventLogConfig(d, max_rows=20))
+    srv, port = create_server("127.0.0.1:0", DEFAULT_BUNDLE, ServeConfig(event_log=EventLogConfig(d, max_rows=20)))
     try:
         with grpc.insecure_channel(f"127.0.0.1:{port}") as ch:
             stub = pb_grpc.ScorerStub(ch)
@@ -112,8 +112,8 @@ def test_rotation_by_rows_and_seconds(tmp_path):
     assert all(re.fullmatch(r"part-0\.\d+-\d{6}-\d{8}T\d{6}Z\.parquet", p.name) for p in parts)
 
     d = tmp_path / "secs"
-    srv, port = create_server("127.0.0.1:0", DEFAULT_BUNDLE,
-                              event_log=EventLogConfig(d, max_rows=10_000, max_seconds=0.3))
+    srv, port = create_server("127.0.0.1:0", DEFAULT_BUNDLE, ServeConfig(
+        event_log=EventLogConfig(d, max_rows=10_000, max_seconds=0.3)))
     try:
         with grpc.insecure_channel(f"127.0.0.1:{port}") as ch:
             stub = pb_grpc.ScorerStub(ch)

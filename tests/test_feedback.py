@@ -18,7 +18,7 @@ from distillguard.cli import main
 from distillguard.model.labels_io import read_labels
 from distillguard.serving.client import FeedbackRejected, ScorerClient
 from distillguard.serving.security import TransportConfig
-from distillguard.serving.server import create_server
+from distillguard.serving.server import ServeConfig, create_server
 from distillguard.serving.stubs import pb, pb_grpc
 from distillguard.training.feedback import FEEDBACK_COLUMNS, FeedbackError, append_feedback
 
@@ -30,7 +30,7 @@ PROMPT_MARKER = "zqxPROMPTSECRET"     # in every raw prompt sent; must never rea
 def server(tiny_bundle, tmp_path_factory):
     """Admin RPCs off (as `serve --no-admin`): ReportFeedback must still work."""
     store = tmp_path_factory.mktemp("labels") / "store"      # not created yet: the first report makes it
-    srv, port = create_server("127.0.0.1:0", tiny_bundle, admin_enabled=False, labels_store=store)
+    srv, port = create_server("127.0.0.1:0", tiny_bundle, ServeConfig(admin=False, labels_store=store))
     channel = grpc.insecure_channel(f"127.0.0.1:{port}")
     yield srv, pb_grpc.ScorerStub(channel), store, port
     channel.close()
@@ -275,8 +275,8 @@ def test_cli_needs_the_token_of_a_token_server(tiny_bundle, tmp_path, capsys):
     tokens.write_text("s3cret-token\n")
     tokens.chmod(0o600)
     store = tmp_path / "store"
-    srv, port = create_server("127.0.0.1:0", tiny_bundle, labels_store=store,
-                              transport=TransportConfig(token_file=tokens, insecure=True))
+    srv, port = create_server("127.0.0.1:0", tiny_bundle, ServeConfig(
+        labels_store=store, transport=TransportConfig(token_file=tokens, insecure=True)))
     try:
         args = ["feedback", "--target", f"127.0.0.1:{port}", "--account", "tok", "--session", "s-1",
                 "--label", "human", "--reason", "with a token"]

@@ -1,6 +1,6 @@
 """Champion vs challenger on a fixed holdout: paired metrics, confidence intervals, verdict.
 
-`distillguard evaluate --model NEW --baseline CURRENT --events E --labels L --report DIR`
+`distillguard evaluate compare --model NEW --baseline CURRENT --events E --labels L --report DIR`
 scores the same labelled holdout with both bundles and writes DIR/comparison.json and
 DIR/comparison.md; `distillguard promote` reads that verdict (or computes it) before it
 moves a registry's `current` pointer.
@@ -357,7 +357,7 @@ def load_comparison(path: str | os.PathLike) -> dict:
     try:
         comp = json.loads(path.read_text())
     except FileNotFoundError:
-        raise ValueError(f"{path}: no such comparison; write one with `distillguard evaluate --model NEW "
+        raise ValueError(f"{path}: no such comparison; write one with `distillguard evaluate compare --model NEW "
                          f"--baseline CURRENT --events E --labels L --report DIR`") from None
     except json.JSONDecodeError as e:
         raise ValueError(f"{path}: not valid JSON ({e})") from None
@@ -393,7 +393,7 @@ def check_comparison(comp: dict, challenger: str | os.PathLike, champion: str | 
     if problems:
         raise StaleComparison(f"{source} is stale: it compared {comp['challenger']['version']} against "
                               f"{comp['champion']['version']}, not this pair ({'; '.join(problems)}); "
-                              "rerun `distillguard evaluate --model NEW --baseline REG ...`")
+                              "rerun `distillguard evaluate compare --model NEW --baseline REG ...`")
 
 
 def summary(comp: dict, path: str | None = None) -> dict:
@@ -520,7 +520,8 @@ def promote(registry, bundle, *, comparison=None, events=None, labels=None, tole
         elif not force:
             raise PromotionRefused(
                 f"{reg.root} already serves {cur}: promoting needs a comparison against it - give --comparison "
-                f"DIR/comparison.json (from `distillguard evaluate --model {bundle} --baseline {reg.root} ...`) or "
+                f"DIR/comparison.json (from `distillguard evaluate compare --model {bundle} "
+                f"--baseline {reg.root} ...`) or "
                 "--events E --labels L, or --force to skip the gate (recorded in history.jsonl)")
 
     with reg.lock():

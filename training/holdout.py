@@ -1,4 +1,4 @@
-"""Held-out-family evaluation (issue 4, deliverables 1, 2 and 4): `evaluate --holdout-families`.
+"""Held-out-family evaluation (issue 4, deliverables 1, 2 and 4): `evaluate holdout`.
 
 For each held-out family F a transformer is trained on simulated traffic of every family
 except F, the two baselines (`training.baselines`) are fitted on the same training
