@@ -12,7 +12,8 @@ shared, so both engines write the same rows.
 
 Files written:
 - the output is written under a temporary name in the output's directory,
-  `.<name>.tmp-<pid>`, fsynced, then renamed over the final name: a reader sees the old
+  `.<name>.tmp-<pid>` (`model.files.temp_path`), then published over the final name
+  (`model.files.publish`: fsync, rename, directory fsync): a reader sees the old
   file or the complete new one, never a partial one. Any failure (a bad row in fail mode,
   disk full, Ctrl-C) removes the temporary file and leaves an earlier output as it was.
   A process killed with SIGKILL (or a machine crash) cannot clean up: a stale
@@ -38,8 +39,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from tqdm import tqdm
 
-from ..model import schema
+from ..model import readers
+from ..model.files import publish, temp_path
+from ..model.schema import Rejects, SchemaError
 from .bundle import Bundle, load_bundle
+from .event_log import join_completions
 from .partitions import (EVENT_COLUMNS, SESSION_COLUMNS, partition_events, read_partition,
                          score_sessions)
 
@@ -60,12 +64,6 @@ class ScoreStats:
     @property
     def events_per_s(self) -> float:
         return self.events / self.seconds if self.seconds > 0 else float("nan")
-
-
-def temp_path(path: Path) -> Path:
-    """Where `path` is written before it is renamed into place (same directory, so the
-    rename is atomic; a leading dot hides it from directory readers such as our own)."""
-    return path.with_name(f".{path.name}.tmp-{os.getpid()}")
 
 
 class _Writer:
@@ -119,7 +117,7 @@ class _Writer:
         self.tmp.unlink(missing_ok=True)
 
     def close(self, schema_if_empty: pa.Schema):
-        """Finish the file, fsync it and rename it over the final path."""
+        """Finish the file and publish it over the final path (files.publish)."""
         if self._w is None and self._f is None:
             self.write(schema_if_empty.empty_table())
         try:
@@ -128,22 +126,11 @@ class _Writer:
             if self._f is not None:
                 self._f.close()
             self._w = self._f = None
-            fd = os.open(self.tmp, os.O_RDONLY)
-            try:
-                os.fsync(fd)   # data on disk before the name points at it
-            finally:
-                os.close(fd)
-            os.replace(self.tmp, self.path)
+            # best_effort_dir: not every filesystem can sync a directory; the output is
+            # complete and in place by then.
+            publish(self.tmp, self.path, best_effort_dir=True)
         except OSError as e:
             raise self._error(e) from e
-        try:   # make the rename itself durable; not every filesystem allows it
-            fd = os.open(self.path.parent, os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-        except OSError:
-            pass
 
 
 def _estimate_rows(path: Path) -> int:
@@ -182,8 +169,8 @@ def score_file(model: str | Path | Bundle, input_path: str | Path, output_path: 
     the cluster), partitions written under `spill_dir` (shared storage on a multi-node
     cluster). Reading, rejects and the output file are this function's, as for "local"."""
     t0 = time.perf_counter()
-    if on_error not in schema.ON_ERROR:
-        raise ValueError(f"on_error must be one of {', '.join(schema.ON_ERROR)}, got {on_error!r}")
+    if on_error not in readers.ON_ERROR:
+        raise ValueError(f"on_error must be one of {', '.join(readers.ON_ERROR)}, got {on_error!r}")
     if engine not in ENGINES:
         raise ValueError(f"engine must be one of {', '.join(ENGINES)}, got {engine!r}")
     if engine == "local" and (address or spill_dir):
@@ -191,14 +178,14 @@ def score_file(model: str | Path | Bundle, input_path: str | Path, output_path: 
     bundle = model if isinstance(model, Bundle) else load_bundle(model, threads=threads)
     input_path, output_path = Path(input_path), Path(output_path)
     if not input_path.exists():
-        raise schema.SchemaError(f"{input_path}: no such file or directory")
+        raise SchemaError(f"{input_path}: no such file or directory")
     writer = _Writer(output_path)
     stats = ScoreStats(engine=engine)
     rejects = bar = outputs = None
     try:
         if on_error == "skip":
             stats.rejects_path = Path(rejects_path) if rejects_path else default_rejects_path(output_path)
-            rejects = schema.Rejects(stats.rejects_path)
+            rejects = Rejects(stats.rejects_path)
         load = dict(hmac_key=hmac_key, on_error=on_error, rejects=rejects)
         est = _estimate_rows(input_path)
         n_parts = max(1, math.ceil(est / partition_rows))
@@ -243,7 +230,7 @@ def _local_outputs(bundle: Bundle, input_path: Path, per_event: bool, load_opts:
     """The local engine: yield (events, output table) per partition, scored in this process."""
     if n_parts == 1:
         batches = []
-        for b in schema.iter_event_batches(input_path, **load_opts):
+        for b in readers.iter_event_batches(input_path, **load_opts, join=join_completions):
             batches.append(b)
             bar.update(len(b))
         if batches and sum(len(b) for b in batches):

@@ -16,10 +16,11 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from ..model import schema, windows
+from ..model import readers, windows
 from ..model.sessions import assign_sessions
 from . import policy
 from .bundle import Bundle, per_event_probs, session_probs
+from .event_log import join_completions
 
 SESSION_COLUMNS = ("session_id", "account_id", "n_events", "p_human", "p_benign_automation",
                    "p_distillation_harvesting", "label", "action", "reasons")
@@ -113,7 +114,7 @@ def partition_events(input_path: Path, out_dir: str, n_parts: int, load_opts: di
             sink.close()
 
     try:
-        for batch in schema.iter_event_batches(input_path, **load_opts):
+        for batch in readers.iter_event_batches(input_path, **load_opts, join=join_completions):
             part = _partition_of(batch["account_id"], n_parts)
             # One stable sort by partition, then slices: the rows of a partition keep input order.
             order = np.argsort(part, kind="stable")

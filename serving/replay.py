@@ -26,8 +26,9 @@ from pathlib import Path
 import numpy as np
 from prometheus_client import CollectorRegistry
 
-from ..model.schema import load_events
+from ..model.readers import load_events
 from .client import ClientConfig, ScorerClient, Verdict
+from .event_log import join_completions
 
 __all__ = ["replay", "print_summary", "ReplayError"]
 
@@ -212,7 +213,7 @@ def replay(target: str, events: str | Path, *, speed: float = 0.0, concurrency: 
     if speed < 0 or concurrency < 1:
         raise ValueError(f"need speed >= 0 and concurrency >= 1, got speed={speed}, concurrency={concurrency}")
     config = client_config(target, deadline_s, hmac_key, tls, tls_ca, tls_cert, tls_key, token_file)
-    table = load_events(events, hmac_key=hmac_key)
+    table = load_events(events, hmac_key=hmac_key, join=join_completions)
     n = table.num_rows if limit is None else min(table.num_rows, max(limit, 0))
     stats = _Stats(total=n)
     # A private registry: a replay's counters must not mix with a gateway's in the same process.

@@ -25,7 +25,8 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from distillguard.serving import DEFAULT_BUNDLE
-from distillguard.serving.batch import score_file, temp_path
+from distillguard.model.files import temp_path
+from distillguard.serving.batch import score_file
 from distillguard.serving.server import SERVICE, ServeConfig, create_server
 from distillguard.serving.stubs import pb, pb_grpc
 

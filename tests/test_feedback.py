@@ -15,7 +15,7 @@ import pytest
 from conftest import start_serve
 
 from distillguard.cli import main
-from distillguard.model import schema
+from distillguard.model.labels_io import read_labels
 from distillguard.serving.client import FeedbackRejected, ScorerClient
 from distillguard.serving.security import TransportConfig
 from distillguard.serving.server import ServeConfig, create_server
@@ -320,7 +320,7 @@ def test_the_labels_reader_reads_the_store(tmp_path):
     store = tmp_path / "labels"
     append_feedback(store, account_id="acct-1", session_id="acct-1:0", label="human", reason="r1")
     append_feedback(store, account_id="acct-2", session_id="chat-5", label="benign_automation", reason="r2")
-    t = schema.read_labels(store).to_pylist()
+    t = read_labels(store).to_pylist()
     got = sorted((r["session_id"], r["account_id"], r["label"]) for r in t)
     assert got == [("acct-1:0", "acct-1", "human"), ("chat-5", "acct-2", "benign_automation")]
     # ... and training's resolution labels exactly those sessions (a row names one session
@@ -328,7 +328,7 @@ def test_the_labels_reader_reads_the_store(tmp_path):
     from distillguard.training.labels import resolve
 
     res = resolve(np.array(["acct-1:0", "acct-1:1", "chat-5", "chat-5"]), np.array(["acct-1", "acct-1", "acct-2", "x"]),
-                  np.zeros(4), np.ones(4), schema.read_labels(store))
+                  np.zeros(4), np.ones(4), read_labels(store))
     assert res.y.tolist() == [0, -1, 1, -1] and res.unmatched.num_rows == 0
 
 

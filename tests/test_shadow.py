@@ -15,10 +15,10 @@ import pytest
 
 from conftest import start_serve, tiny_train_config
 from distillguard.cli import main
-from distillguard.model import schema
+from distillguard.model.readers import load_events
 from distillguard.serving.batch import score_file
 from distillguard.serving.bundle import BundleError, load_bundle
-from distillguard.serving.event_log import SHADOW_COLUMNS, EventLogConfig
+from distillguard.serving.event_log import SHADOW_COLUMNS, EventLogConfig, join_completions
 from distillguard.serving.server import ServeConfig, create_server
 from distillguard.serving.stubs import pb, pb_grpc
 
@@ -196,7 +196,7 @@ def test_completions_are_logged_and_joined(shadow_run):
     assert len(comp) == len(ev)
     log = _log(d)
     assert (log.completion_tokens == 0).all() and log.status.isna().all()     # unknown when scored
-    loaded = schema.load_events(d).to_pandas().set_index("event_id").loc[ev.event_id]
+    loaded = load_events(d, join=join_completions).to_pandas().set_index("event_id").loc[ev.event_id]
     assert (loaded.completion_tokens.to_numpy() == ev.completion_tokens.to_numpy()).all()
     assert (loaded.status.to_numpy() == ev.status.to_numpy()).all()
     # The resolved session name is the join key: implicit sessions got "<account>:..." names.

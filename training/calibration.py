@@ -25,11 +25,8 @@ import numpy as np
 from scipy.optimize import minimize_scalar
 from scipy.special import log_softmax
 
+from ..model.schema import LABELS   # the order of the ONNX `probs` output
 from ..serving.bundle import EPS, apply_temperature
-
-# Same order as the ONNX `probs` output (model.network.LABELS); repeated here so that
-# importing this module does not pull in torch.
-LABELS = ("human", "benign_automation", "distillation_harvesting")
 
 # Human-FPR target per action, and the floor below which the action never fires however
 # low the validation humans score (a clean validation set must not yield a hair trigger).

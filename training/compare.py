@@ -46,11 +46,14 @@ from typing import Any
 
 import numpy as np
 
-from ..model.files import replace_atomically
-from ..model import schema
+from ..model.files import publish_atomically
+from ..model.labels_io import read_labels
+from ..model.readers import load_events_or_skip
+from ..model.schema import LABELS, SchemaError
+from ..serving.event_log import join_completions
 from ..serving.registry import Registry, bundle_hashes, is_registry
 from . import evaluate
-from .evaluate import LABELS, _ci, _num
+from .evaluate import _ci, _num
 
 FORMAT = "distillguard.comparison/1"
 _FPR = 0.01      # the fixed-FPR operating point compared
@@ -281,16 +284,16 @@ def compare_bundles(model, baseline, events_path, labels_path, report_dir, cfg: 
     chall_path, chall_reg = resolve_bundle(model)
     champ_path, champ_reg = resolve_bundle(baseline)
     chall, champ = load_bundle(chall_path), load_bundle(champ_path)
-    events, rejects = schema.load_events_or_skip(events_path, on_error,
-                                                 rejects_path or report_dir / "rejects.jsonl")
-    labels = schema.read_labels(labels_path)
+    events, rejects = load_events_or_skip(events_path, on_error, rejects_path or report_dir / "rejects.jsonl",
+                                          join=join_completions)
+    labels = read_labels(labels_path)
     warnings: list[str] = []
     prepared = {}
     for b in (champ, chall):
         if b.gap_s not in prepared:
             p = prepare(events, labels, b.gap_s)
             if len(p.y) == 0:
-                raise schema.SchemaError(f"{labels_path}: no label matches any session of {events_path} "
+                raise SchemaError(f"{labels_path}: no label matches any session of {events_path} "
                                          f"(session gap {b.gap_s:g} s)")
             prepared[b.gap_s] = p
     if champ.gap_s != chall.gap_s:
@@ -339,8 +342,10 @@ def compare_bundles(model, baseline, events_path, labels_path, report_dir, cfg: 
     }
     report_dir.mkdir(parents=True, exist_ok=True)
     text = json.dumps(result, indent=2, allow_nan=False) + "\n"
-    replace_atomically(report_dir / "comparison.json", lambda tmp: tmp.write_text(text))
-    replace_atomically(report_dir / "comparison.md", lambda tmp: tmp.write_text(markdown(result)))
+    # best_effort_dir: reports never failed on a filesystem that cannot sync directories.
+    publish_atomically(report_dir / "comparison.json", lambda tmp: tmp.write_text(text), best_effort_dir=True)
+    publish_atomically(report_dir / "comparison.md", lambda tmp: tmp.write_text(markdown(result)),
+                       best_effort_dir=True)
     return result
 
 

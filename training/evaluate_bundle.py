@@ -5,7 +5,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ..model import schema
+from ..model.labels_io import read_labels
+from ..model.readers import load_events_or_skip
+from ..model.schema import SchemaError
 from . import evaluate
 from .html_report import write_html
 from .data import prepare
@@ -28,14 +30,15 @@ def run_evaluation(model, events_path, labels_path, report_dir, progress: bool =
     """Writes the report into report_dir; with on_error="skip" the bad event rows are left
     out and listed in `rejects_path` (default report_dir/rejects.jsonl)."""
     from ..serving.bundle import load_bundle, per_event_probs, session_probs
+    from ..serving.event_log import join_completions
 
     bundle = load_bundle(model)
-    events, _ = schema.load_events_or_skip(events_path, on_error,
-                                           rejects_path or Path(report_dir) / "rejects.jsonl")
-    labels = schema.read_labels(labels_path)
+    events, _ = load_events_or_skip(events_path, on_error, rejects_path or Path(report_dir) / "rejects.jsonl",
+                                    join=join_completions)
+    labels = read_labels(labels_path)
     p = prepare(events, labels, bundle.gap_s)
     if len(p.y) == 0:
-        raise schema.SchemaError(f"{labels_path}: no label matches any session of {events_path}")
+        raise SchemaError(f"{labels_path}: no label matches any session of {events_path}")
     probs, _ = session_probs(bundle, p.sr)
     m = evaluate.compute_metrics(p.y, probs, p.accounts, n_boot=0, families=p.families)
     thr = m["recall_at_human_fpr"]["1%"]["threshold"]

@@ -33,7 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..model.network import LABELS
+from ..model.schema import LABELS
 from .simulate import FAMILIES, FAMILY_LABEL, SimConfig, simulate, write
 
 HUMAN, BENIGN, DISTILL = 0, 1, 2
@@ -168,8 +168,10 @@ def run_holdout(out_dir, families=None, seed: int = 0, train_accounts: int = 500
     train_config: base `TrainConfig` (network, batch size, ...); seed, epochs and
     checkpoint_dir are set here per family.
     """
-    from ..model import schema
+    from ..model.labels_io import read_labels
+    from ..model.readers import load_events
     from ..serving.bundle import load_bundle, session_probs
+    from ..serving.event_log import join_completions
     from .baselines import GBTBaseline, RulesBaseline, baseline_data
     from .data import split_of
     from .evaluate_bundle import events_to_detection
@@ -190,7 +192,7 @@ def run_holdout(out_dir, families=None, seed: int = 0, train_accounts: int = 500
     ev, lab = simulate(SimConfig(seed=test_seed(seed), accounts=test_accounts, days=days))
     te_path, tl_path = write(ev, lab, out / "data" / "test")
     del ev, lab
-    test = baseline_data(schema.load_events(te_path), schema.read_labels(tl_path), base_cfg.session_gap_s)
+    test = baseline_data(load_events(te_path, join=join_completions), read_labels(tl_path), base_cfg.session_gap_s)
     y, accounts, fam_of = test.y, test.accounts, test.families
     _, acc_inv = np.unique(accounts, return_inverse=True)
     sizes = {"events": int(len(test.prepared.sr.rows)), "sessions": int(len(y)),
@@ -230,7 +232,7 @@ def run_holdout(out_dir, families=None, seed: int = 0, train_accounts: int = 500
         t_train = time.perf_counter() - t_f
 
         # GBT on the transformer's own training sessions (same account split, same seed).
-        tr = baseline_data(schema.load_events(tr_ev), schema.read_labels(tr_lab), cfg.session_gap_s)
+        tr = baseline_data(load_events(tr_ev, join=join_completions), read_labels(tr_lab), cfg.session_gap_s)
         gbt = GBTBaseline(seed=fseed).fit(tr, split_of(tr.accounts, fseed, cfg.split_fractions) == 0)
         gbt_probs = gbt.predict_proba(test)
 

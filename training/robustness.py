@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..model.network import LABELS
+from ..model.schema import LABELS
 from .simulate import FAMILY_LABEL, SimConfig, simulate
 
 HARVEST_FAMILIES = tuple(f for f, label in FAMILY_LABEL.items() if label == "distillation_harvesting")
