@@ -12,152 +12,33 @@ relative imports resolved), not from a running process: a lazy import is still a
 """
 from __future__ import annotations
 
-import ast
+import importlib.util
 import json
 import subprocess
 import sys
 import textwrap
-import tomllib
-from dataclasses import dataclass
 from pathlib import Path
 
-import networkx as nx
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-NAMESPACE = "distillguard"
-RANKS = {"model": 0, "v1": 1, "serving": 1, "training": 2, "cli": 3, "benchmarks": 3, "demos": 3}
-MODEL_FORBIDDEN = ("lightning", "pytorch_lightning", "grpc", "grpc_health", "grpc_reflection", "onnxruntime")
+
+
+def _load_graph_tool():
+    spec = importlib.util.spec_from_file_location("import_graph", ROOT / "scripts" / "import_graph.py")
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules["import_graph"] = mod   # dataclasses resolve their module by name
+    spec.loader.exec_module(mod)
+    return mod
+
+
+_g = _load_graph_tool()
+NAMESPACE, RANKS, MODEL_FORBIDDEN = _g.NAMESPACE, _g.RANKS, _g.MODEL_FORBIDDEN
 SCORER_FORBIDDEN = ("torch", "lightning", "pytorch_lightning", "scipy", "sklearn")
-
-
-@dataclass(frozen=True)
-class Import:
-    src: str          # importing module, e.g. distillguard.serving.bundle
-    target: str       # imported module (a name's module when the name is not a module itself)
-    name: str | None  # the name taken from it (`from target import name`, `target.name`), if any
-    line: int
-
-
-def installed_packages(root: Path = ROOT) -> dict[str, Path]:
-    """pyproject's package-dir: installed package name -> its folder."""
-    conf = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]
-    return {pkg: root / folder for pkg, folder in conf["package-dir"].items()}
-
-
-def module_files(packages: dict[str, Path]) -> dict[str, Path]:
-    """Module name -> file, for every .py under each package folder (packages nested in a
-    folder included; a package's own name maps to its __init__.py)."""
-    out = {}
-    for pkg, folder in packages.items():
-        for f in sorted(folder.rglob("*.py")):
-            parts = f.relative_to(folder).with_suffix("").parts
-            if parts[-1] == "__init__":
-                parts = parts[:-1]
-            out[".".join((pkg, *parts))] = f
-    return out
-
-
-def folder_of(module: str, packages: dict[str, Path]) -> str | None:
-    """The installed package a module belongs to (the longest matching prefix)."""
-    best = None
-    for pkg in packages:
-        if (module == pkg or module.startswith(pkg + ".")) and (best is None or len(pkg) > len(best)):
-            best = pkg
-    return best
-
-
-def _resolve(src: str, is_package: bool, node: ast.ImportFrom) -> str:
-    if not node.level:
-        return node.module or ""
-    base = src.split(".") if is_package else src.split(".")[:-1]
-    base = base[:len(base) - (node.level - 1)]
-    return ".".join(base + ([node.module] if node.module else []))
-
-
-def read_imports(modules: dict[str, Path]) -> list[Import]:
-    """Every import statement of every module (anywhere in the file), resolved; plus
-    `alias.attr` uses of an imported distillguard module, which reach a name as surely
-    as `from module import attr` does."""
-    out = []
-    for src, path in modules.items():
-        tree = ast.parse(path.read_text(), filename=str(path))
-        is_package = path.name == "__init__.py"
-        aliases: dict[str, str] = {}       # local name -> distillguard module it is bound to
-        for node in ast.walk(tree):
-            if isinstance(node, ast.Import):
-                for a in node.names:
-                    out.append(Import(src, a.name, None, node.lineno))
-                    if a.asname and a.name in modules:
-                        aliases[a.asname] = a.name
-            elif isinstance(node, ast.ImportFrom):
-                base = _resolve(src, is_package, node)
-                for a in node.names:
-                    sub = f"{base}.{a.name}"
-                    if sub in modules:                 # `from pkg import submodule`
-                        out.append(Import(src, sub, None, node.lineno))
-                        aliases[a.asname or a.name] = sub
-                    else:
-                        out.append(Import(src, base, a.name, node.lineno))
-        for node in ast.walk(tree):
-            if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id in aliases:
-                out.append(Import(src, aliases[node.value.id], node.attr, node.lineno))
-    return out
-
-
-def _rank(pkg: str) -> int:
-    return RANKS[pkg.rsplit(".", 1)[-1]]
-
-
-def _where(imp: Import, modules: dict[str, Path], root: Path) -> str:
-    return f"{modules[imp.src].relative_to(root)}:{imp.line}"
-
-
-def wrong_way_imports(imports, modules, packages, root=ROOT) -> list[str]:
-    bad = []
-    for imp in imports:
-        src_pkg, dst_pkg = folder_of(imp.src, packages), folder_of(imp.target, packages)
-        if dst_pkg is not None and _rank(dst_pkg) > _rank(src_pkg):
-            bad.append(f"{_where(imp, modules, root)}: {imp.src} (rank {_rank(src_pkg)}) imports "
-                       f"{imp.target} (rank {_rank(dst_pkg)})")
-    return sorted(set(bad))
-
-
-def private_imports(imports, modules, packages, root=ROOT) -> list[str]:
-    """A leading-underscore name (or module) of another folder: its private API."""
-    def private(part: str) -> bool:
-        return part.startswith("_") and not (part.startswith("__") and part.endswith("__"))
-
-    bad = []
-    for imp in imports:
-        src_pkg, dst_pkg = folder_of(imp.src, packages), folder_of(imp.target, packages)
-        if dst_pkg is None or dst_pkg == src_pkg:
-            continue
-        inner = imp.target[len(dst_pkg):].split(".")[1:] + ([imp.name] if imp.name else [])
-        if any(private(p) for p in inner):
-            bad.append(f"{_where(imp, modules, root)}: {imp.src} uses private "
-                       f"{imp.target}{'.' + imp.name if imp.name else ''}")
-    return sorted(set(bad))
-
-
-def import_graph(imports, modules) -> nx.DiGraph:
-    g = nx.DiGraph()
-    g.add_nodes_from(modules)
-    g.add_edges_from((i.src, i.target) for i in imports if i.target in modules)
-    return g
-
-
-def import_cycles(graph: nx.DiGraph) -> list[list[str]]:
-    """One cycle path per strongly connected component of more than one module (or a
-    module importing itself)."""
-    cycles = []
-    for scc in nx.strongly_connected_components(graph):
-        first = min(scc)
-        if len(scc) == 1 and not graph.has_edge(first, first):
-            continue
-        path = [u for u, _ in nx.find_cycle(graph.subgraph(scc), source=first)]
-        cycles.append(path + [path[0]])
-    return sorted(cycles)
+installed_packages, module_files, folder_of, read_imports = (
+    _g.installed_packages, _g.module_files, _g.folder_of, _g.read_imports)
+wrong_way_imports, private_imports, import_graph, import_cycles, _where = (
+    _g.wrong_way_imports, _g.private_imports, _g.import_graph, _g.import_cycles, _g._where)
 
 
 # ----------------------------------------------------------------------------- the tree
