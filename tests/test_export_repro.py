@@ -2,6 +2,8 @@
 and two exports are compared by graph, initializers and ORT outputs (scripts/check_bundle.py,
 `make model-check`), so the check holds whatever directory each was exported from."""
 import copy
+import importlib.util
+import json
 import os
 import shutil
 import subprocess
@@ -13,6 +15,7 @@ import pytest
 import torch
 
 from distillguard.model.network import NetworkConfig, SessionTransformer
+from distillguard.serving import DEFAULT_BUNDLE
 from distillguard.training.export import export_onnx, onnx_differences
 
 REPO = Path(__file__).resolve().parents[1]
@@ -45,20 +48,43 @@ def exported(tmp_path_factory) -> Path:
     return path
 
 
-def test_exported_model_carries_no_paths_or_stack_traces(exported):
-    model = onnx.load(str(exported))
+def _assert_no_paths(path: Path) -> None:
+    model = onnx.load(str(path))
     strings = list(_strings(model))
     assert len(strings) > 50            # op types, tensor names, ...: the walk did reach the graph
     for bad in (str(REPO), "/site-packages/", ".py", "Traceback", 'File "'):
         hits = [s for s in strings if bad in s]
         assert not hits, f"{bad!r} in the exported model: {hits[:3]}"
-    raw = exported.read_bytes()
+    raw = path.read_bytes()
     assert str(REPO).encode() not in raw and b"site-packages" not in raw
     assert not model.metadata_props and not model.graph.metadata_props
     assert not any(n.metadata_props or n.doc_string for n in model.graph.node)
 
 
-def test_same_weights_same_model_other_weights_or_graph_differ(exported, tmp_path):
+def test_exported_model_carries_no_paths_or_stack_traces(exported):
+    _assert_no_paths(exported)
+
+
+def test_committed_default_bundle_carries_no_paths():
+    _assert_no_paths(DEFAULT_BUNDLE / "model.onnx")
+
+
+def _check_bundle_main():
+    spec = importlib.util.spec_from_file_location("check_bundle", REPO / "scripts" / "check_bundle.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod.main
+
+
+def _as_bundle(onnx_path: Path, d: Path, version: str = "0+data.weights") -> Path:
+    d.mkdir()
+    shutil.copy(onnx_path, d / "model.onnx")
+    (d / "metadata.json").write_text(json.dumps({"model_config": CFG.to_dict(), "version": version,
+                                                 "created_at": str(d)}))
+    return d
+
+
+def test_same_weights_same_model_other_weights_or_graph_differ(exported, tmp_path, capsys):
     window = CFG.window
     again = tmp_path / "again.onnx"
     export_onnx(_net(), again)
@@ -73,6 +99,15 @@ def test_same_weights_same_model_other_weights_or_graph_differ(exported, tmp_pat
     assert any(d.startswith("ORT outputs") for d in diffs), diffs
     assert not any(d.startswith("node") for d in diffs), diffs
 
+    # The same through scripts/check_bundle.py (`make model-check`): exit status and listing.
+    main = _check_bundle_main()
+    a, b = _as_bundle(exported, tmp_path / "a"), _as_bundle(again, tmp_path / "b")
+    assert main([str(a), str(b)]) == 0
+    c = _as_bundle(tmp_path / "nudged.onnx", tmp_path / "c", version="0+data.other")
+    assert main([str(a), str(c)]) == 1
+    out = capsys.readouterr().out
+    assert "initializer net.head.bias: values differ" in out and "version differs" in out
+
     deeper = NetworkConfig(**{**CFG.to_dict(), "n_layer": 2})
     export_onnx(_net(deeper), tmp_path / "deeper.onnx")
     diffs = onnx_differences(exported, tmp_path / "deeper.onnx", window=window)
@@ -80,7 +115,7 @@ def test_same_weights_same_model_other_weights_or_graph_differ(exported, tmp_pat
     assert any("only in the second" in d for d in diffs), diffs
 
 
-@pytest.mark.slow   # a second process that imports torch and exports: ~20 s on 2 cores
+@pytest.mark.slow   # a second process that imports torch and exports: 10-20 s on 2 cores
 def test_export_from_another_clone_directory_is_the_same_model(exported, tmp_path):
     """The code copied to another directory exports the same model, byte for byte: no
     path of the tree it ran from is left in the file."""
