@@ -12,6 +12,9 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
+# Building the wheel (build isolation fetches setuptools) and the installed run: ~25 s on 2 cores.
+pytestmark = pytest.mark.slow
+
 REPO = Path(__file__).resolve().parents[1]
 # Not the checkout's own build products, caches or local data: the wheel is built from a
 # copy so that building writes nothing (build/, *.egg-info) into the checkout. The
@@ -51,7 +54,6 @@ def test_wheel_holds_the_packages_stubs_and_bundle_and_nothing_else(wheel):
     assert not any(".venv" in n or "__pycache__" in n or n.endswith((".pyc", ".nbi", ".nbc")) for n in names)
 
 
-@pytest.mark.slow   # build + install + two CLI runs that compile the feature kernel: ~1 min on 2 cores
 def test_installed_wheel_serves_help_and_scores_with_the_packaged_bundle(wheel, tmp_path):
     venv = tmp_path / "venv"
     _run([sys.executable, "-m", "venv", "--without-pip", str(venv)])
