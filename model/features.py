@@ -166,8 +166,9 @@ def raw_from_table(table) -> RawEvents:
 
 # ---------------------------------------------------------------------------- state
 
-_SCALARS = (
-    # name, dtype
+# The running aggregates of one session: (name, dtype) of each scalar field of `State`
+# besides tcount; the online stores (serving.state, serving.redis_store) lay them out.
+STATE_SCALARS = (
     ("n", np.int64), ("first_ts", np.float64), ("last_ts", np.float64),
     ("last_completion", np.int64), ("last_max", np.int64), ("last_status", np.int64),
     ("sum_lgap", np.float64), ("sum_lgap2", np.float64), ("n_gaps", np.int64),
@@ -216,7 +217,7 @@ STATE_FIELDS = tuple(f.name for f in fields(State))
 
 
 def empty_state(n_sessions: int) -> State:
-    s = {name: np.zeros(n_sessions, dtype=dt) for name, dt in _SCALARS}
+    s = {name: np.zeros(n_sessions, dtype=dt) for name, dt in STATE_SCALARS}
     s["last_max"][:] = -1
     s["last_status"][:] = -1
     return State(**s, tcount=np.zeros((n_sessions, N_TEMPLATE_BUCKETS), dtype=np.int32))
@@ -379,7 +380,7 @@ def _run(state: State, seg: np.ndarray, ev: RawEvents, write_rows: bool) -> np.n
     if len(seg):
         raw = [np.ascontiguousarray(getattr(ev, name), dtype=dt) for name, dt in _RAW_KERNEL_DTYPES]
         _kernel(np.ascontiguousarray(seg, dtype=np.int64), *raw,
-                *(getattr(state, name) for name, _ in _SCALARS), state.tcount, rows, write_rows)
+                *(getattr(state, name) for name, _ in STATE_SCALARS), state.tcount, rows, write_rows)
     return rows
 
 

@@ -15,7 +15,8 @@ from onnx import numpy_helper
 
 from importlib.metadata import version as _dist_version
 from ..model import features
-from ..model.network import LABELS, ScoringGraph, SessionTransformer
+from ..model.network import ScoringGraph, SessionTransformer
+from ..model.schema import LABELS
 
 
 def export_onnx(net: SessionTransformer, path: Path) -> None:
