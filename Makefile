@@ -7,7 +7,7 @@ BUNDLE := serving/default_bundle
 # The default model: same seed, same data, same weights on this machine.
 MODEL_ARGS := --simulate 600000 --seed 0 --epochs 10
 
-.PHONY: install proto test run model bench examples clean report redis-server retrain-demo
+.PHONY: install proto test run model model-check bench examples clean report redis-server retrain-demo
 
 install: $(STAMP)
 
@@ -46,6 +46,14 @@ run: install
 
 model: install
 	$(BIN)/distillguard train $(MODEL_ARGS) --out $(BUNDLE) --checkpoint-dir runs/default-checkpoints
+
+# `make model` reproducibility: train the default model again (runs/model-check) and compare
+# it with the committed bundle by graph, initializer bytes, ORT outputs on a fixed batch and
+# version (scripts/check_bundle.py); fails when they differ. The directory does not matter.
+model-check: install
+	rm -rf runs/model-check
+	$(BIN)/distillguard train $(MODEL_ARGS) --out runs/model-check/bundle --checkpoint-dir runs/model-check/ckpt -q
+	$(BIN)/python scripts/check_bundle.py $(BUNDLE) runs/model-check/bundle
 
 bench: install
 	test -f $(BUNDLE)/model.onnx || $(MAKE) model

@@ -22,11 +22,14 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
-from dataclasses import dataclass, fields
-
 import math
+import os
+import re
+import tempfile
+from dataclasses import dataclass, fields
+from pathlib import Path
 
+import numba
 import numpy as np
 from numba import njit
 
@@ -223,7 +226,8 @@ def empty_state(n_sessions: int) -> State:
 # ---------------------------------------------------------------------------- the kernel
 #
 # One sequential pass: for each event, write its row from its session's state, then fold
-# the event into that state. Compiled with numba (cached on disk) because the same loop
+# the event into that state. Compiled with numba (cached in the user cache directory, see
+# `_numba_cache_dir`) because the same loop
 # serves 1M-event batch files and single requests: vectorised numpy needed ~100 array
 # operations per call, which cost ~250 us for one 32-event window online.
 
@@ -233,7 +237,45 @@ _RAW_KERNEL_DTYPES = (("ts", np.float64), ("prompt_tokens", np.int64), ("complet
                       ("account_created_at", np.float64))
 
 
-@njit(cache=True, nogil=True)
+def _numba_cache_dir() -> str | None:
+    """Where numba keeps the compiled kernel: an explicit NUMBA_CACHE_DIR (numba's config
+    already holds it), else the user cache directory ($XDG_CACHE_HOME or ~/.cache, per the
+    XDG base-directory spec), never the package's own __pycache__ (a source tree or
+    site-packages). None when it cannot be created or written: the kernel then compiles
+    on every start (a few seconds) instead of failing, and numba is not left to fall back
+    to the in-tree cache."""
+    d = numba.config.CACHE_DIR
+    if not d:
+        base = os.environ.get("XDG_CACHE_HOME") or ""
+        if not os.path.isabs(base):   # the spec says a relative value is to be ignored
+            try:
+                base = str(Path.home() / ".cache")
+            except RuntimeError:      # no HOME and no passwd entry
+                return None
+        d = os.path.join(base, "distillguard", "numba")
+    try:
+        os.makedirs(d, exist_ok=True)
+        tempfile.TemporaryFile(dir=d).close()
+    except OSError:
+        return None
+    return d
+
+
+def _njit_cached(fn):
+    """`njit(nogil=True)` with its disk cache in `_numba_cache_dir()`, or no cache when that
+    is unusable. numba fixes a function's cache location when it is decorated, from
+    numba.config, so the setting is made for this decoration only and restored: other numba
+    code in the process keeps its own cache location."""
+    d = _numba_cache_dir()
+    saved = numba.config.CACHE_DIR
+    numba.config.CACHE_DIR = d or saved
+    try:
+        return njit(cache=d is not None, nogil=True)(fn)
+    finally:
+        numba.config.CACHE_DIR = saved
+
+
+@_njit_cached
 def _kernel(seg, ts, pt, ct, mx, stt, tk, er, br, ca,
             n, first_ts, last_ts, last_c, last_m, last_s, s_lgap, s_lgap2, n_gaps, n_burst, n_ovl,
             s_lp, s_lc, n_sat, n_wm, n_rs, n_tk, n_tr, n_td, n_err, hmask, tcount, out, write_rows):
