@@ -7,7 +7,7 @@ BUNDLE := serving/default_bundle
 # The default model: same seed, same data, same weights on this machine.
 MODEL_ARGS := --simulate 600000 --seed 0 --epochs 10
 
-.PHONY: install proto test test-fast run model bench examples clean report redis-server retrain-demo
+.PHONY: install proto test test-fast run model model-check bench examples clean report redis-server retrain-demo
 
 install: $(STAMP)
 
@@ -51,21 +51,32 @@ run: install
 model: install
 	$(BIN)/distillguard train $(MODEL_ARGS) --out $(BUNDLE) --checkpoint-dir runs/default-checkpoints
 
+# `make model` reproducibility: train the default model again (runs/model-check) and compare
+# it with the committed bundle by graph, initializer bytes, ORT outputs on a fixed batch and
+# version (scripts/check_bundle.py); fails when they differ. The directory does not matter.
+model-check: install
+	rm -rf runs/model-check
+	$(BIN)/distillguard train $(MODEL_ARGS) --out runs/model-check/bundle --checkpoint-dir runs/model-check/ckpt -q
+	$(BIN)/python scripts/check_bundle.py $(BUNDLE) runs/model-check/bundle
+
 bench: install
 	test -f $(BUNDLE)/model.onnx || $(MAKE) model
 	# h2load (Debian's nghttp2-client) is the native gRPC load generator; installed only when missing.
 	command -v h2load >/dev/null || (apt-get update && apt-get install -y nghttp2-client)
 	command -v redis-server >/dev/null || (apt-get update && apt-get install -y redis-server)
-	# Both benchmarks: batch scoring, local vs Ray engine on the same file (bench/batch_bench.json), and gRPC scorer vs no-op (bench/grpc_bench.json).
-	$(BIN)/distillguard bench --batch --ray --grpc --model $(BUNDLE) --events 1000000
+	# Batch scoring, local vs Ray engine on the same file (bench/batch_bench.json); gRPC scorer vs
+	# no-op (bench/grpc_bench.json); bytes per live session.
+	$(BIN)/distillguard bench batch --ray --model $(BUNDLE) --events 1000000
+	$(BIN)/distillguard bench grpc --model $(BUNDLE)
+	$(BIN)/distillguard bench state
 	# Soak (bench/soak.json): a real server on loopback for 90 s at 0.5x..4x capacity with session churn;
 	# served/shed/failed RPCs and server RSS over time (fails only if the server crashes).
-	$(BIN)/distillguard bench --soak --soak-seconds 90 --model $(BUNDLE)
+	$(BIN)/distillguard bench soak --seconds 90 --model $(BUNDLE)
 	# Scaling (bench/scaling_bench.json): 1 vs 2 scorer processes (serve --workers) on the in-process
 	# store and on a throwaway redis-server; qps per busy core, p99 at half peak, Redis share of latency.
-	$(BIN)/distillguard bench --scaling --model $(BUNDLE)
+	$(BIN)/distillguard bench scaling --model $(BUNDLE)
 	# Shadow model cost (bench/shadow_bench.json): the in-process scorer with vs without a second bundle.
-	$(BIN)/distillguard bench --shadow --model $(BUNDLE)
+	$(BIN)/distillguard bench shadow --model $(BUNDLE)
 	@echo "== training time and peak memory of the default model (fresh run into bench/model)"
 	/usr/bin/env time -v $(BIN)/distillguard train $(MODEL_ARGS) --out bench/model --checkpoint-dir bench/ckpt -q 2>&1 \
 	  | grep -E "bundle written|macro-F1|Maximum resident|Elapsed" || true
@@ -73,8 +84,8 @@ bench: install
 # Held-out-family evaluation (issue 4): one model per left-out family, baselines beside it
 # (~10-15 min on 2 cores). Not part of `make test`.
 report: install
-	$(BIN)/distillguard evaluate --holdout-families --holdout-out reports/holdout
-	$(BIN)/distillguard evaluate --robustness --model $(BUNDLE) --robustness-out reports/robustness
+	$(BIN)/distillguard evaluate holdout --out reports/holdout
+	$(BIN)/distillguard evaluate robustness --model $(BUNDLE) --out reports/robustness
 	$(BIN)/distillguard simulate --seed 13 --events 400000 --out data/eval
 	$(BIN)/distillguard evaluate --model $(BUNDLE) --events data/eval/events.parquet --labels data/eval/labels.csv --report reports/eval -q
 	$(BIN)/python -c "from pathlib import Path; from distillguard.training.html_report import write_html; \

@@ -28,6 +28,15 @@ Two load generators, reported separately:
    This is the state-dependent path (ring append, aggregates, micro-batched model calls).
    The Python client competes with the server for the 2 cores, so its qps and latencies
    are lower bounds on what the server can do; its CPU-per-request figures stay fair.
+3. New events, one stream ("new_events" in the JSON, `new_events=True`): a stream of
+   distinct sessions is generated once from a seed and written to a file, and every run on
+   either server sends that file's events (ids prefixed per run, since the scorer keeps
+   state and would answer a replayed id as a retry) at one stated concurrency, Score then
+   Complete per event, from a grpc.aio process with requests serialized before the clock
+   starts. Medians of alternating runs; server CPU per event (Score + Complete = one event)
+   beside h2load's identical-body row at the nearest concurrency. The scorer's /metrics
+   must account for every event as newly scored and every session as new (`checks`). The
+   client is Python because h2load cannot send distinct bodies (see 1.).
 
 "p99 at half the scorer's peak" runs h2load open-loop with `--rps` at half the best
 scorer qps, against both servers at that same rate. h2load's rate timer fires every
@@ -376,6 +385,153 @@ def run_pyload(port: int, concurrency: int, events: int, events_per_session: int
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+# ---------------------------------------------------------------------------- new-event stream
+#
+# The stream is generated once per benchmark from a seed and written to a file; every run,
+# on either server, reads that file, so both servers get the same events in the same
+# per-session order. Each run namespaces the ids (account, session, event) with its own
+# prefix: the scorer keeps state across runs, and a stream replayed under the same ids
+# would be answered as idempotent retries, which is what h2load already measures.
+
+SCORE_PATH = GRPC_PATH
+COMPLETE_PATH = "/distillguard.v1.Scorer/Complete"
+
+
+def event_stream(events: int, events_per_session: int = 16, seed: int = 0) -> dict:
+    """`events` raw events in ceil(events / events_per_session) sessions, alternately a
+    scripted harvester and a human (see `_session_events`); the last session may be shorter.
+    Ids are not part of the stream: a run derives them from its prefix and the indices."""
+    if events < 1:
+        raise ValueError(f"events must be >= 1, got {events}")
+    if not 1 <= events_per_session <= 48:
+        raise ValueError(f"events_per_session must be in 1..48 (48 keeps a session within a day of "
+                         f"event time, see _session_events), got {events_per_session}")
+    rng = np.random.default_rng(seed)
+    sessions, left = [], events
+    while left > 0:
+        n = min(events_per_session, left)
+        t0 = 1_750_000_000.0 + float(rng.uniform(0, 3600))
+        sessions.append({"account_created_at": t0 - 30 * 86400.0,
+                         "events": _session_events(rng, n, t0, scripted=bool(len(sessions) % 2))})
+        left -= n
+    return {"seed": seed, "events": events, "events_per_session": events_per_session,
+            "sessions": sessions}
+
+
+def write_event_stream(path: Path, stream: dict) -> str:
+    """Write the stream as JSON; returns the sha256 of the bytes written, which every run's
+    load generator reports back for the bytes it read."""
+    import hashlib
+
+    data = json.dumps(stream, sort_keys=True).encode()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+    return hashlib.sha256(data).hexdigest()
+
+
+async def _send_stream(port: int, stream_path: str, run: str, concurrency: int,
+                       timeout_s: float = 30.0) -> dict:
+    """Send every event of the stream file: `concurrency` sessions in flight, each sending its
+    events in order, Score then (after its answer) Complete, so at most `concurrency` RPCs
+    are outstanding. Requests are serialized before the clock starts and answers parsed
+    after it stops, so the timed part of the client is the gRPC calls alone."""
+    import hashlib
+
+    import grpc
+
+    from ..serving.stubs import pb
+
+    data = Path(stream_path).read_bytes()
+    stream = json.loads(data)
+    # sessions[i] = [(Score bytes, Complete bytes), ...] in the session's event order.
+    sessions = []
+    for i, s in enumerate(stream["sessions"]):
+        acct, sid = f"{run}-a{i}", f"{run}-s{i}"
+        evs = []
+        for k, e in enumerate(s["events"]):
+            eid = f"{sid}-e{k}"
+            evs.append((
+                pb.ScoreRequest(
+                    account_id=acct, session_id=sid, event_id=eid, ts=e["ts"],
+                    prompt_tokens=e["prompt_tokens"], max_tokens=e["max_tokens"], model="frontier-large",
+                    client_fingerprint=e["client_fingerprint"], ip_prefix="198.51.100.0/24",
+                    account_created_at=s["account_created_at"], template_hash=e["template_hash"],
+                    elicits_reasoning=e["elicits_reasoning"]).SerializeToString(),
+                pb.CompleteRequest(
+                    account_id=acct, session_id=sid, event_id=eid, completion_tokens=e["completion_tokens"],
+                    status=e["status"], latency_s=1.5).SerializeToString()))
+        sessions.append(evs)
+    score_us, complete_us, score_rsp, complete_rsp = [], [], [], []
+    codes: dict[str, int] = {}
+
+    def count(key: str) -> None:
+        codes[key] = codes.get(key, 0) + 1
+
+    # No serializers: the stubs pass bytes through (requests pre-serialized, answers raw).
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as ch:
+        score, complete = ch.unary_unary(SCORE_PATH), ch.unary_unary(COMPLETE_PATH)
+        await asyncio.wait_for(ch.channel_ready(), 30)
+        todo = iter(range(len(sessions)))    # shared by the workers of one event loop
+
+        async def worker():
+            for i in todo:
+                for sb, cb in sessions[i]:
+                    t = time.perf_counter_ns()
+                    try:
+                        score_rsp.append(await score(sb, timeout=timeout_s))
+                        score_us.append((time.perf_counter_ns() - t) / 1e3)
+                        count("Score/OK")
+                    except grpc.aio.AioRpcError as err:
+                        count(f"Score/{err.code().name}")
+                        continue
+                    t = time.perf_counter_ns()
+                    try:
+                        complete_rsp.append(await complete(cb, timeout=timeout_s))
+                        complete_us.append((time.perf_counter_ns() - t) / 1e3)
+                        count("Complete/OK")
+                    except grpc.aio.AioRpcError as err:
+                        count(f"Complete/{err.code().name}")
+
+        cpu0, t0 = time.process_time(), time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        wall, client_cpu = time.perf_counter() - t0, time.process_time() - cpu0
+    scores = [pb.ScoreResponse.FromString(b) for b in score_rsp]
+    n_events = sum(len(s) for s in sessions)
+    return {"stream_sha256": hashlib.sha256(data).hexdigest(), "stream_events": n_events,
+            "stream_sessions": len(sessions), "concurrency": concurrency, "run": run,
+            "scores": len(score_us), "completes": len(complete_us), "wall_s": wall,
+            "events_per_s": len(score_us) / wall, "client_cpu_s": client_cpu,
+            "score": percentiles(np.asarray(score_us)), "complete": percentiles(np.asarray(complete_us)),
+            "codes": codes, "errors": sum(n for k, n in codes.items() if not k.endswith("/OK")),
+            "duplicates": sum(r.duplicate for r in scores),
+            "distinct_sessions": len({r.session_id for r in scores}),
+            "complete_not_applied": sum(not pb.CompleteResponse.FromString(b).applied for b in complete_rsp)}
+
+
+def _send_stream_main() -> None:
+    """Entry point of the load-generator subprocess: args as JSON in argv[1], JSON out."""
+    print(json.dumps(asyncio.run(_send_stream(**json.loads(sys.argv[1])))))
+
+
+def run_event_stream(port: int, stream_path: Path, run: str, concurrency: int,
+                     timeout_s: float = 30.0, limit_s: float = 600.0) -> dict:
+    """`_send_stream` in its own process (its GIL and event loop off the harness's), at most
+    `limit_s` seconds."""
+    args = json.dumps({"port": port, "stream_path": str(stream_path), "run": run,
+                       "concurrency": concurrency, "timeout_s": timeout_s})
+    code = "from distillguard.benchmarks.bench_grpc import _send_stream_main; _send_stream_main()"
+    try:
+        out = subprocess.run([sys.executable, "-c", code, args], capture_output=True, text=True,
+                             timeout=limit_s)
+    except subprocess.TimeoutExpired:
+        raise RuntimeError(f"new-event load generator still running after {limit_s:.0f}s "
+                           f"(port {port}, run {run})") from None
+    if out.returncode != 0:
+        raise RuntimeError(f"new-event load generator failed:\n{out.stderr[-2000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
 # ---------------------------------------------------------------------------- model compute
 
 def _median_us(fn, n: int) -> float:
@@ -525,8 +681,14 @@ def run_grpc_bench(model, concurrency=(1, 8, 32, 128), requests: int = 20000, re
                    connections: int = 1, py_concurrency=(1, 8, 32), py_events: int = 3000,
                    half_peak: bool = True, python_driven: bool = True, workdir: Path = Path("bench"),
                    out: Path | None = None, workers: int | None = None, serve_args: tuple = (),
-                   quiet: bool = False) -> dict:
-    """Scorer vs no-op under h2load (and the Python generator); prints a table, writes JSON."""
+                   quiet: bool = False, new_events: bool = True, events: int = 3000,
+                   events_per_session: int = 16, events_concurrency: int = 32, events_repeats: int = 3,
+                   events_seed: int = 0) -> dict:
+    """Scorer vs no-op under h2load (and the Python generator); prints a table, writes JSON.
+
+    new_events: also send one stream of `events` new events (`events_per_session` per
+    session, generated from `events_seed`) to both servers, `events_concurrency` sessions in
+    flight, `events_repeats` alternating runs each -> the JSON's "new_events"."""
     from rich.console import Console
 
     con = Console(quiet=quiet)
@@ -539,7 +701,10 @@ def run_grpc_bench(model, concurrency=(1, 8, 32, 128), requests: int = 20000, re
                              "python": sys.version.split()[0]},
                  "config": {"model": str(model), "concurrency": list(concurrency), "requests": requests,
                             "repeats": repeats, "connections": connections,
-                            "py_concurrency": list(py_concurrency), "py_events": py_events}}
+                            "py_concurrency": list(py_concurrency), "py_events": py_events,
+                            "new_events": new_events, "events": events, "events_per_session": events_per_session,
+                            "events_concurrency": events_concurrency, "events_repeats": events_repeats,
+                            "events_seed": events_seed}}
 
     con.print("[bold]model compute per request[/] (in-process, 1 ORT thread)")
     res["model_compute"] = model_compute(model)
@@ -555,6 +720,10 @@ def run_grpc_bench(model, concurrency=(1, 8, 32, 128), requests: int = 20000, re
         else:
             res["h2load"] = _h2load_part(con, servers, model, concurrency, requests, repeats,
                                          connections, half_peak, workdir)
+        if new_events:
+            res["new_events"] = _new_events_part(con, servers, workdir, events, events_per_session,
+                                                 events_concurrency, events_repeats, events_seed,
+                                                 res.get("h2load"))
         if python_driven:
             res["python_driven"] = _python_part(con, servers, py_concurrency, py_events, repeats)
         for k, s in servers.items():
@@ -672,6 +841,153 @@ def _python_part(con, servers, py_concurrency, py_events, repeats) -> dict:
             "rows": rows}
 
 
+def _delta(before: MetricSamples, after: MetricSamples, name: str, **labels) -> float:
+    """Growth of the samples of `name` whose labels include `labels` (a gauge's change, for
+    a gauge)."""
+    return after.value(name, **labels) - before.value(name, **labels)
+
+
+def _server_counted(m0: dict, m1: dict) -> dict:
+    """What the scorer's /metrics say a run did: each new event is one verdict that is not a
+    duplicate, each new session one more live session (nothing is evicted or expired at
+    these sizes: --max-sessions 1M, every session within one day of event time)."""
+    dups = _delta(m0, m1, "distillguard_duplicate_events_total")
+    return {"score_ok": _delta(m0, m1, "distillguard_requests_total", method="Score", code="OK"),
+            "complete_ok": _delta(m0, m1, "distillguard_requests_total", method="Complete", code="OK"),
+            "scored_new_events": _delta(m0, m1, "distillguard_verdicts_total") - dups, "duplicates": dups,
+            "new_live_sessions": _delta(m0, m1, "distillguard_live_sessions")}
+
+
+def _new_events_part(con, servers, workdir: Path, events: int, events_per_session: int, concurrency: int,
+                     repeats: int, seed: int, h2load_part: dict | None) -> dict:
+    stream = event_stream(events, events_per_session, seed)
+    path = workdir / "grpc-events.json"
+    sha = write_event_stream(path, stream)
+    n_ev, n_sess = stream["events"], len(stream["sessions"])
+    pid, order = os.getpid(), list(servers)
+    for k, srv in servers.items():
+        # Warm-up under its own ids: ORT buffers, the batcher's threads, HTTP/2 windows.
+        run_event_stream(srv.port, path, f"warm-{k}-{pid}", concurrency)
+    runs: dict[str, list] = {k: [] for k in servers}
+    for rep in range(repeats):
+        # Alternate who goes first so drift and neighbours' load hit both alike.
+        for k in (order if rep % 2 == 0 else order[::-1]):
+            srv = servers[k]
+            load = os.getloadavg()[0]
+            m0, c0 = srv.metrics(), srv.cpu()
+            r = run_event_stream(srv.port, path, f"ev-{k}-r{rep}-{pid}", concurrency)
+            cpu, m1 = srv.cpu() - c0, srv.metrics()
+            if r["stream_sha256"] != sha:
+                raise RuntimeError(f"load generator read another stream than {path} holds")
+            r.update(server_cpu_s=cpu, loadavg_1m=load, metrics_errors=grpc_errors_from_metrics(m0, m1),
+                     server_cpu_us_per_event=cpu / r["scores"] * 1e6 if r["scores"] else None,
+                     client_cpu_us_per_event=r["client_cpu_s"] / r["scores"] * 1e6 if r["scores"] else None)
+            if srv.metrics_port:
+                r["server_counted"] = _server_counted(m0, m1)
+            runs[k].append(r)
+
+    def med(rs, f):
+        xs = [f(r) for r in rs if f(r) is not None]
+        return statistics.median(xs) if xs else None
+
+    part = {"note": f"new events: {n_ev} events in {n_sess} sessions (seed {seed}), the same stream file to "
+                    f"both servers, ids prefixed per run; {concurrency} sessions in flight, each Score then "
+                    f"Complete per event, from a Python grpc.aio process (pre-serialized requests); medians "
+                    f"of {repeats} alternating runs; server CPU per event = /proc utime+stime over the run "
+                    f"/ events (Score + Complete = one event)",
+            "stream": {"path": str(path), "sha256": sha, "events": n_ev, "sessions": n_sess,
+                       "events_per_session": events_per_session, "seed": seed},
+            "concurrency": concurrency, "repeats": repeats, "generator": "python grpc.aio subprocess"}
+    for k, rs in runs.items():
+        cpu_ev = med(rs, lambda r: r["server_cpu_us_per_event"])
+        part[k] = {
+            "events_per_s": med(rs, lambda r: r["events_per_s"]),
+            "score_p50_ms": med(rs, lambda r: r["score"]["p50_ms"]),
+            "score_p99_ms": med(rs, lambda r: r["score"]["p99_ms"]),
+            "complete_p50_ms": med(rs, lambda r: r["complete"]["p50_ms"]),
+            "complete_p99_ms": med(rs, lambda r: r["complete"]["p99_ms"]),
+            "server_cpu_us_per_event": cpu_ev,
+            "events_per_busy_core": 1e6 / cpu_ev if cpu_ev else None,
+            "client_cpu_us_per_event": med(rs, lambda r: r["client_cpu_us_per_event"]),
+            "errors": sum(r["errors"] + int(sum(r["metrics_errors"].values())) for r in rs),
+            "duplicates": sum(r["duplicates"] for r in rs),
+            "complete_not_applied": sum(r["complete_not_applied"] for r in rs),
+            "runs": [{x: r[x] for x in ("run", "events_per_s", "wall_s", "scores", "completes", "server_cpu_s",
+                                         "server_cpu_us_per_event", "client_cpu_s", "distinct_sessions",
+                                         "score", "complete", "codes", "loadavg_1m", "metrics_errors")}
+                     | ({"server_counted": r["server_counted"]} if "server_counted" in r else {})
+                     for r in rs]}
+    s, n = part["scorer"], part["noop"]
+    part["ratio"] = {"events_per_s": _ratio(s["events_per_s"], n["events_per_s"]),
+                     "score_p50": _ratio(s["score_p50_ms"], n["score_p50_ms"]),
+                     "score_p99": _ratio(s["score_p99_ms"], n["score_p99_ms"]),
+                     "cpu_per_event": _ratio(s["server_cpu_us_per_event"], n["server_cpu_us_per_event"])}
+    counted = [r.get("server_counted", {}) for r in runs["scorer"]]
+    part["checks"] = {
+        "scorer_scored_every_event": all(c.get("scored_new_events") == n_ev for c in counted),
+        "scorer_new_sessions_match": all(c.get("new_live_sessions") == n_sess for c in counted),
+        "distinct_sessions_in_answers_match": all(r["distinct_sessions"] == n_sess for r in runs["scorer"]),
+        "no_errors": s["errors"] == n["errors"] == 0 and s["duplicates"] == 0 and s["complete_not_applied"] == 0}
+    if not all(part["checks"].values()):
+        con.print(f"[bold red]new-event run: a check failed[/] {part['checks']} (scorer /metrics per run: {counted})")
+    beside = _h2load_row_near(h2load_part, concurrency)
+    if beside:
+        part["h2load_identical_body"] = beside
+    con.print(f"  new events c={concurrency:<4} scorer {s['events_per_s']:7.0f} events/s, "
+              f"{s['server_cpu_us_per_event']:5.0f} µs CPU/event, Score p99 {s['score_p99_ms']:.2f} ms | "
+              f"noop {n['events_per_s']:7.0f} events/s, {n['server_cpu_us_per_event']:5.0f} µs CPU/event | "
+              f"CPU ratio {part['ratio']['cpu_per_event']:.2f}x")
+    return part
+
+
+def _h2load_row_near(h2load_part: dict | None, concurrency: int) -> dict | None:
+    """The h2load identical-body row at the concurrency nearest `concurrency`, for the table."""
+    rows = (h2load_part or {}).get("rows") or []
+    if not rows:
+        return None
+    r = min(rows, key=lambda r: abs(r["concurrency"] - concurrency))
+    keep = ("qps", "server_cpu_us_per_req", "qps_per_busy_core", "p50_ms", "p99_ms", "error_total")
+    return {"concurrency": r["concurrency"], **{k: {x: r[k][x] for x in keep} for k in ("scorer", "noop")},
+            "ratio": r["ratio"]}
+
+def print_new_events(ne: dict, con) -> None:
+    """New events (Score + Complete per event) beside h2load's identical body (one Score per
+    request, the scorer's retry path), scorer and no-op, and their ratio."""
+    from rich.table import Table
+
+    st, h = ne["stream"], ne.get("h2load_identical_body")
+    t = Table(title=f"NEW EVENTS ({st['events']:,} events in {st['sessions']:,} sessions, the same stream to both, "
+                    f"{ne['concurrency']} sessions in flight, Score then Complete = 1 event, Python grpc.aio client, "
+                    f"medians of {ne['repeats']} alternating runs) beside h2load's IDENTICAL BODY (1 Score per "
+                    f"request = scorer's retry path" + (f", C={h['concurrency']})" if h else ", not run)"))
+    t.add_column("run")
+    t.add_column("server")
+    for col in ("events|req /s", "server CPU µs /event|req", "per busy core", "Score p50 ms", "Score p99 ms",
+                "client CPU µs/event", "errors"):
+        t.add_column(col, justify="right")
+    for k in ("scorer", "noop"):
+        s = ne[k]
+        t.add_row("new events", k, _f(s["events_per_s"]), _f(s["server_cpu_us_per_event"]),
+                  _f(s["events_per_busy_core"]), _f(s["score_p50_ms"], "{:.3f}"), _f(s["score_p99_ms"], "{:.3f}"),
+                  _f(s["client_cpu_us_per_event"]), str(s["errors"]), style=None if k == "scorer" else "dim")
+    q = ne["ratio"]
+    t.add_row("", "scorer/noop", _f(q["events_per_s"], "{:.2f}x"), _f(q["cpu_per_event"], "{:.2f}x"), "",
+              _f(q["score_p50"], "{:.2f}x"), _f(q["score_p99"], "{:.2f}x"), "", "", style="bold", end_section=True)
+    if h:
+        for k in ("scorer", "noop"):
+            s = h[k]
+            t.add_row("h2load 1 body", k, _f(s["qps"]), _f(s["server_cpu_us_per_req"]), _f(s["qps_per_busy_core"]),
+                      _f(s["p50_ms"], "{:.3f}"), _f(s["p99_ms"], "{:.3f}"), "", str(s["error_total"]),
+                      style=None if k == "scorer" else "dim")
+        q = h["ratio"]
+        t.add_row("", "scorer/noop", _f(q["qps"], "{:.2f}x"), _f(q["cpu_per_req"], "{:.2f}x"), "",
+                  _f(q["p50"], "{:.2f}x"), _f(q["p99"], "{:.2f}x"), "", "", style="bold")
+    con.print(t)
+    bad = [k for k, v in ne.get("checks", {}).items() if not v]
+    if bad:
+        con.print(f"[bold red]new-event checks failed: {', '.join(bad)}[/]")
+
+
 def _merge(dicts: list[dict]) -> dict:
     out: dict = {}
     for d in dicts:
@@ -734,6 +1050,9 @@ def print_tables(res: dict, con=None) -> None:
             con.print(t)
     elif h.get("skipped"):
         con.print(f"[red]h2load part skipped: {h['skipped']}[/]")
+    ne = res.get("new_events")
+    if ne:
+        print_new_events(ne, con)
     p = res.get("python_driven")
     if p and p.get("rows"):
         t = Table(title="PYTHON-DRIVEN (grpc.aio client shares the 2 cores): new events, "

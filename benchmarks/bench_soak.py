@@ -1,6 +1,6 @@
 """Soak run: a real `distillguard serve` on loopback under hours-compressed gateway traffic.
 
-`distillguard bench --soak --soak-seconds 120` starts the scorer as a subprocess and
+`distillguard bench soak --seconds 120` starts the scorer as a subprocess and
 drives it for that long with a grpc.aio client (one channel, open loop: requests are
 sent on a schedule whatever the server answers, as a gateway's traffic does), then
 stops it with SIGTERM. What it reports (`soak.json` + a table):

@@ -256,8 +256,8 @@ def run_demo(workdir: str | Path, cfg: DemoConfig = DemoConfig()) -> DemoResult:
         _cli("simulate", "--seed", cfg.seed + 3, "--accounts", cfg.holdout_campaign_accounts,
              "--days", cfg.holdout_days, "--families", fam, "--out", w / "holdout/campaign")
         _merge_holdout(w / "holdout")
-        _cli("evaluate", "--model", w / "v2", "--baseline", reg / "current", "--events", w / "holdout/events.parquet",
-             "--labels", w / "holdout/labels.csv", "--report", w / "comparison", "--tolerance", cfg.tolerance, "-q")
+        _cli("evaluate", "compare", "--model", w / "v2", "--baseline", reg / "current",
+             "--events", w / "holdout/events.parquet", "--labels", w / "holdout/labels.csv", "--report", w / "comparison", "--tolerance", cfg.tolerance, "-q")
         res.comparison = json.loads((w / "comparison/comparison.json").read_text())
         promote = _cli("promote", "--registry", reg, "--bundle", w / "v2", "--comparison",
                        w / "comparison/comparison.json", check=False)

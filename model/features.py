@@ -22,11 +22,14 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
-from dataclasses import dataclass, fields
-
 import math
+import os
+import re
+import tempfile
+from dataclasses import dataclass, fields
+from pathlib import Path
 
+import numba
 import numpy as np
 from numba import njit
 
@@ -163,8 +166,9 @@ def raw_from_table(table) -> RawEvents:
 
 # ---------------------------------------------------------------------------- state
 
-_SCALARS = (
-    # name, dtype
+# The running aggregates of one session: (name, dtype) of each scalar field of `State`
+# besides tcount; the online stores (serving.state, serving.redis_store) lay them out.
+STATE_SCALARS = (
     ("n", np.int64), ("first_ts", np.float64), ("last_ts", np.float64),
     ("last_completion", np.int64), ("last_max", np.int64), ("last_status", np.int64),
     ("sum_lgap", np.float64), ("sum_lgap2", np.float64), ("n_gaps", np.int64),
@@ -213,7 +217,7 @@ STATE_FIELDS = tuple(f.name for f in fields(State))
 
 
 def empty_state(n_sessions: int) -> State:
-    s = {name: np.zeros(n_sessions, dtype=dt) for name, dt in _SCALARS}
+    s = {name: np.zeros(n_sessions, dtype=dt) for name, dt in STATE_SCALARS}
     s["last_max"][:] = -1
     s["last_status"][:] = -1
     return State(**s, tcount=np.zeros((n_sessions, N_TEMPLATE_BUCKETS), dtype=np.int32))
@@ -222,7 +226,8 @@ def empty_state(n_sessions: int) -> State:
 # ---------------------------------------------------------------------------- the kernel
 #
 # One sequential pass: for each event, write its row from its session's state, then fold
-# the event into that state. Compiled with numba (cached on disk) because the same loop
+# the event into that state. Compiled with numba (cached in the user cache directory, see
+# `_numba_cache_dir`) because the same loop
 # serves 1M-event batch files and single requests: vectorised numpy needed ~100 array
 # operations per call, which cost ~250 us for one 32-event window online.
 
@@ -232,7 +237,45 @@ _RAW_KERNEL_DTYPES = (("ts", np.float64), ("prompt_tokens", np.int64), ("complet
                       ("account_created_at", np.float64))
 
 
-@njit(cache=True, nogil=True)
+def _numba_cache_dir() -> str | None:
+    """Where numba keeps the compiled kernel: an explicit NUMBA_CACHE_DIR (numba's config
+    already holds it), else the user cache directory ($XDG_CACHE_HOME or ~/.cache, per the
+    XDG base-directory spec), never the package's own __pycache__ (a source tree or
+    site-packages). None when it cannot be created or written: the kernel then compiles
+    on every start (a few seconds) instead of failing, and numba is not left to fall back
+    to the in-tree cache."""
+    d = numba.config.CACHE_DIR
+    if not d:
+        base = os.environ.get("XDG_CACHE_HOME") or ""
+        if not os.path.isabs(base):   # the spec says a relative value is to be ignored
+            try:
+                base = str(Path.home() / ".cache")
+            except RuntimeError:      # no HOME and no passwd entry
+                return None
+        d = os.path.join(base, "distillguard", "numba")
+    try:
+        os.makedirs(d, exist_ok=True)
+        tempfile.TemporaryFile(dir=d).close()
+    except OSError:
+        return None
+    return d
+
+
+def _njit_cached(fn):
+    """`njit(nogil=True)` with its disk cache in `_numba_cache_dir()`, or no cache when that
+    is unusable. numba fixes a function's cache location when it is decorated, from
+    numba.config, so the setting is made for this decoration only and restored: other numba
+    code in the process keeps its own cache location."""
+    d = _numba_cache_dir()
+    saved = numba.config.CACHE_DIR
+    numba.config.CACHE_DIR = d or saved
+    try:
+        return njit(cache=d is not None, nogil=True)(fn)
+    finally:
+        numba.config.CACHE_DIR = saved
+
+
+@_njit_cached
 def _kernel(seg, ts, pt, ct, mx, stt, tk, er, br, ca,
             n, first_ts, last_ts, last_c, last_m, last_s, s_lgap, s_lgap2, n_gaps, n_burst, n_ovl,
             s_lp, s_lc, n_sat, n_wm, n_rs, n_tk, n_tr, n_td, n_err, hmask, tcount, out, write_rows):
@@ -337,7 +380,7 @@ def _run(state: State, seg: np.ndarray, ev: RawEvents, write_rows: bool) -> np.n
     if len(seg):
         raw = [np.ascontiguousarray(getattr(ev, name), dtype=dt) for name, dt in _RAW_KERNEL_DTYPES]
         _kernel(np.ascontiguousarray(seg, dtype=np.int64), *raw,
-                *(getattr(state, name) for name, _ in _SCALARS), state.tcount, rows, write_rows)
+                *(getattr(state, name) for name, _ in STATE_SCALARS), state.tcount, rows, write_rows)
     return rows
 
 

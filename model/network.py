@@ -17,7 +17,7 @@ import torch
 import torch.nn as nn
 from torch.nn import functional as F
 
-LABELS = ("human", "benign_automation", "distillation_harvesting")
+from .schema import LABELS
 
 
 @dataclass

@@ -1,8 +1,6 @@
-"""Load, validate and normalise event files into the canonical event table.
-
-Every event source (Parquet, CSV, JSON Lines, a directory of those, or an in-memory
-table from the gateway) goes through `normalise`, so the rest of the package sees one
-shape: `CANONICAL_SCHEMA` (docs/architecture.md, "Canonical event table").
+"""The canonical event table: its columns, the label names, and `normalise`, which
+validates any event table (a file's batch from `model.readers`, or an in-memory table
+from the gateway) into `CANONICAL_SCHEMA` (docs/architecture.md, "Canonical event table").
 
 Bad input raises `SchemaError` naming the source, the column, the first bad row
 (1-based data row in the file, header excluded, counted across streamed batches) and
@@ -23,44 +21,28 @@ Decisions worth knowing:
   columns named in `INPUT_COLUMNS` are read from files.
 - `prompt` fills `template_hash` where that is null, and `elicits_reasoning` where
   that is null (even on rows whose hash was given); the text is then dropped.
-- JSON Lines: arrow's reader first; where it refuses the file (types that change
-  between blocks, a field first seen late, date-like ids) the rest is read by a
-  line parser, so such files load, only more slowly.
-- An empty file (no bytes, a header only, or a Parquet file with no rows) yields
-  zero batches from `iter_event_batches`; `load_events` then returns an empty
-  table with `CANONICAL_SCHEMA`. A header that lacks a required column is still an
-  error. An empty directory is an error (a mistyped path, most likely).
 - Prompt text never appears in an error message or a rejects file: a bad `prompt`
   value is reported by row and column only.
 
-On errors (`on_error`): "fail" (the default) stops at the first bad row as above.
-"skip" drops each bad row, keeps every good one, and hands the dropped ones to a
-`Rejects` (counted, and written to a JSON Lines file when it has a path). Row-level
-problems are skipped: a value of the wrong type, a null or empty required value, a
-negative count, an unparseable time, a malformed CSV row, a bad JSON line, text that
-is not UTF-8. Whole-file problems still fail: an unreadable or truncated Parquet file,
-a missing required column, a duplicated column, an unknown file type. Both modes go
-through the same validation code: in "skip" mode `_Ctx.fail` marks rows instead of
-raising, and readers hand their row-level errors to `_row_error`. Once arrow refuses a
-CSV file in skip mode (a malformed row, text that is not UTF-8), the rest of it is read
-by Python's csv module (slower; rows numbered exactly), as JSON Lines falls back to its
-line parser. Rejects are listed in the order found, not sorted by row.
+On errors: without a `Rejects` (on_error="fail", model.readers) `normalise` stops at the
+first bad row as above. With one ("skip") it drops each bad row, keeps every good one,
+and hands the dropped ones to the `Rejects` (counted, and written to a JSON Lines file
+when it has a path). Both modes go through the same validation code: in skip mode
+`_Ctx.fail` marks rows instead of raising.
 """
 
 from __future__ import annotations
 
-import io
 import json
-import logging
 import os
-import re
 from collections import Counter
 from pathlib import Path
-from typing import Iterable, Iterator
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+
+from .files import publish, temp_path
 
 LABELS = ("human", "benign_automation", "distillation_harvesting")
 
@@ -118,21 +100,6 @@ _ZONED_RE = r"^\d{4}-\d{2}-\d{2}[T ].*(Z|[+-]\d{2}(:?\d{2})?)$"
 
 _TS_WHAT = "expected epoch seconds, an ISO-8601 string or a timestamp"
 _TOKENS_WHAT = "expected an integer >= 0"
-_FORMATS = {
-    ".parquet": "parquet",
-    ".pq": "parquet",
-    ".csv": "csv",
-    ".jsonl": "jsonl",
-    ".ndjson": "jsonl",
-    ".json": "jsonl",
-}
-# Arrow decompresses these by extension for CSV and JSON Lines.
-_COMPRESSIONS = (".gz", ".bz2", ".zst", ".lz4")
-
-
-ON_ERROR = ("fail", "skip")
-
-log = logging.getLogger("distillguard.schema")
 
 
 class SchemaError(ValueError):
@@ -173,8 +140,8 @@ class Rejects:
     `error` (what was expected) and, for a bad value of a column other than `prompt`,
     `value` (truncated to 60 characters). Raw input lines and prompt text are never
     written. The file is written under a temporary name beside `path`
-    (`.<name>.tmp-<pid>`) and renamed by `close()`, so a reader never sees a partial
-    file; `abort()` removes it.
+    (`files.temp_path`) and published by `close()` (`files.publish`), so a reader never
+    sees a partial file; `abort()` removes it.
     """
 
     def __init__(self, path: str | os.PathLike | None = None):
@@ -185,7 +152,7 @@ class Rejects:
         self._tmp = None
         if self.path is not None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._tmp = self.path.with_name(f".{self.path.name}.tmp-{os.getpid()}")
+            self._tmp = temp_path(self.path)
             try:
                 self._f = open(self._tmp, "w", encoding="utf-8")
             except OSError as e:
@@ -219,11 +186,11 @@ class Rejects:
         if self._f is None:
             return
         try:
-            self._f.flush()
-            os.fsync(self._f.fileno())
             self._f.close()
             self._f = None
-            os.replace(self._tmp, self.path)
+            # best_effort_dir: the rejects file never synced its directory before publish
+            # did; a filesystem that cannot must not fail the load that wrote it.
+            publish(self._tmp, self.path, best_effort_dir=True)
         except OSError as e:
             self.abort()
             raise OSError(e.errno, f"cannot write rejects file {self.path}: {e.strerror or e}") from e
@@ -238,13 +205,6 @@ class Rejects:
             self._f = None
         if self._tmp is not None:
             self._tmp.unlink(missing_ok=True)
-
-
-def _row_error(rejects: Rejects | None, e: SchemaError) -> None:
-    """A reader's row-level error: raised in fail mode, recorded in skip mode."""
-    if rejects is None:
-        raise e
-    rejects.reject(e)
 
 
 def _show(value: object, limit: int = 60, column: str | None = None) -> str:
@@ -722,62 +682,6 @@ def normalise(table: pa.Table | pa.RecordBatch, source: str = "<table>", row_off
     return result
 
 
-# ---------------------------------------------------------------------------
-# files
-
-
-def _format_of(path: Path) -> str | None:
-    name = path.name.lower()
-    for comp in _COMPRESSIONS:
-        if name.endswith(comp):
-            fmt = _FORMATS.get(Path(name[: -len(comp)]).suffix)
-            # Parquet compresses inside the file; an outer layer is not readable.
-            return fmt if fmt in ("csv", "jsonl") else None
-    return _FORMATS.get(Path(name).suffix)
-
-
-def _event_files(path: str | os.PathLike) -> list[Path]:
-    p = Path(path)
-    if p.is_dir():
-        files = []
-        for f in sorted(p.rglob("*"), key=lambda f: f.relative_to(p).as_posix()):
-            rel = f.relative_to(p).parts
-            # Hidden files and Spark/Hive markers (_SUCCESS, _metadata) are not data.
-            if any(part.startswith((".", "_")) for part in rel) or not f.is_file():
-                continue
-            if _format_of(f) is None:
-                raise SchemaError(f"{f}: unknown event file type (expected .parquet, .pq, .csv, "
-                                  f".jsonl, .ndjson or .json)", source=str(f))
-            files.append(f)
-        if not files:
-            raise SchemaError(f"{p}: directory holds no event files", source=str(p))
-        return files
-    if not p.exists():
-        raise SchemaError(f"{p}: no such file or directory", source=str(p))
-    if _format_of(p) is None:
-        raise SchemaError(f"{p}: unknown event file type (expected .parquet, .pq, .csv, "
-                          f".jsonl, .ndjson or .json)", source=str(p))
-    return [p]
-
-
-def _rebatch(batches: Iterable[pa.RecordBatch], batch_rows: int) -> Iterator[pa.Table]:
-    """Regroup reader batches (sized in bytes for CSV/JSON) into tables of batch_rows rows."""
-    buf: list[pa.RecordBatch] = []
-    size = 0
-    for b in batches:
-        if b.num_rows == 0:
-            continue
-        buf.append(b)
-        size += b.num_rows
-        while size >= batch_rows:
-            t = pa.Table.from_batches(buf)
-            yield t.slice(0, batch_rows)
-            rest = t.slice(batch_rows)
-            buf, size = rest.to_batches(), rest.num_rows
-    if size:
-        yield pa.Table.from_batches(buf)
-
-
 def _check_header(source: str, names: list[str]) -> None:
     missing = [c for c in REQUIRED_COLUMNS if c not in names]
     if missing:
@@ -787,619 +691,3 @@ def _check_header(source: str, names: list[str]) -> None:
             f"(columns found: {', '.join(names) if names else 'none'})",
             source=source, column=missing[0],
         )
-
-
-def _raw_parquet(path: Path, source: str, batch_rows: int,
-                 rejects: Rejects | None = None) -> Iterator[pa.Table]:
-    # Parquet has no row-level syntax errors: a file that cannot be read is one
-    # problem, whatever on_error says; bad values are normalise's to find.
-    import pyarrow.parquet as pq
-
-    try:
-        pf = pq.ParquetFile(path)
-        names = pf.schema_arrow.names
-    except (OSError, pa.ArrowException) as e:
-        raise SchemaError(f"{source}: not a readable Parquet file: {e}", source=source) from e
-    _check_header(source, names)
-    cols = [c for c in names if c in INPUT_COLUMNS]
-    try:
-        yield from _rebatch(pf.iter_batches(batch_size=batch_rows, columns=cols), batch_rows)
-    except (OSError, pa.ArrowException) as e:
-        raise SchemaError(f"{source}: could not read Parquet data: {e}", source=source) from e
-
-
-def _csv_options(include: list[str] | None, text_columns: tuple[str, ...] = INPUT_COLUMNS):
-    import pyarrow.csv as pcsv
-
-    # Every known column is read as text: arrow's inference would turn "007" into 7
-    # and fail mid-stream when a later block disagrees; normalise parses the text.
-    convert = pcsv.ConvertOptions(
-        column_types={c: pa.string() for c in text_columns},
-        include_columns=include or [],
-        # Only an empty field is null: "NA" or "null" may well be a real account id.
-        null_values=[""],
-        strings_can_be_null=True,
-        quoted_strings_can_be_null=True,
-    )
-    # Prompts are free text and may hold quoted newlines. No invalid_row_handler: arrow
-    # decodes the row text for it and fails (an unraisable error) on text not UTF-8;
-    # a malformed row is found again by `_csv_locate` / `_csv_rows`, which number it.
-    parse = pcsv.ParseOptions(newlines_in_values=True)
-    return convert, parse
-
-
-def _csv_walk(path: Path, source: str) -> Iterator:
-    """Python's csv module over a CSV file: first the header (list of names; nothing for an
-    empty file), then `(row, fields, problem)` per data row, numbered as arrow numbers them
-    (blank lines are not rows). `problem` is the row's SchemaError (malformed row, text in
-    an input column that is not UTF-8) or None. Used where arrow cannot number rows: quoted
-    fields may span lines."""
-    import csv
-
-    # A prompt may be longer than the module's default limit of 128 KiB per field.
-    csv.field_size_limit(max(csv.field_size_limit(), 2**31 - 1))
-    with pa.input_stream(str(path)) as f:
-        text = io.TextIOWrapper(f, encoding="utf-8-sig", errors="surrogateescape", newline="")
-        reader = csv.reader(text)
-        header = next(reader, None)
-        if header is None:
-            return
-        yield header
-        rows = 0
-        for fields in reader:
-            if not fields:  # blank line: arrow skips it too
-                continue
-            rows += 1
-            yield rows, fields, _csv_row_problem(source, header, rows, fields)
-
-
-def _csv_row_problem(source: str, header: list[str], row: int, fields: list[str]) -> SchemaError | None:
-    if len(fields) != len(header):
-        what = f"malformed CSV row: expected {len(header)} fields, got {len(fields)}"
-        shown = "" if "prompt" in header else f": {_show(','.join(fields))}"
-        return SchemaError(f"{source}: row {row}: {what}{shown}", source=source, row=row, reason=what)
-    for name, v in zip(header, fields):
-        if name in INPUT_COLUMNS and _NOT_UTF8.search(v):
-            raw = v.encode("utf-8", "surrogateescape")
-            return SchemaError(f"{source}: column '{name}', row {row}: expected UTF-8 text, got "
-                               f"{_show(raw, column=name)}", source=source, column=name, row=row,
-                               value=None if name in _PRIVATE_COLUMNS else raw, reason="expected UTF-8 text")
-    return None
-
-
-def _csv_locate(path: Path, source: str) -> SchemaError | None:
-    """Error path only: the first bad CSV row, with its data-row number (arrow refused the
-    file but cannot say which row)."""
-    import csv
-
-    try:
-        walk = _csv_walk(path, source)
-        if next(walk, None) is None:
-            return None
-        return next((problem for _, _, problem in walk if problem is not None), None)
-    except (OSError, csv.Error, UnicodeError):
-        return None
-
-
-def _csv_error(path: Path, source: str, e: Exception) -> SchemaError:
-    located = _csv_locate(path, source)
-    if located is not None:
-        return located
-    # Arrow quotes the offending row after "got N": it may hold prompt text.
-    detail = re.sub(r"(got \d+)\s*:.*", r"\1", str(e), flags=re.S)
-    return SchemaError(f"{source}: could not read CSV: {detail}", source=source)
-
-
-def _raw_csv(path: Path, source: str, batch_rows: int,
-             rejects: Rejects | None = None) -> Iterator[pa.Table]:
-    import pyarrow.csv as pcsv
-
-    # First pass reads only the first block, to learn the header: include_columns
-    # must name columns that exist, and extra columns are never parsed.
-    convert, parse = _csv_options(None)
-    try:
-        names = pcsv.open_csv(path, convert_options=convert, parse_options=parse).schema.names
-    except pa.ArrowInvalid as e:
-        if "Empty CSV file" in str(e):
-            return
-        if rejects is None:
-            raise _csv_error(path, source, e) from e
-        yield from _csv_rows(path, source, batch_rows, 0, rejects)
-        return
-    except OSError as e:
-        raise SchemaError(f"{source}: could not read CSV: {e}", source=source) from e
-    _check_header(source, names)
-    convert, parse = _csv_options([c for c in names if c in INPUT_COLUMNS])
-    emitted = 0
-    try:
-        reader = pcsv.open_csv(path, convert_options=convert, parse_options=parse)
-        for t in _rebatch(reader, batch_rows):
-            yield t
-            emitted += t.num_rows
-        return
-    except pa.ArrowInvalid as e:
-        # A malformed row or text that is not UTF-8: skip mode reads on row by row.
-        if rejects is None:
-            raise _csv_error(path, source, e) from e
-    except (OSError, pa.ArrowException) as e:
-        raise _csv_error(path, source, e) from e
-    yield from _csv_rows(path, source, batch_rows, emitted, rejects)
-
-
-_NOT_UTF8 = re.compile("[\udc80-\udcff]")  # what surrogateescape makes of bytes that are not UTF-8
-
-
-def _csv_rows(path: Path, source: str, batch_rows: int, skip: int,
-              rejects: Rejects | None) -> Iterator[pa.Table]:
-    """CSV by Python's csv module from data row `skip + 1` on, one row at a time.
-
-    Skip mode's reader once arrow has refused the file: it numbers rows exactly (in
-    `_row`) and hands malformed rows and text that is not UTF-8 to `rejects`. Values
-    follow arrow's reading: text, an empty field is null, blank lines are not rows.
-    """
-    import csv
-
-    rows = 0
-    try:
-        walk = _csv_walk(path, source)
-        header = next(walk, None)
-        if header is None:
-            return
-        _check_header(source, header)
-        for c in INPUT_COLUMNS:
-            if header.count(c) > 1:
-                raise SchemaError(f"{source}: column '{c}' appears {header.count(c)} times",
-                                  source=source, column=c)
-        keep = [(i, name) for i, name in enumerate(header) if name in INPUT_COLUMNS]
-        cols: dict[str, list] = {name: [] for _, name in keep}
-        numbers: list[int] = []
-
-        def table() -> pa.Table:
-            t = {name: pa.array(cols[name], pa.string()) for _, name in keep}
-            t["_row"] = pa.array(numbers, pa.int64())
-            return pa.table(t)
-
-        for rows, fields, problem in walk:
-            if rows <= skip:
-                continue
-            if problem is not None:
-                _row_error(rejects, problem)
-                continue
-            for i, name in keep:
-                cols[name].append(fields[i] or None)
-            numbers.append(rows - 1)
-            if len(numbers) == batch_rows:
-                yield table()
-                cols = {name: [] for _, name in keep}
-                numbers = []
-        if numbers:
-            yield table()
-    except csv.Error as e:
-        raise SchemaError(f"{source}: row {rows + 1}: could not parse CSV: {e}", source=source,
-                          row=rows + 1) from e
-    except OSError as e:
-        raise SchemaError(f"{source}: could not read CSV: {e}", source=source) from e
-
-
-def _raw_jsonl(path: Path, source: str, batch_rows: int,
-               rejects: Rejects | None = None) -> Iterator[pa.Table]:
-    import pyarrow.json as pjson
-
-    # Fast path: arrow's reader. It infers types from the first block and stops on a
-    # later block that disagrees (a number where a string was, a new field); then the
-    # rest of the file is read by the line parser below, which takes any JSON value.
-    emitted = 0
-    try:
-        reader = pjson.open_json(path)
-        _check_header(source, reader.schema.names)
-        cols = [c for c in reader.schema.names if c in INPUT_COLUMNS]
-        # Arrow turns date-like strings into timestamps: right for the time columns,
-        # but an id such as "2024-01-01" would come back as other text.
-        if any(pa.types.is_timestamp(reader.schema.field(c).type)
-               for c in cols if c not in ("ts", "account_created_at")):
-            raise pa.ArrowInvalid("date-like text in a text column")
-        for t in _rebatch(reader, batch_rows):
-            t = t.select(cols)
-            yield t
-            emitted += t.num_rows
-        return
-    except OSError as e:
-        raise SchemaError(f"{source}: could not read JSON Lines: {e}", source=source) from e
-    except pa.ArrowException as e:
-        if emitted == 0 and "Empty JSON stream" in str(e):
-            return
-    yield from _jsonl_lines(path, source, batch_rows, skip=emitted, rejects=rejects)
-
-
-def _json_text(v: object) -> str | None:
-    # Text is what normalise parses best; numbers keep their JSON spelling.
-    if v is None:
-        return None
-    if isinstance(v, str):
-        return v
-    return json.dumps(v)
-
-
-def _jsonl_lines(path: Path, source: str, batch_rows: int, skip: int,
-                 columns: tuple[str, ...] = INPUT_COLUMNS,
-                 rejects: Rejects | None = None,
-                 always: tuple[str, ...] = REQUIRED_COLUMNS) -> Iterator[pa.Table]:
-    """JSON Lines parsed line by line: slower than arrow, but takes any JSON value in any
-    row and numbers rows exactly (in `_row`). Values become text, which normalise parses.
-    A line that is not a JSON object, or not UTF-8, is a row-level error (`_row_error`).
-    Columns in `always` are there in every batch: a row without such a key has a null
-    in it (so it is that row's error, wherever the batch boundaries fall)."""
-    cols: dict[str, list] = {c: [] for c in columns}
-    numbers: list[int] = []
-    # Keys seen so far in the file: an optional key is a column from its first row on,
-    # null in rows without it (no header to go by); `always` keys are columns throughout.
-    present: set[str] = set()
-
-    def table() -> pa.Table:
-        keep = [c for c in columns if c in present or c in always] or list(columns)
-        t = {c: pa.array(cols[c], pa.string()) for c in keep}
-        t["_row"] = pa.array(numbers, pa.int64())
-        return pa.table(t)
-
-    def bad_line(what: str, shown: str) -> None:
-        # The line may hold prompt text: it is shown (in fail mode's message) only when not.
-        got = "" if '"prompt"' in shown else f", got {_show(shown)}"
-        _row_error(rejects, SchemaError(f"{source}: row {rows} (line {lineno}): {what}{got}",
-                                        source=source, row=rows, reason=what))
-
-    rows = 0  # data rows seen; blank lines are not rows, as for arrow
-    lineno = 0
-    try:
-        f = pa.input_stream(str(path))  # decompresses by extension, like arrow's readers
-        # utf-8-sig: a byte-order mark is not part of the first line (arrow skips it too).
-        text = io.TextIOWrapper(f, encoding="utf-8-sig", errors="surrogateescape")
-        for lineno, line in enumerate(text, start=1):
-            if not line.strip():
-                continue
-            rows += 1
-            if rows <= skip:
-                continue
-            if _NOT_UTF8.search(line):
-                bad_line("not UTF-8 text", "")
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as e:
-                bad_line(f"invalid JSON: {e.msg}", line.strip())
-                continue
-            except (ValueError, RecursionError) as e:  # e.g. a 5000-digit number, deep nesting
-                bad_line(f"invalid JSON: {type(e).__name__}", line.strip())
-                continue
-            if not isinstance(obj, dict):
-                bad_line("expected a JSON object per line", line.strip())
-                continue
-            for c in columns:
-                if c in obj:
-                    present.add(c)
-                    cols[c].append(_json_text(obj[c]))
-                else:
-                    cols[c].append(None)
-            numbers.append(rows - 1)
-            if len(numbers) == batch_rows:
-                yield table()
-                cols = {c: [] for c in columns}
-                numbers = []
-    except OSError as e:
-        raise SchemaError(f"{source}: could not read JSON Lines: {e}", source=source) from e
-    if numbers:
-        yield table()
-
-
-# ---------------------------------------------------------------------------
-# completions logged beside an event log (serving/event_log.py)
-
-# `serve --event-log DIR` logs an event when it is scored (completion unknown: 0 tokens,
-# null status) and, apart, each applied `Complete` under DIR/_completions/ (the leading
-# '_' keeps the event loaders from reading them as events). Reading DIR fills the events'
-# completion_tokens/status from there, so what trains on or scores the log sees the
-# completed events the online scorer saw.
-COMPLETIONS_DIR = "_completions"
-COMPLETION_SCHEMA = pa.schema([
-    pa.field("account_id", pa.string(), nullable=False),
-    pa.field("session_id", pa.string()),     # the session name the scorer resolved
-    pa.field("event_id", pa.string(), nullable=False),
-    pa.field("completion_tokens", pa.int64(), nullable=False),
-    pa.field("status", pa.int32()),
-    pa.field("logged_at", pa.float64(), nullable=False),
-])
-
-
-def _completion_key(account: pa.Array, session: pa.Array, event: pa.Array) -> pa.Array:
-    # One string per (account_id, session_id, event_id): "<len>:<account><len>:<session><event>",
-    # so no id content can make two different triples one key. A null session is "".
-    parts = []
-    for a in (account, session):
-        a = pc.fill_null(a, "")
-        parts += [pc.cast(pc.utf8_length(a), pa.string()), pa.scalar(":"), a]
-    return pc.binary_join_element_wise(*parts, pc.fill_null(event, ""), "")
-
-
-def _key_hash(keys: pa.Array) -> np.ndarray:
-    import pandas as pd
-
-    # categorize=False: the keys are mostly distinct, factorizing first costs ~10x more.
-    return pd.util.hash_array(keys.to_numpy(zero_copy_only=False), categorize=False)
-
-
-def completion_dirs(path: str | os.PathLike) -> list[Path]:
-    """The `_completions` directories of an event directory (any depth, none under a
-    hidden or '_' directory): one per event log written into the tree."""
-    p = Path(path)
-    if not p.is_dir():
-        return []
-    return [d for d in sorted(p.rglob(COMPLETIONS_DIR)) if d.is_dir()
-            and not any(part.startswith((".", "_")) for part in d.relative_to(p).parts[:-1])]
-
-
-class Completions:
-    """The last logged completion of each (account_id, session_id, event_id), keyed by a
-    64-bit hash of the key (8 bytes a row, whatever the ids' lengths); every match is
-    checked against the full key, so a hash collision never fills the wrong event."""
-
-    def __init__(self, table: pa.Table):
-        import pandas as pd
-
-        # Rows in logging order (files in path order, then logged_at, stable): the last wins.
-        table = table.take(pa.array(np.argsort(table["logged_at"].to_numpy(), kind="stable")))
-        keys = plain_array(_completion_key(table["account_id"], table["session_id"], table["event_id"]))
-        h = _key_hash(keys)
-        keep = ~pd.Series(h).duplicated(keep="last").to_numpy()
-        self.keys = keys.filter(pa.array(keep))
-        self.tokens = plain_array(table["completion_tokens"]).filter(pa.array(keep))
-        self.status = plain_array(table["status"]).filter(pa.array(keep))
-        self.index = pd.Index(h[keep])
-        dropped = np.flatnonzero(~keep)
-        if len(dropped):   # a repeat must be the same key, not another key of the same hash
-            same = pc.equal(self.keys.take(pa.array(self.index.get_indexer(h[dropped]))), keys.take(pa.array(dropped)))
-            if not pc.all(same).as_py():
-                raise SchemaError("completions: two different (account_id, session_id, event_id) keys share a "
-                                  "64-bit hash; cannot join them")
-
-    def __len__(self) -> int:
-        return len(self.keys)
-
-    @classmethod
-    def read(cls, path: str | os.PathLike) -> "Completions | None":
-        """Every completion part under `path`'s `_completions` directories (None: there are
-        none). A part that cannot be read or lacks a column is an error naming it."""
-        import pyarrow.parquet as pq
-
-        tables = []
-        for d in completion_dirs(path):
-            for f in sorted(d.glob("*.parquet")):
-                if f.name.startswith((".", "_")) or not f.is_file():
-                    continue
-                try:
-                    t = pq.read_table(f)
-                except (OSError, pa.ArrowException) as e:
-                    raise SchemaError(f"{f}: not a readable Parquet file: {e}", source=str(f)) from e
-                missing = [c for c in COMPLETION_SCHEMA.names if c not in t.column_names]
-                if missing:
-                    raise SchemaError(f"{f}: completion part lacks column {missing[0]!r} "
-                                      f"(expected {', '.join(COMPLETION_SCHEMA.names)})", source=str(f),
-                                      column=missing[0])
-                try:
-                    t = t.select(COMPLETION_SCHEMA.names).cast(COMPLETION_SCHEMA)
-                except (pa.ArrowInvalid, pa.ArrowNotImplementedError, ValueError) as e:
-                    raise SchemaError(f"{f}: completion part has columns of the wrong type: {e}",
-                                      source=str(f)) from e
-                tables.append(t)
-        if not tables:
-            return None
-        return cls(pa.concat_tables(tables))
-
-    def fill(self, t: pa.Table) -> pa.Table:
-        """Canonical events -> the same rows, in order, with completion_tokens and status
-        taken from the completion of the same (account_id, session_id, event_id), if any."""
-        if not len(self) or not t.num_rows:
-            return t
-        keys = plain_array(_completion_key(t["account_id"], t["session_id"], t["event_id"]))
-        pos = self.index.get_indexer(_key_hash(keys))
-        hit = pos >= 0
-        if not hit.any():
-            return t
-        at = pa.array(np.where(hit, pos, 0))
-        hit[hit] = pc.equal(self.keys.take(at).filter(pa.array(hit)), keys.filter(pa.array(hit))).to_numpy(
-            zero_copy_only=False)
-        mask = pa.array(hit)
-        i_tok, i_st = t.schema.get_field_index("completion_tokens"), t.schema.get_field_index("status")
-        t = t.set_column(i_tok, t.schema.field(i_tok),
-                         pc.if_else(mask, self.tokens.take(at), plain_array(t["completion_tokens"])))
-        return t.set_column(i_st, t.schema.field(i_st),
-                            pc.if_else(mask, self.status.take(at), plain_array(t["status"])))
-
-
-_READERS = {"parquet": _raw_parquet, "csv": _raw_csv, "jsonl": _raw_jsonl}
-
-
-def iter_event_batches(path: str | os.PathLike, batch_rows: int = 262_144,
-                       hmac_key: bytes | None = None, on_error: str = "fail",
-                       rejects: Rejects | None = None) -> Iterator[pa.Table]:
-    """Stream canonical tables of at most `batch_rows` rows from a file or directory.
-
-    Format by extension: .parquet/.pq, .csv, .jsonl/.ndjson/.json (JSON Lines);
-    CSV and JSON Lines may be compressed (.gz, .bz2, .zst, .lz4). A directory is read
-    recursively in sorted path order, skipping names starting with '.' or '_'; `_row`
-    restarts at 0 in each file. An empty file gives no batches. A directory written by
-    `serve --event-log` has its completions in `_completions/` (`Completions`): each
-    event's completion_tokens/status come from there when logged (the last one wins).
-
-    on_error="fail" raises SchemaError at the first bad row. on_error="skip" leaves
-    bad rows out and hands them to `rejects` (one that only counts when None; the
-    count is then logged); whole-file problems raise in both modes.
-    """
-    if on_error not in ON_ERROR:
-        raise ValueError(f"on_error must be one of {', '.join(ON_ERROR)}, got {on_error!r}")
-    if batch_rows < 1:
-        raise ValueError(f"batch_rows must be >= 1, got {batch_rows}")
-    own = None
-    if on_error == "fail":
-        rejects = None
-    elif rejects is None:
-        rejects = own = Rejects()
-    files = _event_files(path)
-    completions = Completions.read(path)
-    for f in files:
-        source = str(f)
-        offset = 0
-        for raw in _READERS[_format_of(f)](f, source, batch_rows, rejects):
-            t = normalise(raw, source=source, row_offset=offset, hmac_key=hmac_key, rejects=rejects)
-            offset += raw.num_rows
-            if completions is not None:
-                t = completions.fill(t)
-            if t.num_rows or rejects is None:
-                yield t
-    if own is not None and own.count:
-        log.warning("%s: %s", path, own.summary())
-
-
-def load_events(path: str | os.PathLike, hmac_key: bytes | None = None, on_error: str = "fail",
-                rejects: Rejects | None = None) -> pa.Table:
-    """The whole of `path` as one canonical table (empty input -> empty table)."""
-    batches = list(iter_event_batches(path, hmac_key=hmac_key, on_error=on_error, rejects=rejects))
-    if not batches:
-        return CANONICAL_SCHEMA.empty_table()
-    return pa.concat_tables(batches)
-
-
-def load_events_or_skip(path: str | os.PathLike, on_error: str = "fail",
-                        rejects_path: str | os.PathLike | None = None,
-                        hmac_key: bytes | None = None) -> tuple[pa.Table, Rejects | None]:
-    """`load_events` for commands that read a whole file (train, evaluate): with
-    on_error="skip" the bad rows go to `rejects_path` (published only if loading
-    finished) and the returned Rejects carries their count; with "fail" it is None."""
-    if on_error == "fail":
-        return load_events(path, hmac_key=hmac_key), None
-    rejects = Rejects(rejects_path)
-    try:
-        table = load_events(path, hmac_key=hmac_key, on_error=on_error, rejects=rejects)
-    except BaseException:
-        rejects.abort()
-        raise
-    rejects.close()
-    return table, rejects
-
-
-_LABEL_KEYS = ("session_id", "account_id")
-# Every column a labels file may carry (docs/labels.md), in the order read_labels returns
-# them; a file may have any subset beside a key and `label` (the simulator's labels.csv
-# has account_id, label, family, campaign). Other columns are ignored.
-_LABEL_COLUMNS = _LABEL_KEYS + ("label", "family", "campaign", "incident_id", "labelled_at",
-                                "window_start", "window_end", "note", "source", "reported_by",
-                                "model_version")
-_LABEL_TIMES = ("labelled_at", "window_start", "window_end")   # -> float64 epoch seconds
-LABEL_SOURCES = ("investigator", "feedback", "simulated")
-
-
-def _read_label_file(path: Path, source: str) -> pa.Table:
-    """A whole labels file (small) with the label columns it has, as read."""
-    fmt = _format_of(path)
-    if fmt == "parquet":
-        import pyarrow.parquet as pq
-
-        try:
-            names = pq.ParquetFile(path).schema_arrow.names
-            return pq.read_table(path, columns=[c for c in names if c in _LABEL_COLUMNS])
-        except (OSError, pa.ArrowException) as e:
-            raise SchemaError(f"{source}: not a readable Parquet file: {e}", source=source) from e
-    if fmt == "jsonl":
-        tables = list(_jsonl_lines(path, source, 1 << 62, skip=0, columns=_LABEL_COLUMNS, always=()))
-        return tables[0] if tables else pa.table({})
-    import pyarrow.csv as pcsv
-
-    try:
-        convert, parse = _csv_options(None, _LABEL_COLUMNS)
-        names = pcsv.open_csv(path, convert_options=convert, parse_options=parse).schema.names
-        convert, parse = _csv_options([c for c in names if c in _LABEL_COLUMNS] or names[:1],
-                                      _LABEL_COLUMNS)
-        return pcsv.read_csv(path, convert_options=convert, parse_options=parse).select(
-            [c for c in names if c in _LABEL_COLUMNS])
-    except pa.ArrowInvalid as e:
-        if "Empty CSV file" in str(e):
-            return pa.table({})
-        raise _csv_error(path, source, e) from e
-    except OSError as e:
-        raise SchemaError(f"{source}: could not read CSV: {e}", source=source) from e
-
-
-def read_labels(path: str | os.PathLike, provenance: bool = False) -> pa.Table:
-    """Labels file, or a labels store (a directory of them, read recursively like event
-    directories), -> one table; docs/labels.md describes the format.
-
-    Columns: those of `_LABEL_COLUMNS` that some file has, in that order; text columns
-    as strings (empty -> null), `labelled_at` / `window_start` / `window_end` as float64
-    UTC epoch seconds (epoch seconds or ISO-8601 in the file). With `provenance` two more
-    columns say where each row came from: `_file` (path) and `_row` (1-based data row,
-    as error messages number rows). Files with no rows are skipped.
-
-    Every row needs a key (`session_id` and/or `account_id`) and a valid label; a bad
-    time, a `source` outside LABEL_SOURCES, a window on a row that names a session, or a
-    window that ends before it starts is a SchemaError naming file, column and row. One
-    key labelled twice differently is *not* an error here: the label rows are resolved
-    against sessions by training.labels.resolve, which reports such conflicts.
-    """
-    parts = []
-    for f in _event_files(path):
-        source = str(f)
-        raw = _read_label_file(f, source)
-        if raw.num_rows == 0:
-            continue
-        names = raw.column_names
-        keys = [c for c in _LABEL_KEYS if c in names]
-        need = ([] if keys else ["'session_id' (or 'account_id')"]) + ([] if "label" in names else ["'label'"])
-        if need:
-            raise SchemaError(f"{source}: missing required column(s) {', '.join(need)} "
-                              f"(columns found: {', '.join(names) if names else 'none'})",
-                              source=source, column="label" if keys else "session_id")
-        n = raw.num_rows
-        ctx = _Ctx(source, np.arange(n, dtype=np.int64))
-        cols = {c: (_epoch if c in _LABEL_TIMES else _strings)(ctx, c, plain_array(raw.column(c)), required=False)
-                for c in _LABEL_COLUMNS if c in names}
-        # With both keys a row needs one of them; with one key, that one.
-        no_key = np.ones(n, dtype=bool)
-        for k in keys:
-            no_key &= ~_np_bool(cols[k].is_valid())
-        ctx.fail(keys[0] if len(keys) == 1 else "session_id", no_key,
-                 "expected a non-empty " + " or ".join(keys), plain_array(raw.column(keys[0])))
-        label = cols["label"]
-        ctx.fail("label", ~_np_bool(pc.is_in(label, pa.array(LABELS))),
-                 f"expected one of {', '.join(LABELS)}", plain_array(raw.column("label")))
-        if "source" in cols:
-            src = cols["source"]
-            ctx.fail("source", _np_bool(src.is_valid()) & ~_np_bool(pc.is_in(src, pa.array(LABEL_SOURCES))),
-                     f"expected one of {', '.join(LABEL_SOURCES)} (or empty)", plain_array(raw.column("source")))
-        _check_label_windows(ctx, cols, raw)
-        t = pa.table(cols)
-        if provenance:
-            t = t.append_column("_file", pa.array([source] * n, pa.string()))
-            t = t.append_column("_row", pa.array(np.arange(1, n + 1, dtype=np.int64)))
-        parts.append(t)
-    if not parts:
-        t = pa.table({c: pa.array([], pa.string()) for c in ("session_id", "account_id", "label")})
-        if provenance:
-            t = t.append_column("_file", pa.array([], pa.string())).append_column("_row", pa.array([], pa.int64()))
-        return t
-    t = pa.concat_tables(parts, promote_options="permissive")
-    order = [c for c in _LABEL_COLUMNS if c in t.column_names] + (["_file", "_row"] if provenance else [])
-    return t.select(order)
-
-
-def _check_label_windows(ctx: _Ctx, cols: dict, raw: pa.Table) -> None:
-    # A window narrows an account-wide label to the sessions it overlaps; on a row that
-    # names one session it would mean nothing, and silently ignoring it hides a mistake.
-    ws, we = cols.get("window_start"), cols.get("window_end")
-    if "session_id" in cols:
-        named = _np_bool(cols["session_id"].is_valid())
-        for c, w in (("window_start", ws), ("window_end", we)):
-            if w is not None:
-                ctx.fail(c, named & _np_bool(w.is_valid()),
-                         f"a window applies to account rows only, but this row names a session_id "
-                         f"({c} must be empty here)", plain_array(raw.column(c)))
-    if ws is not None and we is not None:
-        ctx.fail("window_end", _np_bool(pc.less(we, ws)), "expected a time >= window_start of the row",
-                 plain_array(raw.column("window_end")))

@@ -4,15 +4,16 @@ Streaming: input batches are normalised as they are read and, for inputs larger 
 partition, spilled to Arrow IPC files partitioned by a hash of account_id (sessions never
 cross accounts), so only one partition's events are in memory at a time.
 
-Two engines, one code path: `partition_events` (the shared partition-by-account-hash
-step) and `score_sessions` (one partition's events -> its output table) are called by the
-local engine here and by the Ray engine (`batch_ray`, one onnxruntime session per Ray
-actor) alike; the file skeleton (`score_file`: rejects, progress, atomic output) is also
+Two engines, one code path: `partitions.partition_events` (the shared
+partition-by-account-hash step) and `partitions.score_sessions` (one partition's events ->
+its output table) are called by the local engine here and by the Ray engine (`batch_ray`,
+one onnxruntime session per Ray actor) alike; the file skeleton (`score_file`: rejects, progress, atomic output) is also
 shared, so both engines write the same rows.
 
 Files written:
 - the output is written under a temporary name in the output's directory,
-  `.<name>.tmp-<pid>`, fsynced, then renamed over the final name: a reader sees the old
+  `.<name>.tmp-<pid>` (`model.files.temp_path`), then published over the final name
+  (`model.files.publish`: fsync, rename, directory fsync): a reader sees the old
   file or the complete new one, never a partial one. Any failure (a bad row in fail mode,
   disk full, Ctrl-C) removes the temporary file and leaves an earlier output as it was.
   A process killed with SIGKILL (or a machine crash) cannot clean up: a stale
@@ -31,26 +32,20 @@ import os
 import sys
 import tempfile
 import time
-import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 from tqdm import tqdm
 
-from ..model import schema, windows
-from ..model.sessions import assign_sessions
-from . import policy
+from ..model import readers
+from ..model.files import publish, temp_path
+from ..model.schema import Rejects, SchemaError
 from .bundle import Bundle, load_bundle
-
-SESSION_COLUMNS = ("session_id", "account_id", "n_events", "p_human", "p_benign_automation",
-                   "p_distillation_harvesting", "label", "action", "reasons")
-EVENT_COLUMNS = ("session_id", "account_id", "event_index", "event_id", "ts", "p_human",
-                 "p_benign_automation", "p_distillation_harvesting", "label", "action", "reasons")
-ORT_BATCH = 512
-
+from .event_log import join_completions
+from .partitions import (EVENT_COLUMNS, SESSION_COLUMNS, partition_events, read_partition,
+                         score_sessions)
 
 ENGINES = ("local", "ray")
 
@@ -69,83 +64,6 @@ class ScoreStats:
     @property
     def events_per_s(self) -> float:
         return self.events / self.seconds if self.seconds > 0 else float("nan")
-
-
-def predict_windows(bundle: Bundle, rows: np.ndarray, begin: np.ndarray, length: np.ndarray,
-                    batch: int = ORT_BATCH):
-    """Yield (sel, probs) blocks: probs (len(sel), T, C) for windows `sel`, all windows once.
-
-    Windows are visited in order of length (less padding per ORT call), `batch` at a time.
-    """
-    order = np.argsort(length, kind="stable")
-    for i in range(0, len(order), batch):
-        sel = order[i:i + batch]
-        yield sel, bundle.predict(windows.gather(rows, begin[sel], length[sel]))
-
-
-def _per_event_probs(bundle: Bundle, rows, begin, length, win_of, pos, event, n_events) -> np.ndarray:
-    C = len(bundle.labels)
-    probs = np.empty((n_events, C), dtype=np.float32)
-    # Where each window lands in predict_windows' visiting order: block and row in block.
-    rank = np.empty(len(begin), dtype=np.int64)
-    rank[np.argsort(length, kind="stable")] = np.arange(len(begin))
-    k_rank = rank[win_of]
-    k_block = k_rank // ORT_BATCH
-    by_block = np.argsort(k_block, kind="stable")
-    bounds = np.searchsorted(k_block[by_block], np.arange(len(begin) // ORT_BATCH + 2))
-    for b, (_, p) in enumerate(predict_windows(bundle, rows, begin, length)):
-        ks = by_block[bounds[b]:bounds[b + 1]]
-        probs[event[ks]] = p[k_rank[ks] - b * ORT_BATCH, pos[ks]]
-    return probs
-
-
-def session_probs(bundle: Bundle, sr: windows.SessionRows) -> tuple[np.ndarray, np.ndarray]:
-    """Score at each session's last event: probs (n_sessions, C) and that event's feature row."""
-    begin, length = windows.last_windows(sr, bundle.window)
-    probs = np.empty((len(begin), len(bundle.labels)), dtype=np.float32)
-    for sel, p in predict_windows(bundle, sr.rows, begin, length):
-        probs[sel] = p[np.arange(len(sel)), length[sel] - 1]
-    return probs, sr.rows[sr.starts[1:] - 1]
-
-
-def score_sessions(bundle: Bundle, table: pa.Table, per_event: bool = False) -> pa.Table:
-    """Canonical events (any order) -> output table (session rows, or event rows).
-
-    The per-partition function of both engines: one account-hash partition in, its rows
-    out (whole accounts, so whole sessions)."""
-    table = assign_sessions(table, gap_s=bundle.gap_s)
-    sr = windows.featurize(table)
-    if per_event:
-        probs = _per_event_probs(bundle, sr.rows, *windows.per_event_windows(sr, bundle.window), len(table))
-        rows = sr.rows
-        seg_len = sr.lengths
-        event_index = np.arange(len(table)) - np.repeat(sr.starts[:-1], seg_len)
-    else:
-        probs, rows = session_probs(bundle, sr)
-    labels, acts, reasons = policy.decide(probs, rows, bundle.labels, bundle.policy)
-    reasons = [policy.format_reasons(r) for r in reasons]
-    p_cols = {f"p_{name}": pa.array(probs[:, i].astype(np.float64)) for i, name in enumerate(bundle.labels)}
-    if per_event:
-        cols = {
-            "session_id": table["session_id"], "account_id": table["account_id"],
-            "event_index": pa.array(event_index), "event_id": table["event_id"], "ts": table["ts"],
-            **p_cols, "label": pa.array(labels, pa.string()), "action": pa.array(acts, pa.string()),
-            "reasons": pa.array(reasons, pa.string()),
-        }
-        return pa.table({k: cols[k] for k in EVENT_COLUMNS})
-    last = pa.array(sr.starts[1:] - 1)
-    cols = {
-        "session_id": pc.take(table["session_id"], last), "account_id": pc.take(table["account_id"], last),
-        "n_events": pa.array(sr.lengths), **p_cols, "label": pa.array(labels, pa.string()),
-        "action": pa.array(acts, pa.string()), "reasons": pa.array(reasons, pa.string()),
-    }
-    return pa.table({k: cols[k] for k in SESSION_COLUMNS})
-
-
-def temp_path(path: Path) -> Path:
-    """Where `path` is written before it is renamed into place (same directory, so the
-    rename is atomic; a leading dot hides it from directory readers such as our own)."""
-    return path.with_name(f".{path.name}.tmp-{os.getpid()}")
 
 
 class _Writer:
@@ -199,7 +117,7 @@ class _Writer:
         self.tmp.unlink(missing_ok=True)
 
     def close(self, schema_if_empty: pa.Schema):
-        """Finish the file, fsync it and rename it over the final path."""
+        """Finish the file and publish it over the final path (files.publish)."""
         if self._w is None and self._f is None:
             self.write(schema_if_empty.empty_table())
         try:
@@ -208,22 +126,11 @@ class _Writer:
             if self._f is not None:
                 self._f.close()
             self._w = self._f = None
-            fd = os.open(self.tmp, os.O_RDONLY)
-            try:
-                os.fsync(fd)   # data on disk before the name points at it
-            finally:
-                os.close(fd)
-            os.replace(self.tmp, self.path)
+            # best_effort_dir: not every filesystem can sync a directory; the output is
+            # complete and in place by then.
+            publish(self.tmp, self.path, best_effort_dir=True)
         except OSError as e:
             raise self._error(e) from e
-        try:   # make the rename itself durable; not every filesystem allows it
-            fd = os.open(self.path.parent, os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-        except OSError:
-            pass
 
 
 def _estimate_rows(path: Path) -> int:
@@ -240,12 +147,6 @@ def _estimate_rows(path: Path) -> int:
             pass   # unreadable: the loader reports it, naming the file
         total += f.stat().st_size // 80   # ~80 bytes per text row: only sizes the partitions
     return total
-
-
-def _partition_of(accounts: pa.ChunkedArray | pa.Array, n: int) -> np.ndarray:
-    enc = (accounts.combine_chunks() if isinstance(accounts, pa.ChunkedArray) else accounts).dictionary_encode()
-    part = np.array([zlib.crc32(a.encode()) % n for a in enc.dictionary.to_pylist()], dtype=np.int64)
-    return part[enc.indices.to_numpy()]
 
 
 def default_rejects_path(output_path: str | Path) -> Path:
@@ -268,8 +169,8 @@ def score_file(model: str | Path | Bundle, input_path: str | Path, output_path: 
     the cluster), partitions written under `spill_dir` (shared storage on a multi-node
     cluster). Reading, rejects and the output file are this function's, as for "local"."""
     t0 = time.perf_counter()
-    if on_error not in schema.ON_ERROR:
-        raise ValueError(f"on_error must be one of {', '.join(schema.ON_ERROR)}, got {on_error!r}")
+    if on_error not in readers.ON_ERROR:
+        raise ValueError(f"on_error must be one of {', '.join(readers.ON_ERROR)}, got {on_error!r}")
     if engine not in ENGINES:
         raise ValueError(f"engine must be one of {', '.join(ENGINES)}, got {engine!r}")
     if engine == "local" and (address or spill_dir):
@@ -277,14 +178,14 @@ def score_file(model: str | Path | Bundle, input_path: str | Path, output_path: 
     bundle = model if isinstance(model, Bundle) else load_bundle(model, threads=threads)
     input_path, output_path = Path(input_path), Path(output_path)
     if not input_path.exists():
-        raise schema.SchemaError(f"{input_path}: no such file or directory")
+        raise SchemaError(f"{input_path}: no such file or directory")
     writer = _Writer(output_path)
     stats = ScoreStats(engine=engine)
     rejects = bar = outputs = None
     try:
         if on_error == "skip":
             stats.rejects_path = Path(rejects_path) if rejects_path else default_rejects_path(output_path)
-            rejects = schema.Rejects(stats.rejects_path)
+            rejects = Rejects(stats.rejects_path)
         load = dict(hmac_key=hmac_key, on_error=on_error, rejects=rejects)
         est = _estimate_rows(input_path)
         n_parts = max(1, math.ceil(est / partition_rows))
@@ -329,7 +230,7 @@ def _local_outputs(bundle: Bundle, input_path: Path, per_event: bool, load_opts:
     """The local engine: yield (events, output table) per partition, scored in this process."""
     if n_parts == 1:
         batches = []
-        for b in schema.iter_event_batches(input_path, **load_opts):
+        for b in readers.iter_event_batches(input_path, **load_opts, join=join_completions):
             batches.append(b)
             bar.update(len(b))
         if batches and sum(len(b) for b in batches):
@@ -340,93 +241,3 @@ def _local_outputs(bundle: Bundle, input_path: Path, per_event: bool, load_opts:
         for path in partition_events(input_path, tmp, n_parts, load_opts, bar, fmt="arrow"):
             table = read_partition(path)
             yield len(table), score_sessions(bundle, table, per_event=per_event)
-
-
-PARTITION_FORMATS = ("arrow", "parquet")
-
-
-def partition_fs(path: str):
-    """(pyarrow filesystem, path on it) of a local path or a URI (s3://, gs://, hdfs://...)."""
-    import pyarrow.fs as pafs
-
-    if "://" in str(path):
-        return pafs.FileSystem.from_uri(str(path))
-    return pafs.LocalFileSystem(), os.path.abspath(path)
-
-
-def partition_path(out_dir: str, p: int, fmt: str) -> str:
-    """Where `partition_events` writes partition p: under out_dir, in out_dir's form (path or URI)."""
-    out_dir = str(out_dir)
-    base = out_dir.rstrip("/") if "://" in out_dir else os.path.abspath(out_dir)
-    return f"{base}/part-{p:05d}.{fmt}"
-
-
-def partition_events(input_path: Path, out_dir: str, n_parts: int, load_opts: dict, bar=None,
-                     fmt: str = "arrow") -> list[str]:
-    """The shared partition step of both engines: normalise the input batch by batch and
-    append each batch's rows to the file of their account-hash partition under `out_dir`.
-
-    fmt "arrow": Arrow IPC streams (the local engine's spill, read back at once);
-    "parquet": the Ray engine's input (compressed, readable by every node when `out_dir`
-    is shared storage or a URI). Returns the paths of the non-empty partitions in
-    partition order. A partition holds whole accounts, so whole sessions."""
-    import pyarrow.parquet as pq
-
-    if fmt not in PARTITION_FORMATS:
-        raise ValueError(f"partition format must be one of {', '.join(PARTITION_FORMATS)}, got {fmt!r}")
-    fs, _ = partition_fs(out_dir)
-    name = lambda p: partition_path(out_dir, p, fmt)   # noqa: E731
-    writers = {}
-
-    def write_error(e: OSError) -> OSError:
-        return OSError(getattr(e, "errno", None), f"cannot write spill partitions under {out_dir}: "
-                                                  f"{getattr(e, 'strerror', None) or e} (set TMPDIR to a larger disk)")
-
-    def close_all():
-        for sink, w in writers.values():
-            w.close()
-            sink.close()
-
-    try:
-        for batch in schema.iter_event_batches(input_path, **load_opts):
-            part = _partition_of(batch["account_id"], n_parts)
-            # One stable sort by partition, then slices: the rows of a partition keep input order.
-            order = np.argsort(part, kind="stable")
-            part = part[order]
-            batch = batch.take(pa.array(order))
-            ps, starts = np.unique(part, return_index=True)
-            ends = np.append(starts[1:], len(part))
-            try:
-                for p, a, b in zip(ps.tolist(), starts.tolist(), ends.tolist()):
-                    piece = batch.slice(a, b - a)
-                    if p not in writers:
-                        sink = fs.open_output_stream(partition_fs(name(p))[1])
-                        # lz4: as fast to write and read as no compression here, half the bytes.
-                        writers[p] = (sink, pa.ipc.new_stream(sink, piece.schema) if fmt == "arrow"
-                                      else pq.ParquetWriter(sink, piece.schema, compression="lz4"))
-                    writers[p][1].write_table(piece)
-            except OSError as e:
-                raise write_error(e) from e
-            if bar is not None:
-                bar.update(len(batch))
-        try:
-            close_all()
-        except OSError as e:
-            raise write_error(e) from e
-    except BaseException:
-        try:
-            close_all()
-        except Exception:   # the caller removes the directory anyway
-            pass
-        raise
-    return [name(p) for p in sorted(writers)]
-
-
-def read_partition(path: str) -> pa.Table:
-    """One partition written by `partition_events` (a local path or a URI)."""
-    import pyarrow.parquet as pq
-
-    if path.endswith(".parquet"):
-        return pq.read_table(path)
-    with pa.OSFile(path, "rb") as f:
-        return pa.ipc.open_stream(f).read_all()

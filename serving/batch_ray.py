@@ -1,11 +1,11 @@
 """Ray engine of batch scoring (`distillguard score --engine ray [--address ADDR]`).
 
 The driver (this process) reads and normalises the input and writes it as Parquet
-partitioned by account hash (`batch.partition_events`, the step the local engine uses to
+partitioned by account hash (`partitions.partition_events`, the step the local engine uses to
 spill; Ray Data's own groupby was ~50x slower than pyarrow here). A Ray Data dataset of
 partition paths goes through `map_batches` on a fixed pool of actors, one partition per
 call; each actor builds one onnxruntime session (sessions cannot be pickled) and calls
-`batch.score_sessions`, the local engine's per-partition function. The pipeline starts
+`partitions.score_sessions`, the local engine's per-partition function. The pipeline starts
 before the partitions are written, so the actors' start-up (process, imports, session)
 overlaps the driver's partition pass; the actors wait for a READY marker beside the
 partitions (ABORT, if the driver gives up, releases them). The driver streams the
@@ -35,7 +35,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from .batch import partition_events, partition_fs, partition_path, read_partition, score_sessions
+from .partitions import partition_events, partition_fs, partition_path, read_partition, score_sessions
 from .bundle import Bundle, load_bundle
 
 PARTS_PER_ACTOR = 4                  # partitions per actor: load balance vs per-call overhead

@@ -1,8 +1,21 @@
-"""A model bundle: a directory holding model.onnx and metadata.json.
+"""The bundle runtime: a model bundle (a directory holding model.onnx and metadata.json)
+loaded into onnxruntime, and every way scores leave it.
 
-Loading checks the feature spec the bundle was trained with against the code's: a
-mismatch would feed the network columns it never saw, a silent wrong score, so it is a
-clear error instead.
+One module for all consumers: batch scoring (`serving.batch`), the online scorer
+(`serving.scorer`), evaluation (`training.evaluate_bundle`, `holdout`, `robustness`) and
+comparison (`training.compare`) all read probabilities through the functions here:
+
+  load_bundle            directory -> Bundle; a feature spec other than the code's is a
+                         clear error (it would feed the network columns it never saw)
+  Bundle.predict         (B, T, F) windows -> calibrated probabilities (B, T, C)
+  session_probs          each session's score at its last event (last window)
+  last_window_probs      the same for sessions laid back to back by `ends` (online rounds)
+  per_event_probs        score(t) at every event of every session
+  Bundle.decide          probabilities + feature rows -> labels, actions, reasons (`policy`)
+  apply_temperature      the calibration the bundle's temperature applies (numpy only)
+
+numpy and onnxruntime only: no torch, no scipy (the scorer process imports neither);
+fitting a temperature is training's (`training.calibration`).
 """
 from __future__ import annotations
 
@@ -13,8 +26,13 @@ from pathlib import Path
 
 import numpy as np
 
-from ..model import features
-from ..training.calibration import apply_temperature
+from ..model import features, windows
+from . import policy as policy_mod
+
+# Probabilities are floored here before the log: float32 softmax underflows to exact 0.
+EPS = 1e-12
+# Windows per onnxruntime call in batch scoring and evaluation.
+ORT_BATCH = 512
 
 
 class BundleError(RuntimeError):
@@ -53,10 +71,8 @@ class Bundle:
         return self.metadata["thresholds"]
 
     @cached_property
-    def policy(self):
-        from .policy import PolicyConfig
-
-        return PolicyConfig.from_metadata(self.metadata)
+    def policy(self) -> policy_mod.PolicyConfig:
+        return policy_mod.PolicyConfig.from_metadata(self.metadata)
 
     @property
     def gap_s(self) -> float:
@@ -78,6 +94,11 @@ class Bundle:
         p = self.session.run(["probs"], {"x": np.ascontiguousarray(x, dtype=np.float32)})[0]
         T = self.temperature
         return p if T == 1.0 else apply_temperature(p, T).astype(np.float32)
+
+    def decide(self, probs: np.ndarray, rows: np.ndarray):
+        """Probabilities (n, C) and the feature rows they were read at (n, F) -> (labels,
+        actions, reasons) under this bundle's policy (`policy.decide`)."""
+        return policy_mod.decide(probs, rows, self.labels, self.policy)
 
 
 def load_bundle(path: str | Path, threads: int = 1) -> Bundle:
@@ -107,3 +128,83 @@ def load_bundle(path: str | Path, threads: int = 1) -> Bundle:
     except Exception as e:  # onnxruntime raises its own types for corrupt graphs
         raise BundleError(f"model bundle {path}: model.onnx cannot be loaded ({e})") from e
     return Bundle(path=path, metadata=meta, session=session)
+
+
+# --------------------------------------------------------------------------- calibration
+
+def _log_softmax(z: np.ndarray) -> np.ndarray:
+    # As scipy.special.log_softmax computes it (same numbers), without importing scipy.
+    # z is finite here (log of probabilities clipped to [EPS, 1]), so the max is too.
+    tmp = z - z.max(axis=-1, keepdims=True)
+    return tmp - np.log(np.exp(tmp).sum(axis=-1, keepdims=True))
+
+
+def apply_temperature(probs, T: float) -> np.ndarray:
+    """normalise(p ** (1/T)) along the last axis: softmax(logits / T) recovered from probs.
+
+    The bundle's ONNX graph ends in a softmax, so calibration works on probabilities:
+    log p = logits - logsumexp(logits), and the row constant cancels in the next softmax.
+    Works on any (..., classes) array (session rows or the per-event (batch, time, classes)
+    output). Computed in float64 as a log-softmax, so rows with zeros or huge 1/T give
+    neither NaN nor inf; returned in the input's float dtype (float32 stays float32).
+    """
+    if not (np.isfinite(T) and T > 0):
+        raise ValueError(f"temperature must be a positive finite number, got {T}")
+    arr = np.asarray(probs)
+    z = np.log(np.clip(np.asarray(arr, dtype=np.float64), EPS, 1.0))
+    out = np.exp(_log_softmax(z / float(T)))
+    dtype = arr.dtype if np.issubdtype(arr.dtype, np.floating) else np.float64
+    return out.astype(dtype, copy=False)
+
+
+# --------------------------------------------------------------------------- scores
+
+def predict_windows(bundle: Bundle, rows: np.ndarray, begin: np.ndarray, length: np.ndarray,
+                    batch: int = ORT_BATCH):
+    """Yield (sel, probs) blocks: probs (len(sel), T, C) for windows `sel`, all windows once.
+
+    Windows are visited in order of length (less padding per ORT call), `batch` at a time.
+    """
+    order = np.argsort(length, kind="stable")
+    for i in range(0, len(order), batch):
+        sel = order[i:i + batch]
+        yield sel, bundle.predict(windows.gather(rows, begin[sel], length[sel]))
+
+
+def session_probs(bundle: Bundle, sr: windows.SessionRows) -> tuple[np.ndarray, np.ndarray]:
+    """Score at each session's last event: probs (n_sessions, C) and that event's feature row."""
+    begin, length = windows.last_windows(sr, bundle.window)
+    probs = np.empty((len(begin), len(bundle.labels)), dtype=np.float32)
+    for sel, p in predict_windows(bundle, sr.rows, begin, length):
+        probs[sel] = p[np.arange(len(sel)), length[sel] - 1]
+    return probs, sr.rows[sr.starts[1:] - 1]
+
+
+def last_window_probs(bundle: Bundle, rows: np.ndarray, ends: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    """Feature rows of several sessions back to back (session i ends at row ends[i]-1,
+    lengths[i] rows) -> (n_sessions, n_classes): the bundle's probabilities at each
+    session's last row, over the window of its last `bundle.window` rows, in one ORT call
+    (an online round is small; `session_probs` batches a whole file)."""
+    win_len = np.minimum(lengths, bundle.window)
+    x = windows.gather(rows, ends - win_len, win_len)
+    return bundle.predict(x)[np.arange(len(lengths)), win_len - 1]
+
+
+def per_event_probs(bundle: Bundle, sr: windows.SessionRows) -> np.ndarray:
+    """score(t) at every event: (n_events, C), row k for event sr.rows[k].
+
+    Each window of `windows.per_event_windows` is predicted once (in `predict_windows`'
+    order and blocks) and each event reads its own row of its window."""
+    begin, length, win_of, pos, event = windows.per_event_windows(sr, bundle.window)
+    probs = np.empty((len(sr.rows), len(bundle.labels)), dtype=np.float32)
+    # Where each window lands in predict_windows' visiting order: block and row in block.
+    rank = np.empty(len(begin), dtype=np.int64)
+    rank[np.argsort(length, kind="stable")] = np.arange(len(begin))
+    k_rank = rank[win_of]
+    k_block = k_rank // ORT_BATCH
+    by_block = np.argsort(k_block, kind="stable")
+    bounds = np.searchsorted(k_block[by_block], np.arange(len(begin) // ORT_BATCH + 2))
+    for b, (_, p) in enumerate(predict_windows(bundle, sr.rows, begin, length)):
+        ks = by_block[bounds[b]:bounds[b + 1]]
+        probs[event[ks]] = p[k_rank[ks] - b * ORT_BATCH, pos[ks]]
+    return probs

@@ -17,16 +17,19 @@ per counted event.
 
 Completions: each `Complete` the scorer applied (the first for its event; later ones
 and completions of unknown events change nothing online, so they are not logged) is a
-row of `schema.COMPLETION_SCHEMA` (`account_id`, `session_id` as resolved, `event_id`,
-`completion_tokens`, `status`, `logged_at`) in `DIR/_completions/`. The event loaders
-(`schema.iter_event_batches`) fill the events' completion_tokens/status from there when
-they read DIR, so `train/score --events DIR` sees what the online scorer saw (the
-leading '_' keeps the loaders from reading those parts as events).
+row of `COMPLETION_SCHEMA` (`account_id`, `session_id` as resolved, `event_id`,
+`completion_tokens`, `status`, `logged_at`) in `DIR/_completions/` (the leading '_' keeps
+the loaders from reading those parts as events). Reading DIR with the event loaders and
+`join=join_completions` (`model.readers.load_events(DIR, join=join_completions)`, as
+`score`, `train`, `evaluate` and `replay` do) fills the events' completion_tokens/status
+from there (`Completions`: the last logged completion of an event wins), so what trains
+on or scores the log sees the completed events the online scorer saw.
 
 The directory is one the event loaders read: parts are `part-<worker>-<seq>-<utc>.parquet`
 (the same under `_completions/`); a part is first written as the hidden
-`.part-<worker>-<seq>.parquet.tmp` (skipped by the loaders), fsynced and renamed, so a
-crash never leaves a partial part under a readable name. `<worker>` is the
+`.part-<worker>-<seq>.parquet.tmp` (skipped by the loaders) and published by
+`model.files.publish_atomically` (fsync, rename, directory fsync), so a crash never
+leaves a partial part under a readable name. `<worker>` is the
 `serve --workers` index (0 alone) and the pid, so processes never share a name.
 
 Hot path: the scorer's writer thread appends one tuple per verdict or completion to a
@@ -44,18 +47,34 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
+import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from ..model.schema import CANONICAL_SCHEMA, COMPLETION_SCHEMA, COMPLETIONS_DIR
-from ..model.files import fsync_dir
+from ..model.files import fsync_dir, publish_atomically
+from ..model.schema import CANONICAL_SCHEMA, SchemaError, plain_array
 
 log = logging.getLogger("distillguard.event_log")
 
 # The shadow model's verdict columns (null without a shadow), in row order.
 SHADOW_COLUMNS = ("shadow_model_version", "shadow_p_human", "shadow_p_benign_automation",
                   "shadow_p_distillation_harvesting", "shadow_label", "shadow_action", "shadow_reasons")
+
+# `serve --event-log DIR` logs an event when it is scored (completion unknown: 0 tokens,
+# null status) and, apart, each applied `Complete` under DIR/_completions/ (the leading
+# '_' keeps the event loaders from reading them as events).
+COMPLETIONS_DIR = "_completions"
+COMPLETION_SCHEMA = pa.schema([
+    pa.field("account_id", pa.string(), nullable=False),
+    pa.field("session_id", pa.string()),     # the session name the scorer resolved
+    pa.field("event_id", pa.string(), nullable=False),
+    pa.field("completion_tokens", pa.int64(), nullable=False),
+    pa.field("status", pa.int32()),
+    pa.field("logged_at", pa.float64(), nullable=False),
+])
 
 # The canonical event columns (minus the loader's internal `_row`), so the directory reads
 # back as events, then the champion's verdict, then the shadow's.
@@ -205,20 +224,13 @@ class EventLog:
             cols = list(zip(*rows))
             table = pa.Table.from_arrays([pa.array(c, type=f.type) for c, f in zip(cols, stream.schema)],
                                          schema=stream.schema)
-            with open(tmp, "wb") as fh:
-                pq.write_table(table, fh, compression=self.config.compression)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, final)
-            fsync_dir(d)
+            publish_atomically(final, lambda p: pq.write_table(table, str(p), compression=self.config.compression),
+                               tmp=tmp)
         except Exception:
-            # Never take serving down with the log: count the rows lost and go on.
+            # Never take serving down with the log: count the rows lost and go on (the
+            # temporary file is gone; a part whose directory sync failed stays readable).
             stream.rows_dropped += len(rows)
             log.exception("event log: writing %s failed, %d rows dropped", final, len(rows))
-            try:
-                tmp.unlink(missing_ok=True)
-            except OSError:
-                pass
             return
         stream.rows_written += len(rows)
         stream.parts_written += 1
@@ -235,3 +247,118 @@ class EventLog:
             log.warning("event log: flush did not finish within %.0f s", timeout)
 
     close = flush
+
+
+# ---------------------------------------------------------------------------
+# reading the completions back: the loaders' join
+
+def _completion_key(account: pa.Array, session: pa.Array, event: pa.Array) -> pa.Array:
+    # One string per (account_id, session_id, event_id): "<len>:<account><len>:<session><event>",
+    # so no id content can make two different triples one key. A null session is "".
+    parts = []
+    for a in (account, session):
+        a = pc.fill_null(a, "")
+        parts += [pc.cast(pc.utf8_length(a), pa.string()), pa.scalar(":"), a]
+    return pc.binary_join_element_wise(*parts, pc.fill_null(event, ""), "")
+
+
+def _key_hash(keys: pa.Array) -> np.ndarray:
+    import pandas as pd
+
+    # categorize=False: the keys are mostly distinct, factorizing first costs ~10x more.
+    return pd.util.hash_array(keys.to_numpy(zero_copy_only=False), categorize=False)
+
+
+def completion_dirs(path: str | os.PathLike) -> list[Path]:
+    """The `_completions` directories of an event directory (any depth, none under a
+    hidden or '_' directory): one per event log written into the tree."""
+    p = Path(path)
+    if not p.is_dir():
+        return []
+    return [d for d in sorted(p.rglob(COMPLETIONS_DIR)) if d.is_dir()
+            and not any(part.startswith((".", "_")) for part in d.relative_to(p).parts[:-1])]
+
+
+class Completions:
+    """The last logged completion of each (account_id, session_id, event_id), keyed by a
+    64-bit hash of the key (8 bytes a row, whatever the ids' lengths); every match is
+    checked against the full key, so a hash collision never fills the wrong event."""
+
+    def __init__(self, table: pa.Table):
+        import pandas as pd
+
+        # Rows in logging order (files in path order, then logged_at, stable): the last wins.
+        table = table.take(pa.array(np.argsort(table["logged_at"].to_numpy(), kind="stable")))
+        keys = plain_array(_completion_key(table["account_id"], table["session_id"], table["event_id"]))
+        h = _key_hash(keys)
+        keep = ~pd.Series(h).duplicated(keep="last").to_numpy()
+        self.keys = keys.filter(pa.array(keep))
+        self.tokens = plain_array(table["completion_tokens"]).filter(pa.array(keep))
+        self.status = plain_array(table["status"]).filter(pa.array(keep))
+        self.index = pd.Index(h[keep])
+        dropped = np.flatnonzero(~keep)
+        if len(dropped):   # a repeat must be the same key, not another key of the same hash
+            same = pc.equal(self.keys.take(pa.array(self.index.get_indexer(h[dropped]))), keys.take(pa.array(dropped)))
+            if not pc.all(same).as_py():
+                raise SchemaError("completions: two different (account_id, session_id, event_id) keys share a "
+                                  "64-bit hash; cannot join them")
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    @classmethod
+    def read(cls, path: str | os.PathLike) -> "Completions | None":
+        """Every completion part under `path`'s `_completions` directories (None: there are
+        none). A part that cannot be read or lacks a column is an error naming it."""
+        import pyarrow.parquet as pq
+
+        tables = []
+        for d in completion_dirs(path):
+            for f in sorted(d.glob("*.parquet")):
+                if f.name.startswith((".", "_")) or not f.is_file():
+                    continue
+                try:
+                    t = pq.read_table(f)
+                except (OSError, pa.ArrowException) as e:
+                    raise SchemaError(f"{f}: not a readable Parquet file: {e}", source=str(f)) from e
+                missing = [c for c in COMPLETION_SCHEMA.names if c not in t.column_names]
+                if missing:
+                    raise SchemaError(f"{f}: completion part lacks column {missing[0]!r} "
+                                      f"(expected {', '.join(COMPLETION_SCHEMA.names)})", source=str(f),
+                                      column=missing[0])
+                try:
+                    t = t.select(COMPLETION_SCHEMA.names).cast(COMPLETION_SCHEMA)
+                except (pa.ArrowInvalid, pa.ArrowNotImplementedError, ValueError) as e:
+                    raise SchemaError(f"{f}: completion part has columns of the wrong type: {e}",
+                                      source=str(f)) from e
+                tables.append(t)
+        if not tables:
+            return None
+        return cls(pa.concat_tables(tables))
+
+    def fill(self, t: pa.Table) -> pa.Table:
+        """Canonical events -> the same rows, in order, with completion_tokens and status
+        taken from the completion of the same (account_id, session_id, event_id), if any."""
+        if not len(self) or not t.num_rows:
+            return t
+        keys = plain_array(_completion_key(t["account_id"], t["session_id"], t["event_id"]))
+        pos = self.index.get_indexer(_key_hash(keys))
+        hit = pos >= 0
+        if not hit.any():
+            return t
+        at = pa.array(np.where(hit, pos, 0))
+        hit[hit] = pc.equal(self.keys.take(at).filter(pa.array(hit)), keys.filter(pa.array(hit))).to_numpy(
+            zero_copy_only=False)
+        mask = pa.array(hit)
+        i_tok, i_st = t.schema.get_field_index("completion_tokens"), t.schema.get_field_index("status")
+        t = t.set_column(i_tok, t.schema.field(i_tok),
+                         pc.if_else(mask, self.tokens.take(at), plain_array(t["completion_tokens"])))
+        return t.set_column(i_st, t.schema.field(i_st),
+                            pc.if_else(mask, self.status.take(at), plain_array(t["status"])))
+
+
+def join_completions(path: str | os.PathLike) -> Callable[[pa.Table], pa.Table] | None:
+    """The event loaders' `join` (model.readers.Join) for a directory an event log wrote:
+    `Completions.fill` of every completion logged under it, or None when there are none."""
+    completions = Completions.read(path)
+    return None if completions is None else completions.fill

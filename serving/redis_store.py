@@ -67,7 +67,7 @@ FORMAT = 1
 TOKEN_LEN = 16
 HEADER = np.dtype([("format", "u1"), ("generation", "<i8"), ("flagged", "u1"), ("ring", "<i2"),
                    ("length", "<i2"), ("session_created_at", "<f8"), ("session_last_ts", "<f8")]
-                  + [(name, np.dtype(dt).newbyteorder("<")) for name, dt in features._SCALARS]
+                  + [(name, np.dtype(dt).newbyteorder("<")) for name, dt in features.STATE_SCALARS]
                   + [("tcount", "<i4", (features.N_TEMPLATE_BUCKETS,))])
 RECORD = np.dtype([(name, np.dtype(dt).newbyteorder("<")) for name, dt in _RING_DTYPES.items()])
 
@@ -290,7 +290,7 @@ class RedisStore(MemoryStore):
         h["flagged"] = 0
         h["ring"], h["length"] = self.ring_size, n
         h["session_created_at"], h["session_last_ts"] = self.created_at[slot], self.last_ts[slot]
-        for name, _ in features._SCALARS:
+        for name, _ in features.STATE_SCALARS:
             h[name] = getattr(self.agg, name)[slot]
         h["tcount"] = self.agg.tcount[slot]
         rec = np.empty(n, dtype=RECORD)
@@ -321,7 +321,7 @@ class RedisStore(MemoryStore):
         meta = SessionMeta(slot=self._free.pop(), name=key[1] or f"{key[0]}:{gen}", generation=gen)
         (self._flagged if h["flagged"] else self._normal)[key] = meta
         s = meta.slot
-        for name, _ in features._SCALARS:
+        for name, _ in features.STATE_SCALARS:
             getattr(self.agg, name)[s] = h[name]
         self.agg.tcount[s] = h["tcount"]
         self.created_at[s], self.last_ts[s] = h["session_created_at"], h["session_last_ts"]

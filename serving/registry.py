@@ -10,8 +10,8 @@ Layout of a registry directory REG:
     comparisons/                  champion-vs-challenger reports computed by `promote --events/--labels`
     .lock                         fcntl.flock: one writer at a time
 
-A pointer is swapped atomically: a new symlink under a temporary name, then `os.replace`
-over the old one, so a reader (the server's watcher, another host on shared storage)
+A pointer is swapped atomically: a new symlink under a temporary name, then published
+over the old one (`model.files.publish`: rename, directory fsync), so a reader (the server's watcher, another host on shared storage)
 sees the old target or the new one, never a missing or half-written pointer. Versions
 are immutable once added, so a reader that resolved `current` to `versions/v0002` can
 load it at leisure. Writers (promote, rollback, shadow changes) hold an exclusive
@@ -39,7 +39,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
 
-from ..model.files import fsync_dir
+from ..model.files import fsync_dir, publish
 
 log = logging.getLogger("distillguard.registry")
 
@@ -200,8 +200,8 @@ class Registry:
             if bundle_hashes(tmp)["bundle"] != bundle_hashes(bundle)["bundle"]:
                 shutil.rmtree(tmp, ignore_errors=True)
                 raise RegistryError(f"{bundle} changed while it was being copied into {self.root}; try again")
-            os.rename(tmp, self.versions_dir / name)
-            fsync_dir(self.versions_dir)
+            # The new directory's entries, the rename and versions/ itself are all synced.
+            publish(tmp, self.versions_dir / name)
             log.info(json.dumps({"event": "registry_add", "registry": str(self.root), "version": name,
                                  "source": str(bundle)}))
             return name
@@ -255,12 +255,12 @@ class Registry:
         link = self.root / which
         if name is None:
             link.unlink(missing_ok=True)
-        else:
-            tmp = self.root / f".{which}.tmp-{os.getpid()}-{threading.get_ident()}"
-            tmp.unlink(missing_ok=True)
-            os.symlink(f"versions/{name}", tmp)     # relative: the registry can be moved or mounted elsewhere
-            os.replace(tmp, link)
-        fsync_dir(self.root)
+            fsync_dir(self.root)
+            return
+        tmp = self.root / f".{which}.tmp-{os.getpid()}-{threading.get_ident()}"
+        tmp.unlink(missing_ok=True)
+        os.symlink(f"versions/{name}", tmp)     # relative: the registry can be moved or mounted elsewhere
+        publish(tmp, link)
 
     # ------------------------------------------------------------------ history
     def history(self) -> list[dict]:

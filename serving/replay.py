@@ -26,8 +26,9 @@ from pathlib import Path
 import numpy as np
 from prometheus_client import CollectorRegistry
 
-from ..model.schema import load_events
+from ..model.readers import load_events
 from .client import ClientConfig, ScorerClient, Verdict
+from .event_log import join_completions
 
 __all__ = ["replay", "print_summary", "ReplayError"]
 
@@ -169,8 +170,10 @@ def _ordered_rows(table, limit: int | None):
             yield ev
 
 
-def _client_config(target: str, deadline_s: float, hmac_key: bytes | None, tls: bool, tls_ca, tls_cert, tls_key,
-                   token_file) -> ClientConfig:
+def client_config(target: str, deadline_s: float, hmac_key: bytes | None, tls: bool, tls_ca, tls_cert, tls_key,
+                  token_file) -> ClientConfig:
+    """The command-line client options (`replay`, `feedback`) -> ClientConfig: TLS when any
+    TLS option is given, the token file's first token as bearer."""
     from .security import channel_credentials, read_token
 
     creds = None
@@ -209,8 +212,8 @@ def replay(target: str, events: str | Path, *, speed: float = 0.0, concurrency: 
     CAs; tls_cert + tls_key for mutual TLS); `token_file`'s first token is sent as bearer."""
     if speed < 0 or concurrency < 1:
         raise ValueError(f"need speed >= 0 and concurrency >= 1, got speed={speed}, concurrency={concurrency}")
-    config = _client_config(target, deadline_s, hmac_key, tls, tls_ca, tls_cert, tls_key, token_file)
-    table = load_events(events, hmac_key=hmac_key)
+    config = client_config(target, deadline_s, hmac_key, tls, tls_ca, tls_cert, tls_key, token_file)
+    table = load_events(events, hmac_key=hmac_key, join=join_completions)
     n = table.num_rows if limit is None else min(table.num_rows, max(limit, 0))
     stats = _Stats(total=n)
     # A private registry: a replay's counters must not mix with a gateway's in the same process.

@@ -31,10 +31,10 @@ import numpy as np
 
 from ..model import features, templates
 from ..model.schema import LABELS
-from ..model.windows import gather
 from . import policy
-from .bundle import Bundle, load_bundle
-from .state import SessionStore, event_key, open_store
+from .bundle import Bundle, last_window_probs, load_bundle
+from .state import SessionStore, event_key
+from .stores import open_store
 
 log = logging.getLogger(__name__)
 
@@ -133,15 +133,6 @@ class SessionSnapshot:
     events: list[dict] = field(default_factory=list)
 
 
-def _last_window_probs(bundle: Bundle, rows: np.ndarray, ends: np.ndarray, lengths: np.ndarray) -> np.ndarray:
-    """Feature rows of several sessions back to back (session i ends at row ends[i]-1,
-    lengths[i] rows) -> (n_sessions, n_classes): the bundle's probabilities at each
-    session's last row, over the window of its last `bundle.window` rows."""
-    win_len = np.minimum(lengths, bundle.window)
-    x = gather(rows, ends - win_len, win_len)
-    return bundle.predict(x)[np.arange(len(lengths)), win_len - 1]
-
-
 def raw_fields(req: ScoreInput) -> dict:
     """The request-side raw fields kept in the ring (same meaning as RawEvents offline)."""
     th = req.template_hash
@@ -170,7 +161,7 @@ class Scorer:
                  state: str | None = None, shadow_model: str | Path | Bundle | None = None):
         self.bundle = model if isinstance(model, Bundle) else load_bundle(model, threads=1)
         # The ring holds W-1 earlier events: with the new request, one full window.
-        # state: None/"memory" (in process) or redis://HOST:PORT/DB (state.open_store).
+        # state: None/"memory" (in process) or redis://HOST:PORT/DB (stores.open_store).
         self.store = store if store is not None else open_store(
             state, max_sessions=max_sessions, ring=max(self.bundle.window - 1, 1), gap_s=self.bundle.gap_s,
             spec_hash=self.bundle.metadata["feature_spec_hash"])
@@ -373,7 +364,7 @@ class Scorer:
             return
         slots_a = np.asarray(slots, dtype=np.int64)
         probs, rows, shadow_verdicts = self._window_scores(bundle, slots_a, evs, shadow)
-        labels, acts, reasons = policy.decide(probs, rows, bundle.labels, bundle.policy)
+        labels, acts, reasons = bundle.decide(probs, rows)
         st.append(slots_a, evs, [ek for _, ek in keys])
         j = 0
         for i in idx:
@@ -405,15 +396,15 @@ class Scorer:
         rows = features.compute(st.agg.take(slots), seg, raw)
         ends = np.cumsum(lengths)
         last = rows[ends - 1]
-        p = _last_window_probs(bundle, rows, ends, lengths)
+        p = last_window_probs(bundle, rows, ends, lengths)
         return p, last, (None if shadow is None else self._shadow_verdicts(shadow, rows, ends, lengths, last))
 
     def _shadow_verdicts(self, shadow: Bundle, rows, ends, lengths, last) -> list[ShadowVerdict] | None:
         """The shadow's verdicts (its own window and policy); a failure is logged and
         counted, never passed on: the champion's answer does not depend on the shadow."""
         try:
-            p = _last_window_probs(shadow, rows, ends, lengths)
-            labels, acts, reasons = policy.decide(p, last, shadow.labels, shadow.policy)
+            p = last_window_probs(shadow, rows, ends, lengths)
+            labels, acts, reasons = shadow.decide(p, last)
             p = p[:, [shadow.labels.index(c) for c in LABELS]]
             return [ShadowVerdict(probs=tuple(float(x) for x in p[j]), label=labels[j], action=acts[j],
                                   reasons=reasons[j], model_version=shadow.version) for j in range(len(p))]
@@ -435,7 +426,7 @@ class Scorer:
         rows = features.compute(st.agg.take([meta.slot]), seg, ring)
         lo = max(0, pos - bundle.window + 1)
         probs = bundle.predict(rows[None, lo:pos + 1])[:, -1]
-        labels, acts, reasons = policy.decide(probs, rows[pos:pos + 1], bundle.labels, bundle.policy)
+        labels, acts, reasons = bundle.decide(probs, rows[pos:pos + 1])
         return Verdict(probs=tuple(float(p) for p in probs[0]), label=labels[0], action=acts[0],
                        reasons=reasons[0], events_in_session=st.events_seen(meta.slot),
                        model_version=bundle.version, session_id=meta.name,

@@ -1,16 +1,16 @@
 """gRPC server: a thin servicer translating proto <-> scorer domain objects.
 
-`create_server(address, model) -> (server, port)` builds and starts it (port 0 picks a
-free one). Health (`grpc.health.v1`) says NOT_SERVING while loading and while draining;
-reflection makes it usable with grpcurl.
+`create_server(address, model, config) -> (server, port)` builds and starts it (port 0 picks
+a free one); `ServeConfig` holds everything else a server is told. Health (`grpc.health.v1`)
+says NOT_SERVING while loading and while draining; reflection makes it usable with grpcurl.
 
 Transport and auth (`security.TransportConfig`): TLS / mutual TLS from PEM files and bearer
 tokens checked by `security.TokenAuthInterceptor` (health stays open for probes). With
 `transport=None` (library and tests) the server listens in plaintext and only on loopback;
 the CLI always passes a TransportConfig, so plaintext there needs `--insecure`.
-`reflection_enabled=False` leaves reflection out; `admin_enabled=False` makes the admin RPC
-`Reload` answer PERMISSION_DENIED (SIGHUP still reloads: that needs access to the host).
-`ReportFeedback` (a wrong verdict -> the labels store, `training.feedback`) is not an admin
+`reflection=False` leaves reflection out; `admin=False` makes the admin RPC `Reload`
+answer PERMISSION_DENIED (SIGHUP still reloads: that needs access to the host).
+`ReportFeedback` (a wrong verdict -> the labels store, `serving.feedback`) is not an admin
 RPC: the gateway and support tools call it with the same credentials as Score.
 """
 from __future__ import annotations
@@ -23,16 +23,18 @@ import signal
 import threading
 import time
 from concurrent import futures
+from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from ..model.schema import LABELS
-from ..training.feedback import FeedbackError, append_feedback
 from .bundle import BundleError
 from .event_log import EventLog, EventLogConfig
+from .feedback import FeedbackError, append_feedback
 from .limits import RequestLimits, ShedCounter, metric_field
 from .metrics import ScorerMetrics
 from .registry import Registry, RegistryWatcher, is_registry
@@ -384,53 +386,112 @@ class ScorerServer:
             pass
 
 
-def create_server(address: str, model: str | Path, *, shadow: bool = False, max_sessions: int = 1_000_000,
-                  workers: int = 16, metrics: ScorerMetrics | None = None,
-                  reflection_enabled: bool = True, transport: TransportConfig | None = None,
-                  admin_enabled: bool = True, limits: RequestLimits | None = None,
-                  snapshot_path: str | Path | None = None, state: str | None = None,
-                  reuse_port: bool = False, extra_addresses: tuple = (),
-                  event_log: EventLogConfig | None = None,
-                  labels_store: str | Path | None = None,
-                  shadow_model: str | Path | None = None,
-                  registry_poll_s: float = 2.0) -> tuple[ScorerServer, int]:
+def _loggable(obj):
+    """A config as JSON-able values: fields with repr=False (tokens, clocks) are left out,
+    a URL's password is masked."""
+    if dataclasses.is_dataclass(obj):
+        return {f.name: _loggable(getattr(obj, f.name)) for f in dataclasses.fields(obj) if f.repr}
+    if isinstance(obj, Path):
+        return str(obj)
+    if isinstance(obj, tuple):
+        return [_loggable(v) for v in obj]
+    return obj
+
+
+def _mask_url(url: str | None) -> str | None:
+    if not url or "@" not in url:
+        return url
+    u = urlsplit(url)
+    return urlunsplit(u._replace(netloc="***@" + u.netloc.rsplit("@", 1)[1]))
+
+
+@dataclass(frozen=True)
+class ServeConfig:
+    """How a scorer server runs, beside the model it serves: `create_server(address, model,
+    config)` reads the scoring, storage and gRPC fields, `serve(model, config)` also the
+    process ones. The CLI builds one from `serve`'s flags; `serve` logs it at start."""
+    # -- scoring and session state
+    shadow: bool = False                    # report actions without enforcing them (Verdict.shadow)
+    max_sessions: int = 1_000_000           # live sessions before LRU eviction (flagged ones last)
+    # Session store: None/"memory" in process, redis://HOST:PORT/DB shared by workers and
+    # machines (`stores.open_store`).
+    state: str | None = None
+    # In-process store only (Redis keeps its state itself): restored before SERVING when
+    # present and of the bundle's feature spec (else an empty store), written after the drain.
+    snapshot_path: Path | None = None
+    # A second bundle scoring every request beside the model (`Scorer.set_shadow`): its
+    # verdicts go to the event log and the metrics, never to the caller.
+    shadow_model: Path | None = None
+    # The model is a registry (`serving.registry`): seconds between polls of its current and
+    # shadow pointers, which switch models through the reload path without a restart.
+    registry_poll_s: float = 2.0
+    # -- what the server writes
+    event_log: EventLogConfig | None = None  # every scored event -> rotating Parquet parts, flushed on stop
+    labels_store: Path | None = None        # ReportFeedback's directory (None: FAILED_PRECONDITION)
+    # -- gRPC
+    threads: int = 16                       # handler threads of the gRPC thread pool
+    limits: RequestLimits = field(default_factory=RequestLimits)   # input bounds, message size, RPC cap
+    # None: plaintext and loopback addresses only (library and tests); anything else needs TLS
+    # files or insecure=True (`security.check_bind`).
+    transport: TransportConfig | None = None
+    reflection: bool = True                 # register the gRPC reflection service (grpcurl)
+    admin: bool = True                      # False: the admin RPC Reload answers PERMISSION_DENIED
+    # -- the `serve` process
+    host: str = "127.0.0.1"
+    port: int = 50051                       # 0: any free port (printed in the start line)
+    metrics_port: int | None = None         # Prometheus /metrics on host (None: off)
+    grace: float = 5.0                      # seconds for in-flight calls on SIGTERM/SIGINT
+    # Under `serve --workers N` (serving.workers): this process's index; the port is shared
+    # (SO_REUSEPORT) and own_port (0: any free) is the worker's own.
+    worker: int | None = None
+    own_port: int | None = None
+    # Once the ports are bound and health says SERVING: {"pid", "host", "port", "metrics_port",
+    # "workers": null} as JSON here (serving.subprocs); a worker writes its own entry ({"index",
+    # "pid", "port": its own, "metrics_port"}) there for the supervisor to gather.
+    port_file: Path | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("snapshot_path", "shadow_model", "labels_store", "port_file"):
+            v = getattr(self, name)
+            if v is not None and not isinstance(v, Path):
+                object.__setattr__(self, name, Path(v))
+        if self.snapshot_path is not None and self.state and self.state != "memory":
+            raise ValueError("--snapshot is for the in-process session store; Redis keeps the state across restarts")
+
+    def describe(self) -> dict:
+        """JSON-able, without secrets: what `serve` logs at start."""
+        d = _loggable(self)
+        d["state"] = _mask_url(self.state)
+        return d
+
+
+def create_server(address: str, model: str | Path, config: ServeConfig | None = None, *,
+                  metrics: ScorerMetrics | None = None, reuse_port: bool = False,
+                  extra_addresses: tuple = ()) -> tuple[ScorerServer, int]:
     """Build, bind and start the scorer server. Returns (ScorerServer, bound port).
 
-    transport=None: plaintext, loopback addresses only (library and tests); anything else
-    needs a TransportConfig with TLS files or insecure=True (`security.check_bind`).
-    limits: input bounds, message size and the concurrent-RPC cap (`limits.RequestLimits`;
-    None: its defaults).
-    snapshot_path: restore live session state from it before SERVING (if present and of
-    the bundle's feature spec; otherwise start empty) and write it on `stop`.
-    state: session store, None/"memory" in process or redis://HOST:PORT/DB shared
-    (`state.open_store`; no snapshot with Redis: it keeps the state itself).
+    config: everything but the address and the model (`ServeConfig`; None: its defaults;
+    its process fields host/port/grace/... are `serve`'s). `model` may be a model registry
+    (a directory with versions/): the server serves its `current` version and its `shadow`
+    one as the shadow model, and a watcher thread polls both pointers every
+    `config.registry_poll_s` s.
+    metrics: the Prometheus collectors to count into (None: a fresh ScorerMetrics).
     reuse_port: bind with SO_REUSEPORT, so several processes share `address` (serve --workers).
     extra_addresses: more addresses to listen on (a worker's own port); their bound ports
-    are in `ScorerServer.extra_ports`.
-    event_log: append every scored event to rotating Parquet parts (`serving.event_log`),
-    flushed by `stop` after the drain.
-    labels_store: directory where ReportFeedback appends wrong-verdict reports as incident
-    labels (`training.feedback`); None: ReportFeedback answers FAILED_PRECONDITION.
-    shadow_model: a second bundle scoring every request beside `model` (`Scorer.set_shadow`):
-    its verdicts go to the event log and the metrics, never to the caller.
-    `model` may be a model registry (`serving.registry`, a directory with versions/): the
-    server serves its `current` version and its `shadow` one as the shadow model, and a
-    watcher thread polls both pointers every `registry_poll_s` s to switch models through
-    the reload path (`reload_model`, `Scorer.set_shadow`) without a restart."""
+    are in `ScorerServer.extra_ports`."""
+    config = config or ServeConfig()
+    shadow_model, transport, limits = config.shadow_model, config.transport, config.limits
     registry = None
     if is_registry(model):
         if shadow_model is not None:
             raise ValueError(f"--shadow-model with the registry {model}: the registry's shadow pointer chooses the "
                              f"shadow model (`distillguard promote --registry {model} --shadow --bundle B`)")
-        if not registry_poll_s > 0:
-            raise ValueError(f"--registry-poll-s must be > 0, got {registry_poll_s}")
+        if not config.registry_poll_s > 0:
+            raise ValueError(f"--registry-poll-s must be > 0, got {config.registry_poll_s}")
         registry = Registry(model)
         model = registry.current_path()       # RegistryError (a ValueError) when nothing is promoted yet
         shadow_model = registry.shadow_path()
-    if snapshot_path is not None and state and state != "memory":
-        raise ValueError("--snapshot is for the in-process session store; Redis keeps the state across restarts")
     metrics = metrics or ScorerMetrics()
-    limits = limits or RequestLimits()
     check_bind(address, transport)
     loaded = transport.load() if transport is not None else None    # every file read and checked up front
     interceptors = []
@@ -439,7 +500,7 @@ def create_server(address: str, model: str | Path, *, shadow: bool = False, max_
             loaded.token_digests, on_failure=lambda reason: metrics.auth_failures.labels(reason=reason).inc()))
     # First in the chain, so it sees every call gRPC sheds beyond maximum_concurrent_rpcs.
     shed = ShedCounter(lambda m: metrics.requests.labels(method=m.rsplit("/", 1)[-1], code="RESOURCE_EXHAUSTED").inc())
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="grpc"),
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=config.threads, thread_name_prefix="grpc"),
                          interceptors=[shed, *interceptors],
                          options=[("grpc.so_reuseport", 1 if reuse_port else 0), *limits.grpc_options()],
                          maximum_concurrent_rpcs=limits.max_concurrent_rpcs)
@@ -448,8 +509,8 @@ def create_server(address: str, model: str | Path, *, shadow: bool = False, max_
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     for name in ("", SERVICE):
         health_servicer.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)   # until the model is loaded
-    servicer = ScorerServicer(None, metrics, admin_enabled=admin_enabled, limits=limits)
-    servicer.labels_store = Path(labels_store) if labels_store is not None else None
+    servicer = ScorerServicer(None, metrics, admin_enabled=config.admin, limits=limits)
+    servicer.labels_store = config.labels_store
     pb_grpc.add_ScorerServicer_to_server(servicer, server)   # handlers must exist before start()
     extra_ports = []
     for addr in (address, *extra_addresses):
@@ -471,79 +532,61 @@ def create_server(address: str, model: str | Path, *, shadow: bool = False, max_
                     else " and unauthenticated")
     log.info(json.dumps({"event": "transport", "address": address,
                          "mode": loaded.describe() if loaded is not None else "INSECURE plaintext (loopback default)",
-                         "reflection": reflection_enabled, "admin": admin_enabled}))
-    if reflection_enabled:
+                         "reflection": config.reflection, "admin": config.admin}))
+    if config.reflection:
         reflection.enable_server_reflection((SERVICE, reflection.SERVICE_NAME, health.SERVICE_NAME), server)
     server.start()
     try:
-        scorer = Scorer(model, shadow=shadow, metrics=metrics, max_sessions=max_sessions, state=state,
-                        shadow_model=shadow_model)
+        scorer = Scorer(model, shadow=config.shadow, metrics=metrics, max_sessions=config.max_sessions,
+                        state=config.state, shadow_model=shadow_model)
     except Exception:
         server.stop(0)
         raise
-    if snapshot_path is not None:
-        restore_scorer(scorer, snapshot_path)   # never raises: a bad snapshot means an empty store
+    if config.snapshot_path is not None:
+        restore_scorer(scorer, config.snapshot_path)   # never raises: a bad snapshot means an empty store
         metrics.observe_store(scorer.store)
-    if event_log is not None:
-        scorer.event_log = EventLog(event_log)
+    if config.event_log is not None:
+        scorer.event_log = EventLog(config.event_log)
     servicer.scorer = scorer
     metrics.model.info({"version": scorer.bundle.version, "path": str(scorer.bundle.path)})
     srv = ScorerServer(server, port, scorer, health_servicer, metrics)
-    srv.snapshot_path = Path(snapshot_path) if snapshot_path is not None else None
+    srv.snapshot_path = config.snapshot_path
     srv.servicer = servicer
     srv.extra_ports = extra_ports
     srv.event_log = scorer.event_log
     if registry is not None:
         watcher = RegistryWatcher(registry, on_current=lambda p: reload_model(scorer, metrics, p),
-                                  on_shadow=scorer.set_shadow, poll_s=registry_poll_s,
+                                  on_shadow=scorer.set_shadow, poll_s=config.registry_poll_s,
                                   current=Path(model).name, shadow=shadow_model.name if shadow_model else None)
         servicer.registry_watcher = srv.registry_watcher = watcher
         log.info(json.dumps({"event": "registry", "registry": str(registry.root), "current": Path(model).name,
-                             "shadow": watcher.applied["shadow"], "poll_s": registry_poll_s}))
+                             "shadow": watcher.applied["shadow"], "poll_s": config.registry_poll_s}))
     srv.set_serving(True)
     if srv.registry_watcher is not None:
         srv.registry_watcher.start()
     return srv, port
 
 
-def serve(model, port: int, host: str = "127.0.0.1", metrics_port: int | None = None, shadow: bool = False,
-          max_sessions: int = 1_000_000, workers: int = 16, grace: float = 5.0,
-          transport: TransportConfig | None = None, reflection_enabled: bool = True,
-          admin_enabled: bool = True, limits: RequestLimits | None = None,
-          snapshot_path: str | Path | None = None, state: str | None = None,
-          worker: int | None = None, own_port: int | None = None,
-          event_log: EventLogConfig | None = None, labels_store: str | Path | None = None,
-          shadow_model: str | Path | None = None, registry_poll_s: float = 2.0,
-          port_file: str | Path | None = None) -> int:
-    """Run until SIGTERM/SIGINT (drain and exit 0); SIGHUP reloads the bundle from its path.
-    snapshot_path: session state restored at start and written after the drain.
-    state: session store URL (`create_server`).
-    worker: this process's index under `serve --workers N` (serving.workers): the port is
-    shared with the other workers (SO_REUSEPORT) and `own_port` (0: any free) is its own.
-    event_log: scored-event log config; its parts carry this worker's index and pid.
-    labels_store: ReportFeedback's directory (`create_server`); workers may share one.
-    model may be a registry (`create_server`): every process (worker) polls its pointers
-    every `registry_poll_s` s, and SIGHUP re-resolves its `current`.
-    port_file: once the ports are bound and health says SERVING, {"pid", "host", "port",
-    "metrics_port", "workers": null} is published there as JSON (serving.subprocs); a
-    worker writes its own entry ({"index", "pid", "port": its own port, "metrics_port"})
-    for the supervisor to gather."""
+def serve(model, config: ServeConfig | None = None) -> int:
+    """Run until SIGTERM/SIGINT (drain within config.grace, exit 0); SIGHUP reloads the
+    bundle from its path (a registry: re-resolves its `current`). Under `serve --workers`
+    (config.worker set) the port is shared with the other workers and the event log's
+    parts carry this worker's index and pid. config.port_file: see ServeConfig."""
+    config = config or ServeConfig()
+    host, worker = config.host, config.worker
+
     def fmt(p):
         return f"[{host}]:{p}" if ":" in host and not host.startswith("[") else f"{host}:{p}"
 
-    address = fmt(port)
-    extra = (fmt(own_port if own_port is not None else 0),) if worker is not None else ()
-    srv, bound = create_server(address, model, shadow=shadow, max_sessions=max_sessions, workers=workers,
-                               transport=transport, reflection_enabled=reflection_enabled,
-                               admin_enabled=admin_enabled, limits=limits, snapshot_path=snapshot_path,
-                               state=state, reuse_port=worker is not None, extra_addresses=extra,
-                               event_log=(dataclasses.replace(event_log, worker=worker)
-                                          if event_log is not None else None),
-                               labels_store=labels_store, shadow_model=shadow_model,
-                               registry_poll_s=registry_poll_s)
+    address = fmt(config.port)
+    extra = (fmt(config.own_port if config.own_port is not None else 0),) if worker is not None else ()
+    if worker is not None and config.event_log is not None:
+        config = dataclasses.replace(config, event_log=dataclasses.replace(config.event_log, worker=worker))
+    log.info(json.dumps({"event": "config", "model": str(model), **config.describe()}))
+    srv, bound = create_server(address, model, config, reuse_port=worker is not None, extra_addresses=extra)
     mport = None
-    if metrics_port is not None:
-        _, mport = srv.metrics.serve(metrics_port, addr=host)
+    if config.metrics_port is not None:
+        _, mport = srv.metrics.serve(config.metrics_port, addr=host)
         log.info("metrics on http://%s:%d/metrics", host, mport)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
@@ -558,13 +601,13 @@ def serve(model, port: int, host: str = "127.0.0.1", metrics_port: int | None = 
                              "pid": os.getpid(), "model": srv.scorer.bundle.version}))
         print(f"distillguard worker {worker} serving {srv.scorer.bundle.version} on {host}:{bound} "
               f"own port {host}:{own} pid {os.getpid()}", flush=True)
-    if port_file is not None:
+    if config.port_file is not None:
         # create_server returned with health SERVING, so the file means "ready for traffic".
-        write_port_file(port_file, {"pid": os.getpid(), "host": host, "port": bound, "metrics_port": mport,
+        write_port_file(config.port_file, {"pid": os.getpid(), "host": host, "port": bound, "metrics_port": mport,
                                     "workers": None} if worker is None else
                         {"index": worker, "pid": os.getpid(), "port": srv.extra_ports[0], "metrics_port": mport})
     stop.wait()
-    log.info(json.dumps({"event": "draining", "grace_s": grace}))
-    srv.stop(grace)
+    log.info(json.dumps({"event": "draining", "grace_s": config.grace}))
+    srv.stop(config.grace)
     log.info(json.dumps({"event": "stopped"}))
     return 0

@@ -30,6 +30,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from ..model.schema import LABELS
 from .event_log import SHADOW_COLUMNS
 from .policy import Action
 
@@ -121,8 +122,7 @@ def agreement(frame: pd.DataFrame) -> dict:
         "flagged_by_shadow_only": int((~fc & fs).sum()),
         "flagged_by_neither": int((~fc & ~fs).sum()),
         "action_confusion": _confusion(frame["action"], frame["shadow_action"], ACTIONS),
-        "label_confusion": _confusion(frame["label"], frame["shadow_label"],
-                                      ("human", "benign_automation", "distillation_harvesting")),
+        "label_confusion": _confusion(frame["label"], frame["shadow_label"], LABELS),
     }
 
 

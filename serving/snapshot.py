@@ -24,7 +24,8 @@ eviction would take first are dropped; if its ring is longer than the store's, t
 oldest surplus events are folded into the aggregates (what `append` does), so the score
 of the next event is the one an unrestarted scorer gives.
 
-Writes are atomic: a temporary file (mode 0600) in the same directory, fsync, then rename.
+Writes are atomic: a temporary file (mode 0600) in the same directory, published by
+`model.files.publish_atomically` (fsync, rename, directory fsync).
 """
 from __future__ import annotations
 
@@ -39,7 +40,7 @@ import numpy as np
 from ..model import features
 from ..model.features import STATE_FIELDS, RawEvents
 from .state import _RAW_DTYPES, _RING_DTYPES, _RING_RAW, MemoryStore
-from ..model.files import fsync_dir
+from ..model.files import publish_atomically
 
 log = logging.getLogger("distillguard.snapshot")
 FORMAT = "distillguard-session-snapshot/1"
@@ -118,18 +119,13 @@ def save(store: MemoryStore, path: str | Path, *, feature_spec_hash: str, model_
     arrays["meta"] = np.frombuffer(json.dumps(meta).encode("utf-8"), dtype=np.uint8).copy()
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
+
+    def write(tmp: Path) -> None:
         # 0600: the file holds account and session ids (see docs/security.md).
         with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb") as f:
             np.savez(f, **arrays)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    fsync_dir(path.parent, best_effort=True)
+
+    publish_atomically(path, write, best_effort_dir=True)
     return {"sessions": n, "flagged": meta["flagged"], "events_held": meta["events_held"],
             "bytes": path.stat().st_size, "seconds": time.perf_counter() - t0}
 

@@ -25,7 +25,7 @@ Not thread-safe by itself: the scorer mutates it from one batcher thread only.
 
 `SessionStore` below is the interface the scorer uses; `MemoryStore` implements it in
 process, `serving.redis_store.RedisStore` shares it between processes and machines
-(`open_store` picks one from a `--state` URL). The scorer works in *rounds*: `prepare`
+(`serving.stores.open_store` picks one from a `--state` URL). The scorer works in *rounds*: `prepare`
 the round's sessions, read and change them through the slab methods, then `commit`; a
 store shared with other processes may answer that some sessions changed meanwhile, and
 the scorer redoes their requests on the fresh state (memory: never).
@@ -103,17 +103,6 @@ class SessionStore(Protocol):
     def close(self) -> None: ...
 
 
-def open_store(url: str | None, *, max_sessions: int, ring: int, gap_s: float, spec_hash: str) -> SessionStore:
-    """`--state` URL -> store: None/"memory" in process, redis://HOST:PORT/DB[?options] shared."""
-    if not url or url == "memory":
-        return MemoryStore(max_sessions=max_sessions, ring=ring, gap_s=gap_s)
-    if url.startswith(("redis://", "rediss://", "unix://")):
-        from .redis_store import RedisStore
-
-        return RedisStore.from_url(url, ring=ring, gap_s=gap_s, spec_hash=spec_hash)
-    raise ValueError(f"--state: unknown session store {url!r} (memory or redis://HOST:PORT/DB)")
-
-
 class MemoryStore:
     """In-process bounded session store (slab + two LRU lists)."""
 
@@ -187,7 +176,7 @@ class MemoryStore:
 
     def _reset(self, slot: int) -> None:
         self.length[slot] = 0
-        for name, _ in features._SCALARS:
+        for name, _ in features.STATE_SCALARS:
             getattr(self.agg, name)[slot] = 0
         self.agg.last_max[slot] = -1
         self.agg.last_status[slot] = -1
@@ -265,7 +254,7 @@ class MemoryStore:
             (self._flagged if flag else self._normal)[key] = meta
             slots[i] = meta.slot
         self.length[slots] = 0
-        for name, _ in features._SCALARS:
+        for name, _ in features.STATE_SCALARS:
             getattr(self.agg, name)[slots] = 0
         self.agg.last_max[slots] = -1
         self.agg.last_status[slots] = -1

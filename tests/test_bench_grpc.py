@@ -1,4 +1,5 @@
 """Smoke tests of the gRPC benchmark harness: no-op server, request framing, h2load parsing."""
+import json
 import shutil
 import sys
 
@@ -76,3 +77,47 @@ def test_h2load_grpc_errors_are_counted(noop, tmp_path):
     r = bg.run_h2load(noop.port, body, 20, 2, workdir=tmp_path, path="/distillguard.v1.Scorer/NoSuchMethod")
     assert r["http_ok"] == 20                  # what h2load alone would report
     assert r["grpc_errors"] == 20 and r["grpc_status_codes"] == {"12": 20}
+
+
+def test_event_stream_is_deterministic_and_checks_its_sizes():
+    a, b = bg.event_stream(50, 8, seed=3), bg.event_stream(50, 8, seed=3)
+    assert a == b and a != bg.event_stream(50, 8, seed=4)
+    assert [len(s["events"]) for s in a["sessions"]] == [8] * 6 + [2]
+    for bad in ((0, 8), (10, 0), (10, 49)):
+        with pytest.raises(ValueError):
+            bg.event_stream(*bad)
+
+
+def test_new_event_run_counts_every_event_on_the_real_scorer(tmp_path):
+    """A small `bench grpc` run: the new-event section is there, both servers burnt CPU on
+    it, and the scorer's own /metrics account for every event of the stream as newly scored
+    and every session as new, run after run (ids are prefixed per run)."""
+    from distillguard.serving import DEFAULT_BUNDLE
+
+    events, per_session, repeats = 240, 12, 2
+    res = bg.run_grpc_bench(DEFAULT_BUNDLE, concurrency=(8,), requests=300, repeats=1, half_peak=False,
+                            python_driven=False, workdir=tmp_path, quiet=True, events=events,
+                            events_per_session=per_session, events_concurrency=8, events_repeats=repeats,
+                            events_seed=5)
+    ne = res["new_events"]
+    n_sessions = events // per_session
+    assert ne["stream"]["events"] == events and ne["stream"]["sessions"] == n_sessions
+    assert all(ne["checks"].values()), ne["checks"]
+    for k in ("scorer", "noop"):
+        s = ne[k]
+        assert len(s["runs"]) == repeats
+        assert all(r["server_cpu_s"] > 0 and r["scores"] == r["completes"] == events for r in s["runs"])
+        assert s["server_cpu_us_per_event"] > 0 and s["events_per_s"] > 0
+        assert 0 < s["score_p50_ms"] <= s["score_p99_ms"]
+        assert s["errors"] == 0 and s["complete_not_applied"] == 0
+    for r in ne["scorer"]["runs"]:
+        c = r["server_counted"]
+        assert c["scored_new_events"] == c["score_ok"] == c["complete_ok"] == events
+        assert c["duplicates"] == 0
+        assert c["new_live_sessions"] == n_sessions and r["distinct_sessions"] == n_sessions
+    assert ne["ratio"]["cpu_per_event"] > 0
+    if shutil.which("h2load"):
+        assert ne["h2load_identical_body"]["concurrency"] == 8
+    written = json.loads((tmp_path / "grpc_bench.json").read_text())
+    assert written["new_events"]["scorer"]["server_cpu_us_per_event"] == pytest.approx(
+        ne["scorer"]["server_cpu_us_per_event"])

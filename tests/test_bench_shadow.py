@@ -1,4 +1,4 @@
-"""`distillguard bench --shadow`: the shadow model's cost, measured side by side."""
+"""`distillguard bench shadow` (and its old spelling `bench --shadow`): the shadow model's cost, measured side by side."""
 import json
 
 import pytest
@@ -16,4 +16,6 @@ def test_shadow_bench_times_both_paths(tiny_bundle, tmp_path, capsys):
         assert len(b["runs_off_us"]) == len(b["runs_on_us"]) == 3
         assert b["us_per_request_off"] > 0 and b["us_per_request_on"] > 0
         assert b["ratio_on_off"] == pytest.approx(b["us_per_request_on"] / b["us_per_request_off"])
-    assert "shadow model, requests one at a time" in capsys.readouterr().out
+    printed = capsys.readouterr()
+    assert "shadow model, requests one at a time" in printed.out
+    assert "`bench --shadow` is deprecated, use `distillguard bench shadow ..." in printed.err

@@ -55,7 +55,7 @@ def test_loaded_bundle_scores_without_nan(tiny_bundle):
 
 
 def test_the_bundle_temperature_calibrates_what_batch_and_online_read(tiny_bundle):
-    from distillguard.training.calibration import apply_temperature
+    from distillguard.serving.bundle import apply_temperature
 
     b = load_bundle(tiny_bundle)
     meta = json.loads((tiny_bundle / "metadata.json").read_text())

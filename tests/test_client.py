@@ -18,12 +18,12 @@ from prometheus_client import CollectorRegistry
 from distillguard.serving.harness import free_port
 from distillguard.serving import DEFAULT_BUNDLE
 from distillguard.model import templates
+from distillguard.model.schema import LABELS
 from distillguard.serving.client import (ACTIONS, AsyncScorerClient, CircuitBreaker, ClientConfig, ScorerClient,
                                          build_score_request)
 from distillguard.serving.server import create_server
 from distillguard.serving.stubs import pb
 
-LABELS = {"human", "benign_automation", "distillation_harvesting"}
 T0 = 1_780_000_000.0
 ARTICLE = "The quarterly harbour survey found seventeen barnacle colonies near pier nine."
 PROMPT = f"Summarize the following article in three bullet points. Think step by step.\n\n{ARTICLE}"

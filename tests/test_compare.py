@@ -1,4 +1,4 @@
-"""Champion vs challenger (training/compare.py, `evaluate --baseline`): real bundles scored
+"""Champion vs challenger (training/compare.py, `evaluate compare`): real bundles scored
 on the same holdout, paired bootstrap over accounts, verdict and its tolerance, the
 comparison files and their hashes."""
 import hashlib
@@ -152,7 +152,7 @@ def test_a_holdout_without_humans_cannot_pass(tiny_bundle, sim_data, tmp_path):
 
 
 def test_cli_evaluate_with_a_baseline(trigger_happy, tiny_bundle, sim_data, tmp_path, capsys):
-    rc = main(["evaluate", "--model", str(trigger_happy), "--baseline", str(tiny_bundle), "--events",
+    rc = main(["evaluate", "compare", "--model", str(trigger_happy), "--baseline", str(tiny_bundle), "--events",
                str(sim_data[0]), "--labels", str(sim_data[1]), "--report", str(tmp_path / "r"), "--n-boot", "30",
                "--fpr-tolerance", "0.02"])
     out = capsys.readouterr().out
@@ -160,6 +160,8 @@ def test_cli_evaluate_with_a_baseline(trigger_happy, tiny_bundle, sim_data, tmp_
     res = load_comparison(tmp_path / "r" / "comparison.json")
     assert res["fpr_tolerance"] == 0.02 and res["bootstrap"]["n_boot"] == 30
     assert (tmp_path / "r" / "comparison.md").is_file()
+    # The old spelling (`evaluate --baseline`) still runs, with a note naming the new one.
     assert main(["evaluate", "--model", str(tiny_bundle), "--baseline", str(tmp_path / "nope"), "--events",
                  str(sim_data[0]), "--labels", str(sim_data[1]), "--report", str(tmp_path / "r2")]) == 2
-    assert "nope" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "nope" in err and "use `distillguard evaluate compare --model" in err

@@ -25,8 +25,10 @@ import numpy as np
 import pytest
 
 from distillguard.cli import main
-from distillguard.model import schema
-from distillguard.model.network import LABELS, NetworkConfig
+from distillguard.model.labels_io import read_labels
+from distillguard.model.network import NetworkConfig
+from distillguard.model.readers import load_events
+from distillguard.model.schema import LABELS
 from distillguard.serving.batch import score_sessions
 from distillguard.serving.bundle import load_bundle
 from distillguard.training.train import TrainConfig, resolve_trainer_devices, train
@@ -73,8 +75,8 @@ def test_two_cpu_processes_train_a_bundle_that_scores_like_one_process(sim_data,
     meta_one = json.loads((tmp_path / "one" / "metadata.json").read_text())
     assert meta_one["metrics"]["distributed"]["world_size"] == 1
 
-    events = schema.load_events(events_path)
-    labels = schema.read_labels(labels_path)
+    events = load_events(events_path)
+    labels = read_labels(labels_path)
     truth = dict(zip(labels["account_id"].to_pylist(), labels["label"].to_pylist()))
     p_ddp, acc_ddp = _scores(tmp_path / "ddp", events, truth)
     p_one, acc_one = _scores(tmp_path / "one", events, truth)

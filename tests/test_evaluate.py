@@ -10,7 +10,8 @@ import pytest
 from matplotlib.image import imread
 
 from distillguard.training import evaluate as ev
-from distillguard.training.evaluate import LABELS, compute_metrics, write_report
+from distillguard.model.schema import LABELS
+from distillguard.training.evaluate import compute_metrics, write_report
 
 H, B, D = 0, 1, 2
 

@@ -15,10 +15,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from distillguard.serving import DEFAULT_BUNDLE
-from distillguard.model import schema
+from distillguard.model.readers import iter_event_batches, load_events
+from distillguard.model.schema import SchemaError
+from distillguard.serving.event_log import (COMPLETION_COLUMNS, COMPLETION_SCHEMA, COMPLETIONS_DIR, LOG_COLUMNS,
+                                            EventLogConfig, join_completions)
 from distillguard.serving.harness import ServeProcess, start_serve
-from distillguard.serving.event_log import COMPLETION_COLUMNS, LOG_COLUMNS, EventLogConfig
-from distillguard.serving.server import create_server
+from distillguard.serving.server import ServeConfig, create_server
 from distillguard.serving.stubs import pb, pb_grpc
 
 T0 = time.time() - 86400.0
@@ -41,12 +43,12 @@ def _read(d: Path) -> pa.Table:
 
 
 def _completion_parts(d: Path) -> list[Path]:
-    return sorted((d / schema.COMPLETIONS_DIR).glob("part-*.parquet"))
+    return sorted((d / COMPLETIONS_DIR).glob("part-*.parquet"))
 
 
 def test_in_process_log_counts_columns_and_reads_back(tmp_path):
     d = tmp_path / "log"
-    srv, port = create_server("127.0.0.1:0", DEFAULT_BUNDLE, event_log=EventLogConfig(d, max_rows=10_000))
+    srv, port = create_server("127.0.0.1:0", DEFAULT_BUNDLE, ServeConfig(event_log=EventLogConfig(d, max_rows=10_000)))
     n = 37
     try:
         with grpc.insecure_channel(f"127.0.0.1:{port}") as ch:
@@ -73,7 +75,7 @@ def test_in_process_log_counts_columns_and_reads_back(tmp_path):
     assert tuple(pq.read_schema(_completion_parts(d)[0]).names) == COMPLETION_COLUMNS
     assert [(c["account_id"], c["session_id"], c["event_id"], c["completion_tokens"], c["status"]) for c in comp] \
         == [("acct-1", "s-1", "e-1", 300, 200)]
-    loaded = {r["event_id"]: r for r in schema.load_events(d).to_pylist()}
+    loaded = {r["event_id"]: r for r in load_events(d, join=join_completions).to_pylist()}
     assert (loaded["e-1"]["completion_tokens"], loaded["e-1"]["status"]) == (300, 200)
     assert all(r["completion_tokens"] == 0 and r["status"] is None for k, r in loaded.items() if k != "e-1")
     for r in rows.values():
@@ -81,7 +83,7 @@ def test_in_process_log_counts_columns_and_reads_back(tmp_path):
         assert r["action"] in ("ALLOW", "THROTTLE", "CHALLENGE", "DEGRADE", "BLOCK") and r["model_version"]
     assert not list(d.glob(".*"))                                 # no temp file left after a clean stop
     # The directory is an events input: the loaders read it, and `score` scores it.
-    assert schema.load_events(d).num_rows == n
+    assert load_events(d, join=join_completions).num_rows == n
     out = tmp_path / "scored.parquet"
     r = subprocess.run([sys.executable, "-m", "distillguard.cli", "score", "--input", str(d), "--output", str(out),
                         "-q"], capture_output=True, text=True, timeout=120)
@@ -93,7 +95,7 @@ def test_in_process_log_counts_columns_and_reads_back(tmp_path):
 
 def test_rotation_by_rows_and_seconds(tmp_path):
     d = tmp_path / "rows"
-    srv, port = create_server("127.0.0.1:0", DEFAULT_BUNDLE, event_log=EventLogConfig(d, max_rows=20))
+    srv, port = create_server("127.0.0.1:0", DEFAULT_BUNDLE, ServeConfig(event_log=EventLogConfig(d, max_rows=20)))
     try:
         with grpc.insecure_channel(f"127.0.0.1:{port}") as ch:
             stub = pb_grpc.ScorerStub(ch)
@@ -109,8 +111,8 @@ def test_rotation_by_rows_and_seconds(tmp_path):
     assert all(re.fullmatch(r"part-0\.\d+-\d{6}-\d{8}T\d{6}Z\.parquet", p.name) for p in parts)
 
     d = tmp_path / "secs"
-    srv, port = create_server("127.0.0.1:0", DEFAULT_BUNDLE,
-                              event_log=EventLogConfig(d, max_rows=10_000, max_seconds=0.3))
+    srv, port = create_server("127.0.0.1:0", DEFAULT_BUNDLE, ServeConfig(
+        event_log=EventLogConfig(d, max_rows=10_000, max_seconds=0.3)))
     try:
         with grpc.insecure_channel(f"127.0.0.1:{port}") as ch:
             stub = pb_grpc.ScorerStub(ch)
@@ -154,13 +156,13 @@ def _check_completions(d: Path, max_rows: int, m: int, killed: bool) -> None:
     else:
         assert sum(counts) == m
     logged = {r["event_id"] for f in parts for r in pq.read_table(f, columns=["event_id"]).to_pylist()}
-    events = schema.load_events(d).to_pylist()
+    events = load_events(d, join=join_completions).to_pylist()
     assert events
     for e in events:
         i = int(e["event_id"][2:])
         want = (10 + i, 200) if e["event_id"] in logged else (0, None)
         assert (e["completion_tokens"], e["status"]) == want, e
-    for tmp in (d / schema.COMPLETIONS_DIR).glob(".*"):
+    for tmp in (d / COMPLETIONS_DIR).glob(".*"):
         assert tmp.name.endswith(".tmp")
 
 
@@ -179,7 +181,7 @@ def test_subprocess_sigkill_loses_only_the_tail_and_sigterm_loses_nothing(tmp_pa
     assert all(c == max_rows for c in counts), counts
     assert m - max_rows < logged <= m, (logged, m)               # only the unflushed tail is missing
     if logged:
-        assert schema.load_events(d).num_rows == logged           # temp files (if any) are skipped
+        assert load_events(d, join=join_completions).num_rows == logged           # temp files (if any) are skipped
     for tmp in d.glob(".*"):
         assert tmp.name.endswith(".tmp")
     _check_completions(d, max_rows, m, killed=True)
@@ -195,14 +197,14 @@ def test_subprocess_sigkill_loses_only_the_tail_and_sigterm_loses_nothing(tmp_pa
     assert '"event_log_flushed"' in out
     t = _read(d)
     assert t.num_rows == m and sorted(t.column("event_id").to_pylist()) == sorted(f"e-{i}" for i in range(m))
-    assert schema.load_events(d).num_rows == m
+    assert load_events(d, join=join_completions).num_rows == m
     assert '"completions": %d' % m in out
     _check_completions(d, max_rows, m, killed=False)
 
 
 def _completion_part(path: Path, rows: list[tuple]) -> None:
     pq.write_table(pa.Table.from_pylist([dict(zip(COMPLETION_COLUMNS, r)) for r in rows],
-                                        schema=schema.COMPLETION_SCHEMA), path)
+                                        schema=COMPLETION_SCHEMA), path)
 
 
 def test_completion_join_last_wins_keeps_order_and_exact_keys(tmp_path):
@@ -222,14 +224,17 @@ def test_completion_join_last_wins_keeps_order_and_exact_keys(tmp_path):
                      [("ab", "c", "x", 60, 500, 10.0), ("ab", "c", "y", 8, 429, 10.0),
                       ("ghost", "g", "x", 1, 200, 10.0)])
     _completion_part(d / "w1" / "_completions" / ".part-c.parquet.tmp", [("a", "bc", "x", 99, 200, 30.0)])
-    t = schema.load_events(d)
+    t = load_events(d, join=join_completions)
     assert [(r["account_id"], r["event_id"], r["completion_tokens"], r["status"]) for r in t.to_pylist()] == [
         ("ab", "x", 70, 200), ("a", "x", 0, None), ("ab", "y", 8, 429), ("acct", "z", 9, None), ("acct", "z", 0, None)]
     # Streaming in small batches (what score and its partition step use) gives the same rows.
-    assert pa.concat_tables(list(schema.iter_event_batches(d, batch_rows=2))).equals(t)
+    assert pa.concat_tables(list(iter_event_batches(d, batch_rows=2, join=join_completions))).equals(t)
+    # The completions reach the events only through the join (model/ knows nothing of the
+    # event log): without it the rows are the logged ones, as scored.
+    assert load_events(d)["completion_tokens"].to_pylist() == [0] * 5
 
     bad = d / "w1" / "_completions" / "part-d.parquet"
     _completion_part(bad, [("a", "bc", "x", 1, 200, 40.0)])
     pq.write_table(pq.read_table(bad).drop_columns(["status"]), bad)
-    with pytest.raises(schema.SchemaError, match=r"part-d\.parquet: completion part lacks column 'status'"):
-        schema.load_events(d)
+    with pytest.raises(SchemaError, match=r"part-d\.parquet: completion part lacks column 'status'"):
+        load_events(d, join=join_completions)

@@ -25,8 +25,9 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from distillguard.serving import DEFAULT_BUNDLE
-from distillguard.serving.batch import score_file, temp_path
-from distillguard.serving.server import SERVICE, create_server
+from distillguard.model.files import temp_path
+from distillguard.serving.batch import score_file
+from distillguard.serving.server import SERVICE, ServeConfig, create_server
 from distillguard.serving.stubs import pb, pb_grpc
 
 T0 = 1_780_000_000.0
@@ -69,7 +70,7 @@ def _probs(r) -> tuple:
 def test_broken_model_file_while_serving_keeps_the_loaded_model(tmp_path, fault):
     bundle = tmp_path / "bundle"
     shutil.copytree(DEFAULT_BUNDLE, bundle)
-    srv, port = create_server("127.0.0.1:0", bundle, max_sessions=1000)
+    srv, port = create_server("127.0.0.1:0", bundle, ServeConfig(max_sessions=1000))
     channel = grpc.insecure_channel(f"127.0.0.1:{port}")
     stub = pb_grpc.ScorerStub(channel)
     try:

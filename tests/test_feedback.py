@@ -1,5 +1,5 @@
 """False-positive feedback: ReportFeedback over a real socket, `distillguard feedback` both
-ways, and the JSON Lines it appends to the labels store (training/feedback.py)."""
+ways, and the JSON Lines it appends to the labels store (serving/feedback.py)."""
 import datetime as dt
 import json
 import re
@@ -13,12 +13,12 @@ import numpy as np
 import pytest
 
 from distillguard.cli import main
-from distillguard.model import schema
+from distillguard.model.labels_io import read_labels
 from distillguard.serving.client import FeedbackRejected, ScorerClient
 from distillguard.serving.security import TransportConfig
-from distillguard.serving.server import create_server
+from distillguard.serving.server import ServeConfig, create_server
 from distillguard.serving.stubs import pb, pb_grpc
-from distillguard.training.feedback import FEEDBACK_COLUMNS, FeedbackError, append_feedback
+from distillguard.serving.feedback import FEEDBACK_COLUMNS, FeedbackError, append_feedback
 
 T0 = 1_780_000_000.0
 PROMPT_MARKER = "zqxPROMPTSECRET"     # in every raw prompt sent; must never reach the store
@@ -28,7 +28,7 @@ PROMPT_MARKER = "zqxPROMPTSECRET"     # in every raw prompt sent; must never rea
 def server(tiny_bundle, tmp_path_factory):
     """Admin RPCs off (as `serve --no-admin`): ReportFeedback must still work."""
     store = tmp_path_factory.mktemp("labels") / "store"      # not created yet: the first report makes it
-    srv, port = create_server("127.0.0.1:0", tiny_bundle, admin_enabled=False, labels_store=store)
+    srv, port = create_server("127.0.0.1:0", tiny_bundle, ServeConfig(admin=False, labels_store=store))
     channel = grpc.insecure_channel(f"127.0.0.1:{port}")
     yield srv, pb_grpc.ScorerStub(channel), store, port
     channel.close()
@@ -193,7 +193,7 @@ def test_concurrent_reports_from_8_threads_are_whole_lines(server):
 
 _PROC = """
 import sys
-from distillguard.training.feedback import append_feedback
+from distillguard.serving.feedback import append_feedback
 w = int(sys.argv[2])
 for i in range(150):
     append_feedback(sys.argv[1], account_id=f"p{w}", session_id=f"p{w}:0", label="human",
@@ -221,7 +221,7 @@ def test_a_line_cut_short_by_a_full_disk_is_removed(tmp_path):
     size = f.stat().st_size
     code = f"""
 import resource, signal, sys
-from distillguard.training.feedback import append_feedback
+from distillguard.serving.feedback import append_feedback
 signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
 resource.setrlimit(resource.RLIMIT_FSIZE, ({size + 40}, {size + 40}))
 try:
@@ -273,8 +273,8 @@ def test_cli_needs_the_token_of_a_token_server(tiny_bundle, tmp_path, capsys):
     tokens.write_text("s3cret-token\n")
     tokens.chmod(0o600)
     store = tmp_path / "store"
-    srv, port = create_server("127.0.0.1:0", tiny_bundle, labels_store=store,
-                              transport=TransportConfig(token_file=tokens, insecure=True))
+    srv, port = create_server("127.0.0.1:0", tiny_bundle, ServeConfig(
+        labels_store=store, transport=TransportConfig(token_file=tokens, insecure=True)))
     try:
         args = ["feedback", "--target", f"127.0.0.1:{port}", "--account", "tok", "--session", "s-1",
                 "--label", "human", "--reason", "with a token"]
@@ -318,7 +318,7 @@ def test_the_labels_reader_reads_the_store(tmp_path):
     store = tmp_path / "labels"
     append_feedback(store, account_id="acct-1", session_id="acct-1:0", label="human", reason="r1")
     append_feedback(store, account_id="acct-2", session_id="chat-5", label="benign_automation", reason="r2")
-    t = schema.read_labels(store).to_pylist()
+    t = read_labels(store).to_pylist()
     got = sorted((r["session_id"], r["account_id"], r["label"]) for r in t)
     assert got == [("acct-1:0", "acct-1", "human"), ("chat-5", "acct-2", "benign_automation")]
     # ... and training's resolution labels exactly those sessions (a row names one session
@@ -326,7 +326,7 @@ def test_the_labels_reader_reads_the_store(tmp_path):
     from distillguard.training.labels import resolve
 
     res = resolve(np.array(["acct-1:0", "acct-1:1", "chat-5", "chat-5"]), np.array(["acct-1", "acct-1", "acct-2", "x"]),
-                  np.zeros(4), np.ones(4), schema.read_labels(store))
+                  np.zeros(4), np.ones(4), read_labels(store))
     assert res.y.tolist() == [0, -1, 1, -1] and res.unmatched.num_rows == 0
 
 

@@ -26,8 +26,9 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from distillguard.model.schema import (CANONICAL_SCHEMA, INPUT_COLUMNS, REQUIRED_COLUMNS, Rejects,
-                                       SchemaError, iter_event_batches, load_events, normalise)
+from distillguard.model.readers import iter_event_batches, load_events
+from distillguard.model.schema import (CANONICAL_SCHEMA, INPUT_COLUMNS, REQUIRED_COLUMNS, Rejects, SchemaError,
+                                       normalise)
 
 pytestmark = pytest.mark.timeout(120)
 

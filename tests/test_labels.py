@@ -11,8 +11,9 @@ import pyarrow.csv as pcsv
 import pyarrow.parquet as pq
 import pytest
 
-from distillguard.model import schema
-from distillguard.model.schema import SchemaError, normalise, read_labels
+from distillguard.model.labels_io import read_labels
+from distillguard.model.readers import load_events
+from distillguard.model.schema import LABELS, SchemaError, normalise
 from distillguard.training import labels as labels_mod
 from distillguard.training.data import prepare
 
@@ -58,7 +59,7 @@ def events_table() -> pa.Table:
 
 def resolved(labels: pa.Table, on_conflict: str = "exclude"):
     p = prepare(events_table(), labels, GAP, on_conflict=on_conflict)
-    got = {(a, s): schema.LABELS[y] for a, s, y in zip(p.accounts, p.session_ids, p.y)}
+    got = {(a, s): LABELS[y] for a, s, y in zip(p.accounts, p.session_ids, p.y)}
     return got, p
 
 
@@ -213,15 +214,15 @@ def test_simulator_labels_still_work(sim_data):
     events_path, labels_path = sim_data
     sim = read_labels(labels_path)
     assert sim.column_names == ["account_id", "label", "family", "campaign"]
-    p = prepare(schema.load_events(events_path), sim, 86_400.0)
+    p = prepare(load_events(events_path), sim, 86_400.0)
     truth = dict(zip(sim["account_id"].to_pylist(), sim["label"].to_pylist()))
     assert p.n_unlabelled == 0 and p.conflicts.num_rows == 0 and p.unmatched.num_rows == 0
     assert len(p.y) >= len(truth) and (p.families != "").all()
-    assert [schema.LABELS[y] for y in p.y] == [truth[a] for a in p.accounts]
+    assert [LABELS[y] for y in p.y] == [truth[a] for a in p.accounts]
 
 
 def test_feedback_jsonl_in_store_is_applied(tmp_path):
-    """Interface (b): rows appended by training.feedback to STORE/feedback-YYYYMMDD.jsonl."""
+    """Interface (b): rows appended by serving.feedback to STORE/feedback-YYYYMMDD.jsonl."""
     store = tmp_path / "store"
     write_rows(store / "investigations" / "2026-05.csv", [
         {"account_id": "b", "label": "distillation_harvesting", "incident_id": "INC-7", "source": "investigator"}])
@@ -248,7 +249,7 @@ def test_mix_classes_choice():
     cfg = labels_mod.MixConfig(events=10, min_class_sessions=50)
     counts = {"human": 400, "benign_automation": 3, "distillation_harvesting": 49}
     assert labels_mod.mix_classes(cfg, counts) == ("benign_automation", "distillation_harvesting")
-    assert labels_mod.mix_classes(labels_mod.MixConfig(events=10, classes="all"), counts) == schema.LABELS
+    assert labels_mod.mix_classes(labels_mod.MixConfig(events=10, classes="all"), counts) == LABELS
     assert labels_mod.mix_classes(labels_mod.MixConfig(events=10, classes="human, human"), counts) == ("human",)
     with pytest.raises(ValueError, match="unknown: harvest"):
         labels_mod.MixConfig(events=10, classes="human,harvest")
@@ -283,6 +284,7 @@ def write_event_log(events: pa.Table, logdir: Path, parts: int = 2) -> None:
 
 def test_train_on_event_log_with_incident_store_and_simulated_mix(tmp_path, capsys):
     from distillguard.cli import main
+    from distillguard.serving.event_log import join_completions
     from distillguard.training.simulate import SimConfig, simulate
 
     fams = ("human_chat", "human_coding", "harvest_topic_sweep", "harvest_reasoning")
@@ -303,8 +305,8 @@ def test_train_on_event_log_with_incident_store_and_simulated_mix(tmp_path, caps
          "labelled_at": "2026-11-28T10:00:00Z", "note": "disputed", "source": "feedback",
          "reported_by": "support", "model_version": "champion-1"}) + "\n")
     # What the labels alone give (reference for the fingerprint): the same prepare, no mixing.
-    ref = prepare(schema.load_events(logdir), read_labels(store), 86_400.0)
-    ref_counts = {c: int((ref.y == i).sum()) for i, c in enumerate(schema.LABELS)}
+    ref = prepare(load_events(logdir, join=join_completions), read_labels(store), 86_400.0)
+    ref_counts = {c: int((ref.y == i).sum()) for i, c in enumerate(LABELS)}
     assert ref_counts["benign_automation"] == 0 and min(ref_counts["human"], ref_counts["distillation_harvesting"]) >= 5
 
     out = tmp_path / "bundle"

@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 from distillguard.cli import main
 from distillguard.serving import DEFAULT_BUNDLE
 from distillguard.serving.limits import MIN_TS_2015, RequestLimits, metric_field
-from distillguard.serving.server import create_server
+from distillguard.serving.server import ServeConfig, create_server
 from distillguard.serving.stubs import pb, pb_grpc
 
 NOW = time.time()
@@ -29,7 +29,8 @@ LIMITS = RequestLimits(max_prompt_bytes=4096, max_message_bytes=64 * 1024, max_b
 
 class Server:
     def __init__(self, limits: RequestLimits = LIMITS, max_sessions: int = 1000):
-        self.srv, port = create_server("127.0.0.1:0", DEFAULT_BUNDLE, max_sessions=max_sessions, limits=limits)
+        self.srv, port = create_server("127.0.0.1:0", DEFAULT_BUNDLE, ServeConfig(max_sessions=max_sessions,
+                                                                                    limits=limits))
         self.channel = grpc.insecure_channel(f"127.0.0.1:{port}")
         self.stub = pb_grpc.ScorerStub(self.channel)
         self.health = health_pb2_grpc.HealthStub(self.channel)
@@ -263,7 +264,8 @@ def test_limits_are_validated_and_cli_flags_reach_them(capsys):
     # A bad flag is a clean CLI error before anything binds.
     assert main(["serve", "--insecure", "--port", "0", "--max-batch", "0"]) == 2
     assert "max_batch" in capsys.readouterr().err
-    from distillguard.cli import _serve_limits, build_parser
+    from distillguard.cli import build_parser
+    from distillguard.cli.serve import limits_config as _serve_limits
 
     a = build_parser().parse_args(["serve", "--insecure", "--max-concurrent-rpcs", "0", "--max-batch", "64",
                                    "--max-message-bytes", "1048576", "--max-ts-ahead-s", "60",

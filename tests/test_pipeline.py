@@ -7,10 +7,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from distillguard.cli import main
+from distillguard.model.schema import LABELS
 from distillguard.serving.batch import EVENT_COLUMNS, SESSION_COLUMNS, score_file
 from distillguard.serving.policy import Action
-
-LABELS = ("human", "benign_automation", "distillation_harvesting")
 
 
 def test_score_writes_the_contract_columns(tiny_bundle, sim_data, tmp_path):

@@ -1,6 +1,7 @@
 import numpy as np
 
 from distillguard.model import features
+from distillguard.model.schema import LABELS
 from distillguard.serving.policy import DEFAULT_THRESHOLDS, actions, decide, reason_evidence
 
 IDX = {n: i for i, n in enumerate(features.FEATURE_NAMES)}
@@ -31,13 +32,9 @@ def test_decide_returns_label_action_reasons():
     rows = np.zeros((2, features.N_FEATURES), np.float32)
     rows[0, IDX["account_age_missing"]] = 1
     rows[1, IDX["log_account_age_days"]] = np.log1p(1.0) / 6
-    labels, acts, reasons = decide(probs, rows, ("human", "benign_automation", "distillation_harvesting"),
-                                   DEFAULT_THRESHOLDS)
+    labels, acts, reasons = decide(probs, rows, LABELS, DEFAULT_THRESHOLDS)
     assert labels == ["human", "distillation_harvesting"] and acts == ["ALLOW", "BLOCK"]
     assert reasons[0] == [] and reasons[1][0] == ("YOUNG_ACCOUNT", "account 1.0 days old")
-
-
-LABELS = ("human", "benign_automation", "distillation_harvesting")
 
 
 def _rows(n, age_days=None):

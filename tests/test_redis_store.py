@@ -14,7 +14,8 @@ from distillguard.model import features
 from distillguard.serving.bundle import load_bundle
 from distillguard.serving.redis_store import HEADER, RECORD, TOKEN_LEN, RedisStore, session_key
 from distillguard.serving.scorer import CompleteInput, Scorer, ScoreInput
-from distillguard.serving.state import MemoryStore, event_key, open_store
+from distillguard.serving.state import MemoryStore, event_key
+from distillguard.serving.stores import open_store
 
 T0 = 1.78e9
 

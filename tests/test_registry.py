@@ -18,7 +18,7 @@ from distillguard.cli import main
 from distillguard.serving import DEFAULT_BUNDLE
 from distillguard.serving.bundle import BundleError
 from distillguard.serving.registry import Registry, RegistryError, bundle_hashes
-from distillguard.serving.server import create_server
+from distillguard.serving.server import ServeConfig, create_server
 from distillguard.serving.stubs import pb, pb_grpc
 from distillguard.training.compare import CompareConfig, StaleComparison, compare_bundles, promote
 
@@ -253,7 +253,7 @@ def _req(account, i):
 def test_promote_and_rollback_switch_a_running_server_without_a_failed_request(bundles, tmp_path):
     reg = _reg(tmp_path)
     reg.set_current(reg.add(DEFAULT_BUNDLE))          # window 32: the session ring holds tiny's 16 too
-    srv, port = create_server("127.0.0.1:0", reg.root, registry_poll_s=0.1)
+    srv, port = create_server("127.0.0.1:0", reg.root, ServeConfig(registry_poll_s=0.1))
     channel = grpc.insecure_channel(f"127.0.0.1:{port}")
     stub = pb_grpc.ScorerStub(channel)
     v_default, v_tiny = _version(DEFAULT_BUNDLE), _version(bundles["tiny"])
@@ -305,11 +305,11 @@ def test_reload_re_resolves_current_and_a_refused_version_keeps_the_old_model(bu
         create_server("127.0.0.1:0", reg.root)
     reg.set_current(reg.add(bundles["tiny"]))
     with pytest.raises(ValueError, match="shadow pointer"):
-        create_server("127.0.0.1:0", reg.root, shadow_model=bundles["worse"])
+        create_server("127.0.0.1:0", reg.root, ServeConfig(shadow_model=bundles["worse"]))
     shadow = reg.add(bundles["worse"])
     reg.set_shadow(shadow)
     # a poll interval this long leaves the watcher to the explicit calls below
-    srv, port = create_server("127.0.0.1:0", reg.root, registry_poll_s=3600)
+    srv, port = create_server("127.0.0.1:0", reg.root, ServeConfig(registry_poll_s=3600))
     channel = grpc.insecure_channel(f"127.0.0.1:{port}")
     stub = pb_grpc.ScorerStub(channel)
     refused = lambda: srv.metrics.registry.get_sample_value("distillguard_reloads_total", {"result": "refused"})  # noqa: E731

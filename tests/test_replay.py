@@ -8,14 +8,13 @@ import numpy as np
 import pytest
 
 from distillguard.cli import main
+from distillguard.model.schema import LABELS
 from distillguard.serving import DEFAULT_BUNDLE
 from distillguard.serving.client import ACTIONS
 from distillguard.serving.replay import ReplayError, replay
 from distillguard.serving.server import create_server
 from distillguard.serving.stubs import pb, pb_grpc
 from distillguard.training.simulate import SimConfig, simulate, write
-
-LABELS = {"human", "benign_automation", "distillation_harvesting"}
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +42,7 @@ def test_replay_counts_and_per_account_order(server, sim):
     s = replay(server, path, concurrency=3, show=False)
     n = len(ev)
     assert s["events"] == n and s["requests"] == 2 * n and s["fail_open"] == 0 and s["worker_errors"] == 0
-    assert sum(s["labels"].values()) == n and set(s["labels"]) <= LABELS
+    assert sum(s["labels"].values()) == n and set(s["labels"]) <= set(LABELS)
     assert sum(s["actions"].values()) == n and set(s["actions"]) <= set(ACTIONS)
     assert s["completes_applied"] == n and s["duplicates"] == 0
     # One day of traffic, no session ids: one idle-gap session per account.

@@ -11,16 +11,15 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from distillguard.model.labels_io import read_labels
+from distillguard.model.readers import iter_event_batches, load_events
 from distillguard.model.schema import (
     CANONICAL_SCHEMA,
     LABELS,
     OPTIONAL_COLUMNS,
     REQUIRED_COLUMNS,
     SchemaError,
-    iter_event_batches,
-    load_events,
     normalise,
-    read_labels,
 )
 
 FORMATS = ("csv", "parquet", "jsonl")

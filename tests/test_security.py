@@ -28,7 +28,7 @@ from distillguard.serving.replay import ReplayError, replay
 from distillguard.serving.security import (TransportConfig, TransportError, channel_credentials, check_bind,
                                            is_loopback_address, load_tokens, token_call_credentials,
                                            token_metadata)
-from distillguard.serving.server import SERVICE, create_server
+from distillguard.serving.server import SERVICE, ServeConfig, create_server
 from distillguard.serving.stubs import pb, pb_grpc
 
 T0 = 1_780_000_000.0
@@ -143,16 +143,16 @@ def _code(fn) -> grpc.StatusCode:
 @pytest.fixture(scope="module")
 def tls_server(certs):
     """TLS only (no client certificates, no tokens), reflection and admin on."""
-    srv, port = create_server("127.0.0.1:0", DEFAULT_BUNDLE, transport=TransportConfig(
-        cert_file=certs.server_cert, key_file=certs.server_key))
+    srv, port = create_server("127.0.0.1:0", DEFAULT_BUNDLE, ServeConfig(transport=TransportConfig(
+        cert_file=certs.server_cert, key_file=certs.server_key)))
     yield srv, f"127.0.0.1:{port}"
     srv.stop(0)
 
 
 @pytest.fixture(scope="module")
 def mtls_server(certs):
-    srv, port = create_server("127.0.0.1:0", DEFAULT_BUNDLE, transport=TransportConfig(
-        cert_file=certs.server_cert, key_file=certs.server_key, client_ca_file=certs.ca))
+    srv, port = create_server("127.0.0.1:0", DEFAULT_BUNDLE, ServeConfig(transport=TransportConfig(
+        cert_file=certs.server_cert, key_file=certs.server_key, client_ca_file=certs.ca)))
     yield srv, f"127.0.0.1:{port}"
     srv.stop(0)
 
@@ -160,9 +160,9 @@ def mtls_server(certs):
 @pytest.fixture(scope="module")
 def token_server(certs):
     """TLS + bearer tokens, reflection and admin RPCs disabled."""
-    srv, port = create_server("127.0.0.1:0", DEFAULT_BUNDLE, reflection_enabled=False, admin_enabled=False,
-                              transport=TransportConfig(cert_file=certs.server_cert, key_file=certs.server_key,
-                                                        token_file=certs.tokens))
+    srv, port = create_server("127.0.0.1:0", DEFAULT_BUNDLE, ServeConfig(
+        reflection=False, admin=False,
+        transport=TransportConfig(cert_file=certs.server_cert, key_file=certs.server_key, token_file=certs.tokens)))
     yield srv, f"127.0.0.1:{port}"
     srv.stop(0)
 
@@ -327,8 +327,8 @@ def test_replay_over_tls_with_a_token(certs, token_server, tmp_path):
 
 def test_token_over_explicit_insecure_transport_warns(certs, caplog):
     with caplog.at_level(logging.WARNING, logger="distillguard.server"):
-        srv, port = create_server("127.0.0.1:0", DEFAULT_BUNDLE, transport=TransportConfig(
-            insecure=True, tokens=(TOKEN,)))
+        srv, port = create_server("127.0.0.1:0", DEFAULT_BUNDLE, ServeConfig(transport=TransportConfig(
+            insecure=True, tokens=(TOKEN,))))
     try:
         assert any("INSECURE" in r.getMessage() and "unencrypted" in r.getMessage() for r in caplog.records)
         assert all(TOKEN not in r.getMessage() for r in caplog.records)

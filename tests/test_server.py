@@ -11,7 +11,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from distillguard.cli import main
 from distillguard.serving import DEFAULT_BUNDLE
-from distillguard.serving.server import SERVICE, create_server
+from distillguard.serving.server import SERVICE, ServeConfig, create_server
 from distillguard.serving.stubs import pb, pb_grpc
 
 T0 = 1_780_000_000.0
@@ -19,7 +19,7 @@ T0 = 1_780_000_000.0
 
 @pytest.fixture(scope="module")
 def server():
-    srv, port = create_server("127.0.0.1:0", DEFAULT_BUNDLE, max_sessions=10_000)
+    srv, port = create_server("127.0.0.1:0", DEFAULT_BUNDLE, ServeConfig(max_sessions=10_000))
     channel = grpc.insecure_channel(f"127.0.0.1:{port}")
     yield srv, pb_grpc.ScorerStub(channel), channel
     channel.close()

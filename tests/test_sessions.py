@@ -7,7 +7,8 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from distillguard.model.schema import CANONICAL_SCHEMA, load_events, normalise
+from distillguard.model.readers import load_events
+from distillguard.model.schema import CANONICAL_SCHEMA, normalise
 from distillguard.model.sessions import DEFAULT_GAP_S, assign_sessions, is_new_session, session_bounds
 
 

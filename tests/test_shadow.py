@@ -15,12 +15,12 @@ import pytest
 
 from conftest import tiny_train_config
 from distillguard.cli import main
-from distillguard.model import schema
+from distillguard.model.readers import load_events
 from distillguard.serving.batch import score_file
 from distillguard.serving.bundle import BundleError, load_bundle
-from distillguard.serving.event_log import SHADOW_COLUMNS, EventLogConfig
+from distillguard.serving.event_log import SHADOW_COLUMNS, EventLogConfig, join_completions
 from distillguard.serving.harness import start_serve
-from distillguard.serving.server import create_server
+from distillguard.serving.server import ServeConfig, create_server
 from distillguard.serving.stubs import pb, pb_grpc
 
 P = ["p_human", "p_benign_automation", "p_distillation_harvesting"]
@@ -128,8 +128,8 @@ def shadow_run(tmp_path_factory, bundles):
         want = _replay(port, ev)
     finally:
         plain.stop(2.0)
-    srv, port = create_server("127.0.0.1:0", tiny_bundle, shadow_model=shadow_bundle,
-                              event_log=EventLogConfig(d / "log", max_rows=300))
+    srv, port = create_server("127.0.0.1:0", tiny_bundle, ServeConfig(
+        shadow_model=shadow_bundle, event_log=EventLogConfig(d / "log", max_rows=300)))
     try:
         assert srv.scorer.shadow_bundle.version == load_bundle(shadow_bundle).version
         got = _replay(port, ev)
@@ -200,7 +200,7 @@ def test_completions_are_logged_and_joined(shadow_run):
     assert len(comp) == len(ev)
     log = _log(d)
     assert (log.completion_tokens == 0).all() and log.status.isna().all()     # unknown when scored
-    loaded = schema.load_events(d).to_pandas().set_index("event_id").loc[ev.event_id]
+    loaded = load_events(d, join=join_completions).to_pandas().set_index("event_id").loc[ev.event_id]
     assert (loaded.completion_tokens.to_numpy() == ev.completion_tokens.to_numpy()).all()
     assert (loaded.status.to_numpy() == ev.status.to_numpy()).all()
     # The resolved session name is the join key: implicit sessions got "<account>:..." names.
@@ -241,7 +241,7 @@ def test_set_shadow_swaps_under_load_and_refuses_bad_bundles(tmp_path, tiny_bund
     broken = _broken_shadow(shadow_bundle, tmp_path / "broken")
 
     d = tmp_path / "log"
-    srv, port = create_server("127.0.0.1:0", tiny_bundle, event_log=EventLogConfig(d, max_rows=500))
+    srv, port = create_server("127.0.0.1:0", tiny_bundle, ServeConfig(event_log=EventLogConfig(d, max_rows=500)))
     scorer = srv.scorer
     errors, answered, done = [], [0], threading.Event()
     ch = grpc.insecure_channel(f"127.0.0.1:{port}")
@@ -358,7 +358,7 @@ def test_report_refuses_logs_without_shadow_verdicts(tmp_path, tiny_bundle, caps
     assert "no event-log parts" in capsys.readouterr().err
 
     d = tmp_path / "noshadow"
-    srv, port = create_server("127.0.0.1:0", tiny_bundle, event_log=EventLogConfig(d))
+    srv, port = create_server("127.0.0.1:0", tiny_bundle, ServeConfig(event_log=EventLogConfig(d)))
     try:
         with grpc.insecure_channel(f"127.0.0.1:{port}") as ch:
             stub = pb_grpc.ScorerStub(ch)

@@ -187,11 +187,12 @@ def test_mismatched_or_corrupt_snapshot_starts_empty_and_logs(tmp_path, bundle, 
 
 
 def test_create_server_starts_with_a_corrupt_snapshot(tmp_path):
-    from distillguard.serving.server import create_server
+    from distillguard.serving.server import ServeConfig, create_server
 
     snap = tmp_path / "state.npz"
     snap.write_bytes(b"PK\x03\x04 not really a zip")
-    srv, port = create_server("127.0.0.1:0", DEFAULT_BUNDLE, max_sessions=1000, workers=4, snapshot_path=snap)
+    srv, port = create_server("127.0.0.1:0", DEFAULT_BUNDLE, ServeConfig(max_sessions=1000, threads=4,
+                                                                             snapshot_path=snap))
     try:
         with grpc.insecure_channel(f"127.0.0.1:{port}") as ch:
             r = health_pb2_grpc.HealthStub(ch).Check(health_pb2.HealthCheckRequest(service=""), timeout=10)
@@ -347,9 +348,9 @@ def test_stop_does_not_deadlock_on_watchers_leaving_while_told_not_serving():
     meanwhile needs that lock on gRPC's event thread, which the send waits for (a hang
     seen on SIGTERM). Many watchers on both service names, each hanging up as soon as it
     hears NOT_SERVING, must not stop the server from stopping."""
-    from distillguard.serving.server import create_server
+    from distillguard.serving.server import ServeConfig, create_server
 
-    srv, port = create_server("127.0.0.1:0", DEFAULT_BUNDLE, max_sessions=100, workers=4)
+    srv, port = create_server("127.0.0.1:0", DEFAULT_BUNDLE, ServeConfig(max_sessions=100, threads=4))
     chans = [grpc.insecure_channel(f"127.0.0.1:{port}") for _ in range(4)]
     streams = [health_pb2_grpc.HealthStub(chans[i % 4]).Watch(health_pb2.HealthCheckRequest(
         service="" if i % 2 else SERVICE)) for i in range(24)]

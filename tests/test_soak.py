@@ -1,4 +1,4 @@
-"""A seconds-long smoke run of the soak benchmark (`distillguard bench --soak`)."""
+"""A seconds-long smoke run of the soak benchmark (`distillguard bench soak`)."""
 import json
 
 import pytest

@@ -140,9 +140,9 @@ def test_a_flood_through_the_scorer_does_not_reset_a_harvesters_score(bundle):
 
 def test_flood_through_grpc_counts_evictions_in_metrics(bundle):
     from distillguard.serving.harness import scrape_metrics
-    from distillguard.serving.server import create_server
+    from distillguard.serving.server import ServeConfig, create_server
 
-    srv, port = create_server("127.0.0.1:0", DEFAULT_BUNDLE, max_sessions=300, workers=4)
+    srv, port = create_server("127.0.0.1:0", DEFAULT_BUNDLE, ServeConfig(max_sessions=300, threads=4))
     try:
         _, mport = srv.metrics.serve(0)
         harv = _harvester("grpc-harvester", 20)

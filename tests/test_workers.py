@@ -11,7 +11,7 @@ from distillguard.cli import main
 from distillguard.serving import DEFAULT_BUNDLE
 from distillguard.serving.scorer import CompleteInput, Scorer, ScoreInput
 from distillguard.serving.harness import start_serve
-from distillguard.serving.server import create_server
+from distillguard.serving.server import ServeConfig, create_server
 from distillguard.serving.stubs import pb, pb_grpc
 
 _WORKER = re.compile(r"worker (\d+) serving \S+ on 127\.0\.0\.1:(\d+) own port 127\.0\.0\.1:(\d+) pid (\d+)")
@@ -99,4 +99,5 @@ def test_workers_refuse_a_snapshot_and_redis_refuses_one_too(tmp_path, capsys):
     assert main(["serve", "--insecure", "--port", "0", "--workers", "2", "--snapshot", str(tmp_path / "s.npz")]) == 2
     assert "--snapshot works with one process" in capsys.readouterr().err
     with pytest.raises(ValueError, match="Redis keeps the state"):
-        create_server("127.0.0.1:0", DEFAULT_BUNDLE, state="redis://127.0.0.1:1/0", snapshot_path=tmp_path / "s.npz")
+        create_server("127.0.0.1:0", DEFAULT_BUNDLE, ServeConfig(state="redis://127.0.0.1:1/0",
+                                                             snapshot_path=tmp_path / "s.npz"))

@@ -4,6 +4,8 @@ The bundle's ONNX graph already ends in a softmax, so calibration works on proba
 Temperature scaling loses nothing by that: log p = logits - logsumexp(logits), and the
 row constant cancels in the next softmax, so softmax(logits / T) == normalise(p ** (1/T)).
 Exact zeros (float32 underflow) are clipped to `EPS` first; nothing else changes.
+Applying a temperature is the bundle runtime's (`serving.bundle.apply_temperature`, numpy
+only, re-exported here); fitting it is this module's.
 
 Thresholds follow the design doc's evaluation terms: an action's threshold on
 p(distillation_harvesting) is set on validation *human sessions* so that the share of them
@@ -11,8 +13,8 @@ the policy would flag (`p >= threshold`, as in `serving.policy.actions`) stays a
 a target false-positive rate. Quoting a rate r needs >= 10 / r human sessions (0.1% needs
 10,000); below that the threshold is still computed but marked unreliable.
 
-numpy/scipy only (matplotlib is imported inside `plot_reliability`): no torch, no
-onnxruntime, so evaluation and serving code can import it cheaply.
+numpy/scipy only (matplotlib is imported inside `plot_reliability`): no torch. The
+scorer never imports it: scipy stays out of the serving process.
 """
 from __future__ import annotations
 
@@ -23,11 +25,8 @@ import numpy as np
 from scipy.optimize import minimize_scalar
 from scipy.special import log_softmax
 
-# Same order as the ONNX `probs` output (model.network.LABELS); repeated here so that
-# importing this module does not pull in torch or pyarrow.
-LABELS = ("human", "benign_automation", "distillation_harvesting")
-
-EPS = 1e-12   # floor for probabilities before the log: float32 softmax underflows to 0
+from ..model.schema import LABELS   # the order of the ONNX `probs` output
+from ..serving.bundle import EPS, apply_temperature
 
 # Human-FPR target per action, and the floor below which the action never fires however
 # low the validation humans score (a clean validation set must not yield a hair trigger).
@@ -55,21 +54,6 @@ def _check_probs_labels(probs, y) -> tuple[np.ndarray, np.ndarray]:
 
 def _log_probs(probs) -> np.ndarray:
     return np.log(np.clip(np.asarray(probs, dtype=np.float64), EPS, 1.0))
-
-
-def apply_temperature(probs, T: float) -> np.ndarray:
-    """normalise(p ** (1/T)) along the last axis: softmax(logits / T) recovered from probs.
-
-    Works on any (..., classes) array (session rows or the per-event (batch, time, classes)
-    output). Computed in float64 as a log-softmax, so rows with zeros or huge 1/T give
-    neither NaN nor inf; returned in the input's float dtype (float32 stays float32).
-    """
-    if not (np.isfinite(T) and T > 0):
-        raise ValueError(f"temperature must be a positive finite number, got {T}")
-    arr = np.asarray(probs)
-    out = np.exp(log_softmax(_log_probs(arr) / float(T), axis=-1))
-    dtype = arr.dtype if np.issubdtype(arr.dtype, np.floating) else np.float64
-    return out.astype(dtype, copy=False)
 
 
 def negative_log_likelihood(probs, y) -> float:

@@ -1,6 +1,6 @@
 """Champion vs challenger on a fixed holdout: paired metrics, confidence intervals, verdict.
 
-`distillguard evaluate --model NEW --baseline CURRENT --events E --labels L --report DIR`
+`distillguard evaluate compare --model NEW --baseline CURRENT --events E --labels L --report DIR`
 scores the same labelled holdout with both bundles and writes DIR/comparison.json and
 DIR/comparison.md; `distillguard promote` reads that verdict (or computes it) before it
 moves a registry's `current` pointer.
@@ -46,11 +46,14 @@ from typing import Any
 
 import numpy as np
 
-from ..model.files import replace_atomically
-from ..model import schema
+from ..model.files import publish_atomically
+from ..model.labels_io import read_labels
+from ..model.readers import load_events_or_skip
+from ..model.schema import LABELS, SchemaError
+from ..serving.event_log import join_completions
 from ..serving.registry import Registry, bundle_hashes, is_registry
 from . import evaluate
-from .evaluate import LABELS, _ci, _num
+from .evaluate import _ci, _num
 
 FORMAT = "distillguard.comparison/1"
 _FPR = 0.01      # the fixed-FPR operating point compared
@@ -91,13 +94,13 @@ class _Scored:
 
 
 def _score(bundle, prepared) -> _Scored:
-    from ..serving.batch import session_probs
-    from ..serving.policy import Action, decide
+    from ..serving.bundle import session_probs
+    from ..serving.policy import Action
 
     if tuple(bundle.labels) != LABELS:
         raise ValueError(f"model bundle {bundle.path}: labels {bundle.labels} differ from {LABELS}")
     probs, rows = session_probs(bundle, prepared.sr)
-    _, acts, _ = decide(probs, rows, bundle.labels, bundle.policy)
+    _, acts, _ = bundle.decide(probs, rows)
     return _Scored(y=prepared.y, pred=probs.argmax(axis=1), probs=probs.astype(np.float64),
                    flagged=np.asarray(acts) != Action.ALLOW.value, accounts=prepared.accounts,
                    families=prepared.families)
@@ -281,16 +284,16 @@ def compare_bundles(model, baseline, events_path, labels_path, report_dir, cfg: 
     chall_path, chall_reg = resolve_bundle(model)
     champ_path, champ_reg = resolve_bundle(baseline)
     chall, champ = load_bundle(chall_path), load_bundle(champ_path)
-    events, rejects = schema.load_events_or_skip(events_path, on_error,
-                                                 rejects_path or report_dir / "rejects.jsonl")
-    labels = schema.read_labels(labels_path)
+    events, rejects = load_events_or_skip(events_path, on_error, rejects_path or report_dir / "rejects.jsonl",
+                                          join=join_completions)
+    labels = read_labels(labels_path)
     warnings: list[str] = []
     prepared = {}
     for b in (champ, chall):
         if b.gap_s not in prepared:
             p = prepare(events, labels, b.gap_s)
             if len(p.y) == 0:
-                raise schema.SchemaError(f"{labels_path}: no label matches any session of {events_path} "
+                raise SchemaError(f"{labels_path}: no label matches any session of {events_path} "
                                          f"(session gap {b.gap_s:g} s)")
             prepared[b.gap_s] = p
     if champ.gap_s != chall.gap_s:
@@ -339,8 +342,10 @@ def compare_bundles(model, baseline, events_path, labels_path, report_dir, cfg: 
     }
     report_dir.mkdir(parents=True, exist_ok=True)
     text = json.dumps(result, indent=2, allow_nan=False) + "\n"
-    replace_atomically(report_dir / "comparison.json", lambda tmp: tmp.write_text(text))
-    replace_atomically(report_dir / "comparison.md", lambda tmp: tmp.write_text(markdown(result)))
+    # best_effort_dir: reports never failed on a filesystem that cannot sync directories.
+    publish_atomically(report_dir / "comparison.json", lambda tmp: tmp.write_text(text), best_effort_dir=True)
+    publish_atomically(report_dir / "comparison.md", lambda tmp: tmp.write_text(markdown(result)),
+                       best_effort_dir=True)
     return result
 
 
@@ -352,7 +357,7 @@ def load_comparison(path: str | os.PathLike) -> dict:
     try:
         comp = json.loads(path.read_text())
     except FileNotFoundError:
-        raise ValueError(f"{path}: no such comparison; write one with `distillguard evaluate --model NEW "
+        raise ValueError(f"{path}: no such comparison; write one with `distillguard evaluate compare --model NEW "
                          f"--baseline CURRENT --events E --labels L --report DIR`") from None
     except json.JSONDecodeError as e:
         raise ValueError(f"{path}: not valid JSON ({e})") from None
@@ -388,7 +393,7 @@ def check_comparison(comp: dict, challenger: str | os.PathLike, champion: str | 
     if problems:
         raise StaleComparison(f"{source} is stale: it compared {comp['challenger']['version']} against "
                               f"{comp['champion']['version']}, not this pair ({'; '.join(problems)}); "
-                              "rerun `distillguard evaluate --model NEW --baseline REG ...`")
+                              "rerun `distillguard evaluate compare --model NEW --baseline REG ...`")
 
 
 def summary(comp: dict, path: str | None = None) -> dict:
@@ -515,7 +520,8 @@ def promote(registry, bundle, *, comparison=None, events=None, labels=None, tole
         elif not force:
             raise PromotionRefused(
                 f"{reg.root} already serves {cur}: promoting needs a comparison against it - give --comparison "
-                f"DIR/comparison.json (from `distillguard evaluate --model {bundle} --baseline {reg.root} ...`) or "
+                f"DIR/comparison.json (from `distillguard evaluate compare --model {bundle} "
+                f"--baseline {reg.root} ...`) or "
                 "--events E --labels L, or --force to skip the gate (recorded in history.jsonl)")
 
     with reg.lock():

@@ -12,7 +12,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from ..model import windows
-from ..model.network import LABELS
+from ..model.schema import LABELS
 from ..model.sessions import assign_sessions
 from . import labels as labels_mod
 
@@ -47,7 +47,7 @@ def split_of(accounts: np.ndarray, seed: int, fractions=(0.7, 0.15)) -> np.ndarr
 
 
 def prepare(events: pa.Table, labels: pa.Table, gap_s: float, on_conflict: str = "exclude") -> Prepared:
-    """Canonical events + label rows (schema.read_labels) -> labelled sessions.
+    """Canonical events + label rows (labels_io.read_labels) -> labelled sessions.
 
     Sessions no label row matches are dropped (counted in n_unlabelled); sessions two rows
     label differently are dropped and listed in `conflicts` (on_conflict="fail" raises

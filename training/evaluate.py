@@ -23,7 +23,8 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from sklearn.metrics import average_precision_score, precision_recall_curve, roc_auc_score, roc_curve
 
-LABELS = ("human", "benign_automation", "distillation_harvesting")
+from ..model.schema import LABELS
+
 HUMAN, BENIGN, DISTILL = 0, 1, 2
 TARGET_FPRS = (0.01, 0.001)
 # design: a recall quoted at human FPR f needs at least 10/f human sessions

@@ -5,7 +5,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ..model import schema
+from ..model.labels_io import read_labels
+from ..model.readers import load_events_or_skip
+from ..model.schema import SchemaError
 from . import evaluate
 from .html_report import write_html
 from .data import prepare
@@ -27,24 +29,22 @@ def run_evaluation(model, events_path, labels_path, report_dir, progress: bool =
                    n_boot: int = 200, seed: int = 0, on_error: str = "fail", rejects_path=None) -> Path:
     """Writes the report into report_dir; with on_error="skip" the bad event rows are left
     out and listed in `rejects_path` (default report_dir/rejects.jsonl)."""
-    from ..serving.batch import _per_event_probs, session_probs
-    from ..serving.bundle import load_bundle
-    from ..model import windows
+    from ..serving.bundle import load_bundle, per_event_probs, session_probs
+    from ..serving.event_log import join_completions
 
     bundle = load_bundle(model)
-    events, _ = schema.load_events_or_skip(events_path, on_error,
-                                           rejects_path or Path(report_dir) / "rejects.jsonl")
-    labels = schema.read_labels(labels_path)
+    events, _ = load_events_or_skip(events_path, on_error, rejects_path or Path(report_dir) / "rejects.jsonl",
+                                    join=join_completions)
+    labels = read_labels(labels_path)
     p = prepare(events, labels, bundle.gap_s)
     if len(p.y) == 0:
-        raise schema.SchemaError(f"{labels_path}: no label matches any session of {events_path}")
+        raise SchemaError(f"{labels_path}: no label matches any session of {events_path}")
     probs, _ = session_probs(bundle, p.sr)
     m = evaluate.compute_metrics(p.y, probs, p.accounts, n_boot=0, families=p.families)
     thr = m["recall_at_human_fpr"]["1%"]["threshold"]
     etd = None
     if thr is not None:
-        n_ev = len(p.sr.rows)
-        pe = _per_event_probs(bundle, p.sr.rows, *windows.per_event_windows(p.sr, bundle.window), n_ev)
+        pe = per_event_probs(bundle, p.sr)
         etd = events_to_detection(pe[:, bundle.labels.index("distillation_harvesting")], p.sr.starts, thr)
     m = evaluate.compute_metrics(p.y, probs, p.accounts, n_boot=n_boot, seed=seed, families=p.families,
                                  events_to_detection=etd)
@@ -61,7 +61,8 @@ def run_evaluation(model, events_path, labels_path, report_dir, progress: bool =
 
 def _calibration_section(bundle, y, probs, report_dir: Path) -> dict:
     """ECE of the served (calibrated) scores and of the raw network output on this set."""
-    from .calibration import apply_temperature, expected_calibration_error, plot_reliability
+    from ..serving.bundle import apply_temperature
+    from .calibration import expected_calibration_error, plot_reliability
 
     T = bundle.temperature
     raw = apply_temperature(probs, 1.0 / T)          # temperature scaling is invertible

@@ -1,4 +1,4 @@
-"""Held-out-family evaluation (issue 4, deliverables 1, 2 and 4): `evaluate --holdout-families`.
+"""Held-out-family evaluation (issue 4, deliverables 1, 2 and 4): `evaluate holdout`.
 
 For each held-out family F a transformer is trained on simulated traffic of every family
 except F, the two baselines (`training.baselines`) are fitted on the same training
@@ -33,7 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..model.network import LABELS
+from ..model.schema import LABELS
 from .simulate import FAMILIES, FAMILY_LABEL, SimConfig, simulate, write
 
 HUMAN, BENIGN, DISTILL = 0, 1, 2
@@ -79,12 +79,11 @@ def _subset_rows(sr, sessions: np.ndarray, max_len: int | None = None):
 
 
 def _per_event_distill(bundle, sr) -> np.ndarray:
-    from ..model.windows import per_event_windows
-    from ..serving.batch import _per_event_probs
+    from ..serving.bundle import per_event_probs
 
     if len(sr.rows) == 0:
         return np.zeros(0, dtype=np.float32)
-    probs = _per_event_probs(bundle, sr.rows, *per_event_windows(sr, bundle.window), len(sr.rows))
+    probs = per_event_probs(bundle, sr)
     return probs[:, bundle.labels.index("distillation_harvesting")]
 
 
@@ -169,9 +168,10 @@ def run_holdout(out_dir, families=None, seed: int = 0, train_accounts: int = 500
     train_config: base `TrainConfig` (network, batch size, ...); seed, epochs and
     checkpoint_dir are set here per family.
     """
-    from ..model import schema
-    from ..serving.batch import session_probs
-    from ..serving.bundle import load_bundle
+    from ..model.labels_io import read_labels
+    from ..model.readers import load_events
+    from ..serving.bundle import load_bundle, session_probs
+    from ..serving.event_log import join_completions
     from .baselines import GBTBaseline, RulesBaseline, baseline_data
     from .data import split_of
     from .evaluate_bundle import events_to_detection
@@ -192,7 +192,7 @@ def run_holdout(out_dir, families=None, seed: int = 0, train_accounts: int = 500
     ev, lab = simulate(SimConfig(seed=test_seed(seed), accounts=test_accounts, days=days))
     te_path, tl_path = write(ev, lab, out / "data" / "test")
     del ev, lab
-    test = baseline_data(schema.load_events(te_path), schema.read_labels(tl_path), base_cfg.session_gap_s)
+    test = baseline_data(load_events(te_path, join=join_completions), read_labels(tl_path), base_cfg.session_gap_s)
     y, accounts, fam_of = test.y, test.accounts, test.families
     _, acc_inv = np.unique(accounts, return_inverse=True)
     sizes = {"events": int(len(test.prepared.sr.rows)), "sessions": int(len(y)),
@@ -232,7 +232,7 @@ def run_holdout(out_dir, families=None, seed: int = 0, train_accounts: int = 500
         t_train = time.perf_counter() - t_f
 
         # GBT on the transformer's own training sessions (same account split, same seed).
-        tr = baseline_data(schema.load_events(tr_ev), schema.read_labels(tr_lab), cfg.session_gap_s)
+        tr = baseline_data(load_events(tr_ev, join=join_completions), read_labels(tr_lab), cfg.session_gap_s)
         gbt = GBTBaseline(seed=fseed).fit(tr, split_of(tr.accounts, fseed, cfg.split_fractions) == 0)
         gbt_probs = gbt.predict_proba(test)
 

@@ -1,6 +1,6 @@
 """Incident labels: label rows -> one label per session, conflicts and unmatched rows reported.
 
-Label rows come from `schema.read_labels` (a file or a labels store directory; the format
+Label rows come from `labels_io.read_labels` (a file or a labels store directory; the format
 is in docs/labels.md). Each row applies to sessions of the sessionised events:
 
 - a *session row* (`session_id` given) labels the sessions with that session_id, only
@@ -32,7 +32,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pcsv
 
-from ..model.files import replace_atomically
+from ..model.files import publish_atomically
 from ..model.schema import LABELS, SchemaError
 
 CONFLICT_POLICIES = ("exclude", "fail")
@@ -82,7 +82,7 @@ def _times(labels: pa.Table, name: str) -> np.ndarray:
         return np.full(labels.num_rows, np.nan)
     col = labels.column(name)
     if not (pa.types.is_floating(col.type) or pa.types.is_integer(col.type) or pa.types.is_null(col.type)):
-        raise TypeError(f"label column {name!r} holds {col.type}: read labels with schema.read_labels, "
+        raise TypeError(f"label column {name!r} holds {col.type}: read labels with labels_io.read_labels, "
                         "which parses times to epoch seconds")
     return pc.fill_null(pc.cast(col, pa.float64()), np.nan).to_numpy(zero_copy_only=False)
 
@@ -216,10 +216,11 @@ def conflict_message(conflicts: pa.Table, show: int = _SHOW_CONFLICTS) -> str:
 
 
 def write_table_csv(table: pa.Table, path) -> None:
-    """CSV under a temporary name, then renamed: a reader never sees half a report."""
+    """CSV under a temporary name, then published (files.publish_atomically): a reader
+    never sees half a report."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    replace_atomically(path, lambda tmp: pcsv.write_csv(table, tmp))
+    publish_atomically(path, lambda tmp: pcsv.write_csv(table, tmp), best_effort_dir=True)
 
 
 # --------------------------------------------------------------------------- simulated mix

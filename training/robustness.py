@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..model.network import LABELS
+from ..model.schema import LABELS
 from .simulate import FAMILY_LABEL, SimConfig, simulate
 
 HARVEST_FAMILIES = tuple(f for f, label in FAMILY_LABEL.items() if label == "distillation_harvesting")
@@ -52,7 +52,7 @@ def _point(bundle, knob: Knob, value, seed: int, accounts: int, days: float) -> 
     import pyarrow as pa
 
     from ..model.schema import normalise
-    from ..serving.batch import session_probs
+    from ..serving.bundle import session_probs
     from .data import prepare
     from .evaluate import compute_metrics
 

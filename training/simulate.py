@@ -31,7 +31,8 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-LABELS = ("human", "benign_automation", "distillation_harvesting")
+from ..model.schema import LABELS
+
 DAY = 86400.0
 HOUR = 3600.0
 

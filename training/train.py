@@ -10,9 +10,12 @@ from pathlib import Path
 
 import numpy as np
 
-from ..model import schema
-from ..model.network import LABELS, NetworkConfig
+from ..model.labels_io import read_labels
+from ..model.network import NetworkConfig
+from ..model.readers import load_events, load_events_or_skip
+from ..model.schema import LABELS, Rejects, SchemaError
 from ..model.sessions import DEFAULT_GAP_S
+from ..serving.event_log import join_completions
 from .labels import MixConfig
 
 log = logging.getLogger(__name__)
@@ -104,14 +107,14 @@ def _load_events(events_path, on_error: str, rejects_path):
     bad rows of every path go to one rejects file (published only if all loaded)."""
     paths = _paths(events_path)
     if len(paths) == 1:
-        return schema.load_events_or_skip(paths[0], on_error, rejects_path)
+        return load_events_or_skip(paths[0], on_error, rejects_path, join=join_completions)
     import pyarrow as pa
 
     if on_error == "fail":
-        return pa.concat_tables([schema.load_events(p) for p in paths]), None
-    rejects = schema.Rejects(rejects_path)
+        return pa.concat_tables([load_events(p, join=join_completions) for p in paths]), None
+    rejects = Rejects(rejects_path)
     try:
-        tables = [schema.load_events(p, on_error=on_error, rejects=rejects) for p in paths]
+        tables = [load_events(p, on_error=on_error, rejects=rejects, join=join_completions) for p in paths]
     except BaseException:
         rejects.abort()
         raise
@@ -122,10 +125,10 @@ def _load_events(events_path, on_error: str, rejects_path):
 def _read_labels(labels_path):
     paths = _paths(labels_path)
     if len(paths) == 1:
-        return schema.read_labels(paths[0], provenance=True)
+        return read_labels(paths[0], provenance=True)
     import pyarrow as pa
 
-    return pa.concat_tables([schema.read_labels(p, provenance=True) for p in paths], promote_options="permissive")
+    return pa.concat_tables([read_labels(p, provenance=True) for p in paths], promote_options="permissive")
 
 
 def input_files(path: str | Path) -> list[Path]:
@@ -199,8 +202,7 @@ def train(events_path: str | Path | list, labels_path: str | Path | list, out: s
     import torch
     from lightning.pytorch.callbacks import ModelCheckpoint
 
-    from ..serving.batch import session_probs
-    from ..serving.bundle import load_bundle
+    from ..serving.bundle import load_bundle, session_probs
     from . import calibration, evaluate
     from . import labels as labels_mod
     from .data import SessionDataModule, concat_prepared, prepare, split_of
@@ -218,7 +220,7 @@ def train(events_path: str | Path | list, labels_path: str | Path | list, out: s
     labels = _read_labels(labels_path)
     p = prepare(events, labels, cfg.session_gap_s, on_conflict=on_label_conflict)
     if len(p.y) == 0:
-        raise schema.SchemaError(f"{', '.join(map(str, _paths(labels_path)))}: no label matches any session of "
+        raise SchemaError(f"{', '.join(map(str, _paths(labels_path)))}: no label matches any session of "
                                  f"{', '.join(map(str, _paths(events_path)))}"
                                  + (f" ({p.conflicts.num_rows} session(s) left out for conflicting labels)"
                                     if p.conflicts.num_rows else ""))
@@ -238,7 +240,7 @@ def train(events_path: str | Path | list, labels_path: str | Path | list, out: s
     split = split_of(p.accounts, cfg.seed, cfg.split_fractions)
     for part, name in enumerate(("train", "val")):
         if not (split == part).any():
-            raise schema.SchemaError(f"too few labelled accounts ({len(np.unique(p.accounts))}) for a {name} split")
+            raise SchemaError(f"too few labelled accounts ({len(np.unique(p.accounts))}) for a {name} split")
     dm = SessionDataModule(p, split, cfg.network.window, cfg.batch_size, cfg.seed)
     net_cfg = asdict(cfg.network)
     model = SessionClassifier(net_cfg, dm.class_weights().tolist(), lr=cfg.lr, weight_decay=cfg.weight_decay)

@@ -19,6 +19,9 @@ share one store) and `distillguard feedback --labels-store DIR` offline. Each re
 number of processes land whole, one after another, never interleaved, and a report that
 was answered is on disk. No prompt text is ever part of a report: the row holds the ids,
 the label, the reporter's reason and the model version, nothing taken from requests.
+
+Storage the server writes, so it ranks with serving; training reads the store through
+`training.labels`.
 """
 from __future__ import annotations
 
