@@ -21,7 +21,7 @@ import urllib.request
 from pathlib import Path
 
 from .redis_server import RedisServer, RedisServerMissing   # noqa: F401  (the one Redis helper)
-from .subprocs import free_port, read_port_file, terminate
+from .subprocs import die_with_parent, free_port, read_port_file, terminate
 
 
 class ServeError(RuntimeError):
@@ -35,12 +35,14 @@ class ServeProcess:
     argv: the command without --port-file (`serve_argv(...)` builds a `distillguard serve`
     one). Output (stdout + stderr) goes to `log_path` (default: a temporary file, removed
     by stop() after its text is kept for `logs()`). credentials: channel credentials for
-    the health probe of a TLS server (health needs no token)."""
+    the health probe of a TLS server (health needs no token). The child gets SIGTERM when
+    the thread that started it ends (PR_SET_PDEATHSIG): no orphan servers after a killed
+    run, but start it from a thread that outlives it."""
 
     def __init__(self, argv: list, *, name: str = "scorer", timeout: float = 90.0, log_path: str | Path | None = None,
                  credentials=None, **popen_kw):
         self.argv, self.name, self.timeout, self.credentials = [str(a) for a in argv], name, timeout, credentials
-        self.popen_kw = {"stdin": subprocess.DEVNULL, **popen_kw}
+        self.popen_kw = {"stdin": subprocess.DEVNULL, "preexec_fn": die_with_parent, **popen_kw}
         self._tmp = Path(tempfile.mkdtemp(prefix="dg-serve-"))
         self.port_file = self._tmp / "ports.json"
         self.log_path = Path(log_path) if log_path else self._tmp / "serve.log"

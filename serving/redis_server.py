@@ -13,23 +13,11 @@ import tempfile
 import time
 from pathlib import Path
 
-from .subprocs import free_port, terminate
+from .subprocs import die_with_parent, free_port, terminate
 
 
 class RedisServerMissing(RuntimeError):
     pass
-
-
-def _die_with_parent() -> None:
-    """In the child: SIGTERM when the process that started it dies (no orphan servers
-    after a killed test run). Linux only; elsewhere nothing."""
-    try:
-        import ctypes
-        import signal
-
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)   # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        pass
 
 
 class RedisServer:
@@ -55,7 +43,7 @@ class RedisServer:
             argv += ["--maxmemory", self.maxmemory]
         self._log = open(self.dir / "redis.log", "w")
         self.proc = subprocess.Popen(argv, stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                     preexec_fn=_die_with_parent)
+                                     preexec_fn=die_with_parent)
         deadline = time.monotonic() + timeout
         while True:
             if self.proc.poll() is not None:

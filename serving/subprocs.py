@@ -14,7 +14,7 @@ import socket
 import subprocess
 from pathlib import Path
 
-from ..model.files import replace_atomically
+from ..model.files import publish_atomically
 
 
 def terminate(proc: subprocess.Popen | None, timeout: float = 10.0) -> None:
@@ -37,8 +37,20 @@ def free_port(host: str = "127.0.0.1") -> int:
         return s.getsockname()[1]
 
 
+def die_with_parent() -> None:
+    """In the child (Popen's preexec_fn): SIGTERM when the process that started it dies (no
+    orphan servers after a killed test run). Linux only; elsewhere nothing."""
+    try:
+        import ctypes
+        import signal
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)   # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
 def write_port_file(path: str | Path, info: dict) -> None:
-    replace_atomically(path, lambda tmp: Path(tmp).write_text(json.dumps(info) + "\n"))
+    publish_atomically(path, lambda tmp: Path(tmp).write_text(json.dumps(info) + "\n"), best_effort_dir=True)
 
 
 def read_port_file(path: str | Path) -> dict | None:
