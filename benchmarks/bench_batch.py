@@ -12,6 +12,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from ..model.files import publish_text
+
 _READ_SORT = """
 import json, resource, sys, time
 import pyarrow.compute as pc
@@ -118,5 +120,5 @@ def run_batch_bench(model, events: int, workdir: Path, seed: int = 1, per_event:
         print(f"    without instance start {res['ray_score_excl_startup_s']:6.2f} s  "
               f"{res['ray_score_excl_startup_ev_s']:>12,.0f} ev/s  ({res['ray_vs_local_time_excl_startup']:.2f}x local "
               f"time; starting the local Ray instance took {res['ray_startup_s']:.1f} s)")
-    (workdir / "batch_bench.json").write_text(json.dumps(res, indent=2))
+    publish_text(workdir / "batch_bench.json", json.dumps(res, indent=2))
     return res

@@ -74,6 +74,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..model.files import publish_text
 from ..serving.harness import MetricSamples, ServeProcess, serve_argv
 
 GRPC_PATH = "/distillguard.v1.Scorer/Score"
@@ -736,7 +737,7 @@ def run_grpc_bench(model, concurrency=(1, 8, 32, 128), requests: int = 20000, re
         scorer.stop()
         noop.stop()
 
-    out.write_text(json.dumps(res, indent=2, default=_json_default))
+    publish_text(out, json.dumps(res, indent=2, default=_json_default))
     print_tables(res, con)
     con.print(f"written {out}")
     return res
@@ -1207,7 +1208,7 @@ def run_scaling_bench(model, configs=(("memory", 1), ("memory", 2), ("redis", 1)
         redis_srv.stop()
     res["rows"] = [rows[n] for n in rows]
     res["targets"] = _scaling_targets(res["rows"])
-    out.write_text(json.dumps(res, indent=2, default=_json_default))
+    publish_text(out, json.dumps(res, indent=2, default=_json_default))
     print_scaling(res, con)
     con.print(f"written {out}")
     return res

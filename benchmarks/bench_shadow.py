@@ -18,6 +18,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ..model.files import publish_text
+
 
 def _requests(events: int, seed: int):
     from ..training.simulate import SimConfig, accounts_for_events, simulate
@@ -82,7 +84,7 @@ def run_shadow_bench(model, events: int = 3000, repeats: int = 5, seed: int = 1,
                                      "added_us": (m_on - m_off) * 1e6, "ratio_on_off": m_on / m_off,
                                      "runs_off_us": [x * 1e6 for x in off], "runs_on_us": [x * 1e6 for x in on]}
     workdir.mkdir(parents=True, exist_ok=True)
-    (workdir / "shadow_bench.json").write_text(json.dumps(res, indent=2) + "\n")
+    publish_text(workdir / "shadow_bench.json", json.dumps(res, indent=2) + "\n")
     for batch in (1, 32):
         b = res[f"batch_{batch}"]
         print(f"shadow model, requests {'one at a time' if batch == 1 else 'in batches of 32'}: "

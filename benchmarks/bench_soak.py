@@ -39,6 +39,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..model.files import publish_text
 from ..serving.harness import serve_argv
 from .bench_grpc import ServerProc, percentiles, proc_cpu_seconds, proc_rss_mb
 
@@ -325,7 +326,7 @@ def run_soak(model, seconds: float = 120.0, workdir: str | Path = "bench", *, ma
         "samples": drive["samples"], "loadavg_1m": {"start": load0, "end": os.getloadavg()[0]},
     }
     res.pop("server_died_during_run", None)
-    (workdir / "soak.json").write_text(json.dumps(res, indent=2, default=float))
+    publish_text(workdir / "soak.json", json.dumps(res, indent=2, default=float))
     if show:
         print_soak(res)
         print(f"written to {workdir / 'soak.json'} (server log {workdir / 'soak_server.log'})")

@@ -26,6 +26,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from ..model.files import publish_text
 from ..serving.harness import ServeError, ServeProcess, scrape_metrics, start_serve
 from ..serving.shadow_report import latest_per_session, log_parts
 
@@ -294,7 +295,7 @@ def run_demo(workdir: str | Path, cfg: DemoConfig = DemoConfig()) -> DemoResult:
         if rc != 0:
             print(f"the scorer exited {rc}; its log: {server.log_path}", flush=True)
     res.seconds["total"] = round(time.perf_counter() - t_all, 1)
-    (w / "demo.json").write_text(json.dumps(asdict(res), indent=2, default=str) + "\n")
+    publish_text(w / "demo.json", json.dumps(asdict(res), indent=2, default=str) + "\n")
     return res
 
 

@@ -1,5 +1,6 @@
 """Publishing files by rename, crash-safely: the one way the snapshot, event log, registry,
-labels store, rejects file, score output and reports put a file under its final name.
+labels store, rejects file, score output, bundle files, reports and benchmark results put a
+file under its final name.
 
 A file is written under a hidden temporary name beside its final one (`temp_path`: same
 directory, so the rename is atomic; a leading dot, so directory readers such as our
@@ -75,3 +76,11 @@ def publish_atomically(path: str | Path, write: Callable[[Path], object], *, tmp
         publish(tmp, path, best_effort_dir=best_effort_dir)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def publish_text(path: str | Path, text: str) -> Path:
+    """`publish_atomically` for a whole text file (reports, JSON results, bundle metadata):
+    a reader, or a crash, never sees half of it. Returns the path."""
+    path = Path(path)
+    publish_atomically(path, lambda tmp: Path(tmp).write_text(text), best_effort_dir=True)
+    return path

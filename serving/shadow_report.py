@@ -30,6 +30,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from ..model.files import publish_text
 from ..model.schema import LABELS
 from .event_log import SHADOW_COLUMNS
 from .policy import Action
@@ -265,6 +266,6 @@ def shadow_report(event_log: str | Path, out: str | Path, max_rows: int = 50) ->
     res = {"event_log": str(source), "parts": n_parts, **res}
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "shadow.json").write_text(json.dumps(res, indent=2) + "\n")
-    (out / "report.md").write_text(render_markdown(res, source, n_parts, max_rows))
+    publish_text(out / "shadow.json", json.dumps(res, indent=2) + "\n")
+    publish_text(out / "report.md", render_markdown(res, source, n_parts, max_rows))
     return res

@@ -88,6 +88,7 @@ def test_event_stream_is_deterministic_and_checks_its_sizes():
             bg.event_stream(*bad)
 
 
+@pytest.mark.slow
 def test_new_event_run_counts_every_event_on_the_real_scorer(tmp_path):
     """A small `bench grpc` run: the new-event section is there, both servers burnt CPU on
     it, and the scorer's own /metrics account for every event of the stream as newly scored

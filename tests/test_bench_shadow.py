@@ -6,6 +6,7 @@ import pytest
 from distillguard.cli import main
 
 
+@pytest.mark.slow
 def test_shadow_bench_times_both_paths(tiny_bundle, tmp_path, capsys):
     assert main(["bench", "--shadow", "--model", str(tiny_bundle), "--py-events", "200", "--repeats", "1",
                  "--workdir", str(tmp_path)]) == 0

@@ -166,6 +166,7 @@ def _check_completions(d: Path, max_rows: int, m: int, killed: bool) -> None:
         assert tmp.name.endswith(".tmp")
 
 
+@pytest.mark.slow
 def test_subprocess_sigkill_loses_only_the_tail_and_sigterm_loses_nothing(tmp_path):
     max_rows, m = 50, 180
     d = tmp_path / "killed"

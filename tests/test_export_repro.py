@@ -84,6 +84,7 @@ def _as_bundle(onnx_path: Path, d: Path, version: str = "0+data.weights") -> Pat
     return d
 
 
+@pytest.mark.slow
 def test_same_weights_same_model_other_weights_or_graph_differ(exported, tmp_path, capsys):
     window = CFG.window
     again = tmp_path / "again.onnx"

@@ -192,6 +192,7 @@ def small_tmpfs(tmp_path):
         subprocess.run(["umount", "-l", str(mnt)], check=False)
 
 
+@pytest.mark.slow
 def test_disk_full_while_writing_fails_cleanly_and_keeps_the_old_output(small_tmpfs, small_events):
     out = small_tmpfs / "scores.jsonl"
     out.write_bytes(PREVIOUS)
@@ -223,6 +224,7 @@ def test_output_of_a_failed_run_never_appears(tmp_path, small_events):
     assert out.read_bytes() == PREVIOUS and _leftovers(tmp_path) == []
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("when", ["while writing", "while scoring"])
 def test_killed_mid_run_leaves_the_old_output_and_no_partial_file(tmp_path, events, when):
     out = tmp_path / "scores.jsonl"

@@ -450,6 +450,7 @@ def test_skip_after_the_first_block_numbers_rows_exactly(tmp_path, fmt):
     assert t["account_id"].to_pylist() == [f"acct-{i}" for i in want]
 
 
+@pytest.mark.slow
 def test_score_cli_on_error_skip_writes_rejects_without_prompts(tmp_path):
     from distillguard.serving import DEFAULT_BUNDLE
 

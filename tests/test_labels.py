@@ -282,6 +282,7 @@ def write_event_log(events: pa.Table, logdir: Path, parts: int = 2) -> None:
     (logdir / ".part-0.1-000009.parquet.tmp").write_bytes(b"half a part")   # a writer's temp: skipped
 
 
+@pytest.mark.slow
 def test_train_on_event_log_with_incident_store_and_simulated_mix(tmp_path, capsys):
     from distillguard.cli import main
     from distillguard.serving.event_log import join_completions

@@ -374,6 +374,7 @@ def fuzz_server():
 @settings(max_examples=800, deadline=None, derandomize=True,
           suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow,
                                  HealthCheck.data_too_large])
+@pytest.mark.slow
 @given(call=calls)
 def test_fuzzed_requests_get_ok_or_invalid_argument_naming_a_field(fuzz_server, call):
     method, req = call

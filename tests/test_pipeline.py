@@ -116,6 +116,7 @@ def _csv_with_bad_rows(sim_data, tmp_path, bad_rows=(3, 40)):
     return path, len(df)
 
 
+@pytest.mark.slow
 def test_evaluate_and_train_skip_bad_rows_when_asked(tiny_bundle, sim_data, tmp_path, capsys):
     events, _ = _csv_with_bad_rows(sim_data, tmp_path)
     args = ["--events", str(events), "--labels", str(sim_data[1])]

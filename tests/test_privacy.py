@@ -19,6 +19,7 @@ import uuid
 import zipfile
 from pathlib import Path
 
+import pytest
 import grpc
 import numpy as np
 import pyarrow.parquet as pq
@@ -79,6 +80,7 @@ def _run(argv, cwd) -> subprocess.CompletedProcess:
                           timeout=240)
 
 
+@pytest.mark.slow
 def test_raw_prompts_never_reach_logs_metrics_state_or_outputs(tmp_path):
     work = tmp_path / "work"
     work.mkdir()

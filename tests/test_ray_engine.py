@@ -123,6 +123,7 @@ def test_few_accounts_empty_partitions_and_spill_dir(ray_local, tiny_bundle, sim
     assert list(spill.iterdir()) == []   # partitions removed after the run
 
 
+@pytest.mark.slow
 def test_unreachable_address_is_a_clear_error(tiny_bundle, sim_data, tmp_path, capsys):
     out = tmp_path / "o.parquet"
     addr = f"127.0.0.1:{free_port()}"

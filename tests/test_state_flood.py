@@ -30,6 +30,7 @@ def _ev(ts, i=0):
             "template_key": 11 + i % 2, "elicits_reasoning": 1, "browser_client": 0, "account_created_at": T0 - 86400}
 
 
+@pytest.mark.slow
 def test_a_million_fresh_ids_stay_within_capacity_and_spare_flagged_sessions():
     cap, n_harv, n_old, flood, B = 50_000, 1_000, 1_000, 1_000_000, 4096
     s = MemoryStore(max_sessions=cap, ring=31)          # the served ring (W = 32)

@@ -23,6 +23,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from sklearn.metrics import average_precision_score, precision_recall_curve, roc_auc_score, roc_curve
 
+from ..model.files import publish_text
 from ..model.schema import LABELS
 
 HUMAN, BENIGN, DISTILL = 0, 1, 2
@@ -697,11 +698,11 @@ def write_report(
     y = _labels_to_int(y_true)
     probs = np.asarray(probs, dtype=np.float64)
     # allow_nan=False: a NaN that slipped through must fail here, not produce invalid JSON
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=2, allow_nan=False) + "\n")
+    publish_text(out / "metrics.json", json.dumps(metrics, indent=2, allow_nan=False) + "\n")
     _plot_confusion(np.asarray(metrics["confusion_matrix"]["counts"]), out / "confusion.png")
     _plot_roc(y, probs, out / "roc.png")
     _plot_pr(y, probs, out / "pr.png")
     _plot_score_hist(y, probs, metrics, out / "score_hist.png")
     report = out / "report.md"
-    report.write_text(_markdown(metrics, title))
+    publish_text(report, _markdown(metrics, title))
     return report

@@ -6,6 +6,7 @@ import json
 import os
 import warnings
 from datetime import datetime, timezone
+from importlib.metadata import version as _dist_version
 from pathlib import Path
 
 import numpy as np
@@ -13,8 +14,8 @@ import onnx
 import torch
 from onnx import numpy_helper
 
-from importlib.metadata import version as _dist_version
 from ..model import features
+from ..model.files import publish_atomically, publish_text
 from ..model.network import ScoringGraph, SessionTransformer
 from ..model.schema import LABELS
 
@@ -38,7 +39,8 @@ def export_onnx(net: SessionTransformer, path: Path) -> None:
                                      dynamic_shapes={"x": {0: batch, 1: time}}, verbose=False)
     model = prog.model_proto
     strip_exporter_metadata(model)
-    onnx.save(model, str(path))
+    # Published by rename: a reader (or a crash) never meets half a graph beside whole metadata.
+    publish_atomically(path, lambda tmp: onnx.save(model, str(tmp)), best_effort_dir=True)
 
 
 def strip_exporter_metadata(proto) -> None:
@@ -99,7 +101,7 @@ def update_metadata(out: Path, **fields) -> None:
 
 
 def _write_metadata(out: Path, meta: dict) -> None:
-    (out / "metadata.json").write_text(json.dumps(meta, indent=2, sort_keys=True, default=_json_default) + "\n")
+    publish_text(out / "metadata.json", json.dumps(meta, indent=2, sort_keys=True, default=_json_default) + "\n")
 
 
 def _json_default(o):

@@ -33,6 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..model.files import publish_text
 from ..model.schema import LABELS
 from .simulate import FAMILIES, FAMILY_LABEL, SimConfig, simulate, write
 
@@ -462,10 +463,10 @@ def _plot_early(rep: dict, path: Path) -> None:
 
 
 def _write(out: Path, rep: dict) -> None:
-    (out / "holdout.json").write_text(json.dumps(rep, indent=2, allow_nan=False, default=_json_default) + "\n")
+    publish_text(out / "holdout.json", json.dumps(rep, indent=2, allow_nan=False, default=_json_default) + "\n")
     _plot_families(rep, out / "holdout_families.png")
     _plot_early(rep, out / "early_detection.png")
-    (out / "holdout.md").write_text(_markdown(rep))
+    publish_text(out / "holdout.md", _markdown(rep))
 
 
 def _json_default(x):

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import markdown
 
+from ..model.files import publish_text
+
 _STYLE = """
 body { font-family: -apple-system, Segoe UI, Helvetica, Arial, sans-serif; max-width: 1100px;
        margin: 2em auto; padding: 0 1em; color: #222; line-height: 1.45; }
@@ -43,6 +45,6 @@ def write_html(pages: list[Path], out: Path, title: str = "distillguard evaluati
         parts.append(_inline_images(body, page.parent))
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(f"<!doctype html>\n<html><head><meta charset='utf-8'><title>{title}</title>"
+    publish_text(out, f"<!doctype html>\n<html><head><meta charset='utf-8'><title>{title}</title>"
                    f"<style>{_STYLE}</style></head><body>\n" + "\n<hr>\n".join(parts) + "\n</body></html>\n")
     return out

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..model.files import publish_text
 from ..model.schema import LABELS
 from .simulate import FAMILY_LABEL, SimConfig, simulate
 
@@ -101,9 +102,9 @@ def run_robustness(model, out_dir, knobs=KNOBS, seed: int = 101, accounts: int =
                       f"@1%FPR {r['recall_at_1pct_fpr']}, @BLOCK {r['recall_at_block_threshold']}", flush=True)
         results[knob.name] = {"field": knob.field, "families": list(knob.families), "describe": knob.describe,
                               "points": pts}
-    (out_dir / "robustness.json").write_text(json.dumps(results, indent=2))
+    publish_text(out_dir / "robustness.json", json.dumps(results, indent=2))
     plot_robustness(results, out_dir / "robustness.png")
-    (out_dir / "robustness.md").write_text(markdown_table(results, seed, accounts, days))
+    publish_text(out_dir / "robustness.md", markdown_table(results, seed, accounts, days))
     return results
 
 
