@@ -4,6 +4,7 @@ tests/test_architecture.py, and a command that prints it.
 
     python scripts/import_graph.py             # folders, ranks, folder-to-folder edges, faults
     python scripts/import_graph.py --modules   # every module-to-module edge as well
+    python scripts/import_graph.py --sizes     # the largest modules and functions too
 
 Ranks (docs/architecture.md): a module may import its own folder and lower ranks only.
 The generated gRPC stubs (`distillguard.v1`) rank with serving's lowest layer.
@@ -154,9 +155,30 @@ def import_cycles(graph: nx.DiGraph) -> list[list[str]]:
     return sorted(cycles)
 
 
+def print_sizes(modules: dict[str, Path], most: int = 8) -> None:
+    """Lines per module and per function (def to its last line), largest first; generated
+    stubs left out."""
+    files, funcs = [], []
+    for m, f in modules.items():
+        if f.name.endswith(("_pb2.py", "_pb2_grpc.py")):
+            continue
+        text = f.read_text()
+        files.append((len(text.splitlines()), f.relative_to(ROOT)))
+        for node in ast.walk(ast.parse(text)):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                funcs.append((node.end_lineno - node.lineno + 1, f"{f.relative_to(ROOT)}:{node.name}"))
+    print("largest modules (lines):")
+    for n, f in sorted(files, reverse=True)[:most]:
+        print(f"  {n:5d} {f}")
+    print("largest functions (lines):")
+    for n, f in sorted(funcs, reverse=True)[:most]:
+        print(f"  {n:5d} {f}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--modules", action="store_true", help="print every module-to-module edge too")
+    ap.add_argument("--sizes", action="store_true", help="print the 8 largest modules and functions (lines)")
     a = ap.parse_args()
     packages = installed_packages()
     modules = module_files(packages)
@@ -181,6 +203,8 @@ def main() -> None:
         print("module -> modules")
         for m in sorted(graph):
             print(f"  {m} -> {' '.join(sorted(graph.successors(m))) or '-'}")
+    if a.sizes:
+        print_sizes(modules)
     faults = (wrong_way_imports(imports, modules, packages) + private_imports(imports, modules, packages)
               + [" -> ".join(c) for c in import_cycles(graph)])
     print(f"faults (wrong-way imports, private names across folders, cycles): {len(faults)}")
