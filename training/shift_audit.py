@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import time
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -279,9 +280,12 @@ def _ci_share(values: np.ndarray, accounts: np.ndarray, n_boot: int, rng) -> dic
     return {"value": float(v.mean()) if len(v) else None, "ci95": _share_ci(v, inv, n_boot, rng)}
 
 
-def _human_figures(probs, acts, accounts, base_thr: dict, n_boot: int, rng) -> dict:
+def _human_figures(probs, acts, accounts, base_thr: dict, n_boot: int, rng, throttle_at: float) -> dict:
+    flagged = acts != "ALLOW"
     out = {"human_sessions": int(len(acts)), "human_accounts": int(len(np.unique(accounts))),
-           "flag_rate": _ci_share(acts != "ALLOW", accounts, n_boot, rng),
+           "flag_rate": _ci_share(flagged, accounts, n_boot, rng),
+           # Flagged below the normal THROTTLE bar: only the young-account rule acted.
+           "flagged_by_young_account_rule_only": int((flagged & (probs[:, DISTILL] < throttle_at)).sum()),
            "top_class_distillation": _ci_share(probs.argmax(axis=1) == DISTILL, accounts, n_boot, rng),
            "actions": {a: int((acts == a).sum()) for a in ("ALLOW", "THROTTLE", "CHALLENGE", "DEGRADE", "BLOCK")}}
     for k in FPR_KEYS:
@@ -344,7 +348,8 @@ def run_shift_audit(bundle_path, events: pd.DataFrame, labels: pd.DataFrame, out
     m = compute_metrics(y, probs, acc, n_boot=0)["recall_at_human_fpr"]
     base_thr = {k: m[k]["threshold"] for k in FPR_KEYS}
     rng = np.random.default_rng([seed, 0])
-    base_fig = _human_figures(probs[h], acts[h], acc[h], base_thr, n_boot, rng)
+    throttle_at = float(bundle.policy.thresholds["throttle"])
+    base_fig = _human_figures(probs[h], acts[h], acc[h], base_thr, n_boot, rng, throttle_at)
     base_fig["distill_recall_1%_refixed"] = _recall_refixed(y, probs, acc)
     base_fig["seconds"] = round(time.perf_counter() - t0, 2)
     other = (y[~h], acc[~h], probs[~h])
@@ -356,12 +361,15 @@ def run_shift_audit(bundle_path, events: pd.DataFrame, labels: pd.DataFrame, out
               f"{base_fig['flag_rate']['value']:.4f}; {base_fig['seconds']} s", flush=True)
 
     results = {}
-    for k, s in enumerate(shifts):
+    for s in shifts:
         t0 = time.perf_counter()
-        shifted = s.apply(base, human, np.random.default_rng([seed, 1 + k]))
+        # Seeded by name: a shift's figures do not depend on which other shifts run.
+        srng = zlib.crc32(s.name.encode())
+        shifted = s.apply(base, human, np.random.default_rng([seed, 1, srng]))
         hum = shifted[shifted["account_id"].isin(human_accounts).to_numpy()]
         yh, acch, probsh, actsh = _score(bundle, hum, lab_human)
-        fig = _human_figures(probsh, actsh, acch, base_thr, n_boot, np.random.default_rng([seed, 1000 + k]))
+        fig = _human_figures(probsh, actsh, acch, base_thr, n_boot, np.random.default_rng([seed, 2, srng]),
+                             throttle_at)
         fig["distill_recall_1%_refixed"] = _recall_refixed(
             np.concatenate([yh, other[0]]), np.concatenate([probsh, other[2]]), np.concatenate([acch, other[1]]))
         fig["flag_rate_x_base"] = _ratio(fig["flag_rate"]["value"], base_fig["flag_rate"]["value"])
@@ -438,17 +446,20 @@ def markdown(report: dict) -> str:
         "young-account rule) is not ALLOW. @1% / @0.1% thr = share of human sessions above the p(distillation) "
         f"thresholds fixed on the BASE humans at that FPR ({_fmt(thr['1%'], 4)} / {_fmt(thr['0.1%'], 4)}). "
         "Recall re-fixed = distillation recall at the threshold giving 1% FPR on the SHIFTED humans. "
+        "Last column: flagged sessions whose p(distillation) is under the THROTTLE bar, i.e. flagged by the "
+        "policy's young-account rule alone. "
         f"95% intervals resample accounts ({report['n_boot']} draws). Violation: flag rate > "
         f"{report['rule']['factor']:g}x base and > {report['rule']['floor']:.0%} absolute.", "",
         "| shift | field | human sessions | flag rate [CI] | x base | top-class distill | @1% thr | @0.1% thr "
-        "| distill recall @1% re-fixed | violation |",
-        "| --- | --- | ---: | --- | ---: | --- | --- | --- | ---: | --- |",
+        "| distill recall @1% re-fixed | violation | flagged by young-account rule only |",
+        "| --- | --- | ---: | --- | ---: | --- | --- | --- | ---: | --- | ---: |",
     ]
 
     def row(name, fld, r, x, v):
         return (f"| {name} | {fld} | {r['human_sessions']} | {_fmt_ci(r['flag_rate'])} | {x} | "
                 f"{_fmt_ci(r['top_class_distillation'])} | {_fmt_ci(r['above_base_threshold_1%'])} | "
-                f"{_fmt_ci(r['above_base_threshold_0.1%'])} | {_fmt(r['distill_recall_1%_refixed']['recall'])} | {v} |")
+                f"{_fmt_ci(r['above_base_threshold_0.1%'])} | {_fmt(r['distill_recall_1%_refixed']['recall'])} | {v} | "
+                f"{r['flagged_by_young_account_rule_only']} |")
 
     lines.append(row("**base**", "–", b, "1.00x", ""))
     for name, r in report["shifts"].items():
