@@ -111,7 +111,7 @@ def add_parser(sub) -> None:
     s.add_argument("--seed", type=int, default=argparse.SUPPRESS, help="simulation and shift seed (default 0)")
     s.add_argument("--n-boot", type=int, default=argparse.SUPPRESS, help="bootstrap resamples over accounts (default 200)")
     s.add_argument("--shifts", nargs="+", metavar="SHIFT", default=None, help="only these shifts (default: all)")
-    s.add_argument("--out", default="reports/shift", help="output directory (default reports/shift)")
+    s.add_argument("--out", default="reports/shift_audit", help="output directory (default reports/shift_audit)")
     s.add_argument("--fail-on-violation", action="store_true",
                    help="exit 1 when a shift violates the rule (default: exit 0 with the report)")
     s.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS)

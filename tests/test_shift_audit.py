@@ -199,6 +199,13 @@ def test_cli_shift_writes_the_report_and_fails_on_violation_when_asked(control, 
     assert rep["base"]["flag_rate"]["value"] == ref["base"]["flag_rate"]["value"]
     assert rep["shifts"]["max_tokens_set"]["flag_rate"]["value"] == ref["shifts"]["max_tokens_set"]["flag_rate"]["value"]
     assert main(["evaluate", "shift", "--simulate", "10", "--events", str(ev), "--out", str(tmp_path / "c")]) == 2
+    # The README's table renders from the JSON where `make report` puts it.
+    from distillguard.training.report_tables import render
+
+    reports = tmp_path / "reports"
+    assert main([*args, "--out", str(reports / "shift_audit")]) == 0
+    table = render("shift_audit", reports)
+    assert "| max_tokens_set | `max_tokens` |" in table and "**yes**" in table
 
 
 # ---------------------------------------------------------------------------- 3. the shipped model
