@@ -133,9 +133,35 @@ def _calibration(reports: Path) -> str:
 
 
 def _shift_audit(reports: Path) -> str:
-    from .shift_audit import readme_table
+    """One row per shift: generator A's humans (the model's own distribution, so the shift is
+    the only change) and, when `make report` audited them too, generator B's humans."""
+    a = _load(reports, "shift_audit/shift_audit.json")
+    b_path = reports / "shift_audit_b" / "shift_audit.json"
+    b = json.loads(b_path.read_text()) if b_path.is_file() else None
 
-    return readme_table(_load(reports, "shift_audit/shift_audit.json"))
+    def cell(rep, name):
+        if rep is None or name not in rep["shifts"]:
+            return "–"
+        r = rep["shifts"][name]
+        v = r["flag_rate"]["value"]
+        x = r["flag_rate_x_base"]
+        bad = " **violation**" if name in rep["violations"] else ""
+        return "–" if v is None else f"{v:.3f} ({'–' if x is None else f'{x:.2f}x'}){bad}"
+
+    def base(rep):
+        return "–" if rep is None else f"{rep['base']['flag_rate']['value']:.3f}"
+
+    lines = ["| shift | field | A humans: flag rate (x base) | B humans: flag rate (x base) |",
+             "| --- | --- | --- | --- |",
+             f"| **base** | – | {base(a)} | {base(b)} |"]
+    for name, r in a["shifts"].items():
+        lines.append(f"| {name} | `{r['field']}` | {cell(a, name)} | {cell(b, name)} |")
+    sizes = f"A: {a['base_set']['sessions_per_class']['human']} human sessions" + (
+        f", B: {b['base_set']['sessions_per_class']['human']}" if b else "")
+    lines.append(f"\nFlag rate = share of human sessions the bundle's policy does not ALLOW; violation = > "
+                 f"{a['rule']['factor']:g}x base and > {a['rule']['floor']:.0%} ({sizes}; `distillguard evaluate shift`; "
+                 "`reports/shift_audit*/shift_audit.md` have every column).")
+    return "\n".join(lines)
 
 
 RENDERERS: dict[str, Callable[[Path], str]] = {
