@@ -472,24 +472,6 @@ def markdown(report: dict) -> str:
     return "\n".join(lines)
 
 
-def readme_table(report: dict) -> str:
-    """The README's compact table (training.report_tables renders it between its markers)."""
-    s, b = report["base_set"], report["base"]
-    viol = set(report["violations"])
-    lines = ["| shift | field | human flag rate [95% CI] | x base | above base 1%-FPR thr | "
-             "distill recall @1% FPR re-fixed | violation |", "| --- | --- | --- | ---: | --- | ---: | --- |",
-             f"| **base** | – | {_fmt_ci(b['flag_rate'])} | 1.00x | {_fmt_ci(b['above_base_threshold_1%'])} | "
-             f"{_fmt(b['distill_recall_1%_refixed']['recall'])} | |"]
-    for name, r in report["shifts"].items():
-        lines.append(f"| {name} | `{r['field']}` | {_fmt_ci(r['flag_rate'])} | {_fmt_x(r['flag_rate_x_base'])} | "
-                     f"{_fmt_ci(r['above_base_threshold_1%'])} | {_fmt(r['distill_recall_1%_refixed']['recall'])} | "
-                     f"{'**yes**' if name in viol else ''} |")
-    lines.append(f"\n{s['sessions_per_class']['human']} human sessions in the base set; violation = flag rate > "
-                 f"{report['rule']['factor']:g}x base and > {report['rule']['floor']:.0%} (`distillguard evaluate "
-                 f"shift`, {report['seconds']:.0f} s; `shift_audit.md` beside the JSON has every column).")
-    return "\n".join(lines)
-
-
 def plot(report: dict, path) -> None:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
