@@ -139,7 +139,7 @@ def simulate_b(cfg: BConfig = BConfig()) -> tuple[pd.DataFrame, pd.DataFrame]:
         fam_of.extend([fam] * n)
         if n == 0:
             continue
-        rng = np.random.default_rng([cfg.seed, FAMILIES_B.index(fam), 1])
+        rng = common.Rng([cfg.seed, FAMILIES_B.index(fam), 1])
         gen = _FAMILIES[fam][2]
         if isinstance(gen, str):
             harvest.campaign_family(rng, ctx, accs, fam.removeprefix("b_harvest_"), harvest.SPECS[gen])
@@ -158,6 +158,8 @@ def simulate_b(cfg: BConfig = BConfig()) -> tuple[pd.DataFrame, pd.DataFrame]:
     created = np.array([ctx.created.get(a, np.nan) for a in range(len(fam_of))])
     mt = np.concatenate(o.mt)[order]
     ids_arr = np.array(ids, dtype=object)
+    prompt = np.array(o.prompt, dtype=object)[order]
+    o.prompt.clear()
     events = pd.DataFrame({
         "event_id": [f"b{cfg.seed}-{i:08d}" for i in range(len(order))],
         "account_id": ids_arr[acc],
@@ -170,8 +172,9 @@ def simulate_b(cfg: BConfig = BConfig()) -> tuple[pd.DataFrame, pd.DataFrame]:
         "client_fingerprint": np.array(o.fp, dtype=object)[order],
         "ip_prefix": np.array(o.ip, dtype=object)[order],
         "account_created_at": np.round(created[acc], 3),
-        "prompt": np.array(o.prompt, dtype=object)[order],
+        "prompt": prompt,
     })
+    del prompt
     events.loc[mt <= 0, "max_tokens"] = pd.NA
     events.loc[events["status"] != 200, "completion_tokens"] = 0
     seen = np.unique(acc)

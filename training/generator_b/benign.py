@@ -56,13 +56,13 @@ def agent_loop(rng, ctx, accs):
             while k < steps and t < ctx.t1:
                 text = task if k == 0 else _cap(T.fill(rng, "en", T.pick(rng, T.AGENT_OBS), tool=T.pick(rng, T.AGENT_TOOLS),
                                                        body=T.body(rng, "en", int(min(obs[k - 1], 300)))))
-                status = int(C.statuses(rng, 1, C.BOT_STATUS)[0]) if rng.random() < 0.3 else 200
+                status = int(C.BOT_STATUS[0][C.choose(rng, C.BOT_STATUS_CUM)]) if rng.u() < 0.3 else 200
                 out = int(calls[k]) if status == 200 else 0
                 ts.append(t); pt.append(ctx_tok); ct.append(out); mts.append(mt); st.append(status); prompts.append(text)
                 if status != 200:               # client backs off 1-8 s and resends the same transcript
                     t += float(rng.uniform(1, 8))
                     continue
-                t += float(C.latency(rng, out, m)) + float(tool_lat[k]) + float(rng.uniform(0.02, 0.3))
+                t += C.latency1(rng, out, m) + float(tool_lat[k]) + float(rng.uniform(0.02, 0.3))
                 ctx_tok += out + int(obs[k])
                 k += 1
             t_free = t
@@ -85,7 +85,7 @@ def batch_queue(rng, ctx, accs):
         fp, ip = C.sdk_ua(rng), C.ipv4_prefix(rng, C.CLOUD_OCTETS)
         W = int(rng.choice([1, 2, 4, 8, 16]))
         R = float(rng.choice([20, 60, 120, 300])) / 60.0
-        doc_med = float(rng.uniform(150, 700))
+        doc_med = float(rng.uniform(80, 400))
         if rng.random() < 0.7:
             hour = rng.uniform(0, 24)
             runs = [np.floor(ctx.t0 / C.DAY) * C.DAY + d * C.DAY + hour * 3600 for d in range(int(np.ceil(ctx.days)) + 1)]
@@ -130,7 +130,7 @@ def batch_queue(rng, ctx, accs):
 def _bench_items(seed: int, bench: int, n: int) -> list[tuple[str, str]]:
     """A benchmark's items: fixed by (seed, benchmark id), so every run (and every account
     running that benchmark) sends the same items."""
-    r = np.random.default_rng([seed, 31, bench])
+    r = C.Rng([seed, 31, bench])
     out = []
     for _ in range(n):
         q = T.body(r, "en", int(r.integers(15, 70))).rstrip(".") + "?"
@@ -159,6 +159,8 @@ def eval_run(rng, ctx, accs):
             shots = int(rng.choice([0, 3, 5]))
             fmt = T.EVAL_FORMATS[bench % len(T.EVAL_FORMATS)].format(subject=T.EVAL_SUBJECTS[bench % len(T.EVAL_SUBJECTS)])
             prefix = fmt + "".join(f"{q} {a}\n\n" for q, a in items[:shots])
+            texts = [prefix + q for q, _ in items[shots:shots + K]]      # one string per item, shared by the model passes
+            toks = [T.ntok(x) for x in texts]
             mt = int(rng.choice([1, 5, 16, 32, 256], p=[0.25, 0.25, 0.2, 0.15, 0.15]))
             models = rng.choice(len(C.MODELS), size=int(rng.choice([1, 2, 3], p=[0.5, 0.3, 0.2])), replace=False)
             Cc = int(rng.choice([4, 8, 16, 32]))
@@ -173,9 +175,9 @@ def eval_run(rng, ctx, accs):
                     s = tw + float(rng.uniform(0.005, 0.05))
                     if s >= ctx.t1:
                         break
-                    text = prefix + items[shots + i][0]
+                    text = texts[i]
                     ok = stat[i] == 200
-                    for col, v in zip(acc_cols, (s, T.ntok(text), int(outs[i]) if ok else 0, mt, int(m), int(stat[i]), text)):
+                    for col, v in zip(acc_cols, (s, toks[i], int(outs[i]) if ok else 0, mt, int(m), int(stat[i]), text)):
                         col.append(v)
                     done = s + (float(lat[i]) if ok else 0.5)
                     end = max(end, done)
@@ -189,9 +191,9 @@ def eval_run(rng, ctx, accs):
 
 def rag_backend(rng, ctx, accs):
     """A product backend under one key, forwarding its own users' questions: arrivals
-    follow its users' diurnal curve (volume lognormal median 100/day, cap 1500;
-    assumption); each request = fixed system prompt + 3-6 passages retrieved from the
-    product's own corpus (150 chunks) + the user's question; 25% are follow-ups carrying
+    follow its users' diurnal curve (volume lognormal median 60/day, cap 1500;
+    assumption); each request = fixed system prompt + 2-5 passages retrieved from the
+    product's own corpus (150 chunks of 40-120 tokens) + the user's question; 25% are follow-ups carrying
     ~1-3 earlier turns."""
     for acc in accs:
         tz, lang = C.pick_tz_lang(rng, 1, ("en", "de", "ja"))
@@ -199,15 +201,15 @@ def rag_backend(rng, ctx, accs):
         sys_text = T.fill(rng, "en", T.RAG_SYSTEM[{"en": int(rng.integers(2)), "de": 2, "ja": 3}[lang]],
                           company=T.pick(rng, T.lexicon("en")["w"]).title() + " Inc")
         sys_tok = T.ntok(sys_text) + int(rng.integers(100, 900))
-        corpus = [T.body(rng, lang, int(rng.integers(60, 160))) for _ in range(150)]
+        corpus = [T.body(rng, lang, int(rng.integers(40, 120))) for _ in range(150)]
         m = int(rng.choice([C.M_FLASH, C.M_PRO, C.M_FLASH25], p=[0.6, 0.25, 0.15]))
         mt = int(rng.choice([512, 1024, -1], p=[0.5, 0.4, 0.1]))
         fp = C.sdk_ua(rng)
         ips = [C.ipv4_prefix(rng, C.CLOUD_OCTETS) for _ in range(int(rng.integers(1, 4)))]
-        n = int(rng.poisson(min(rng.lognormal(np.log(100), 0.8), 1500) * ctx.days))
+        n = int(rng.poisson(min(rng.lognormal(np.log(60), 0.8), 1500) * ctx.days))
         times = C.diurnal_times(rng, max(n, 1), ctx.t0, ctx.t1, tz, C.HUMAN_HOURS, 0.8)
         n = len(times)
-        k = rng.integers(3, 7, n)
+        k = rng.integers(2, 6, n)
         hist = np.where(rng.random(n) < 0.25, rng.integers(150, 1200, n), 0)
         outs = np.maximum(20, rng.lognormal(np.log(180), 0.6, n)).astype(int)
         if mt > 0:
@@ -216,7 +218,7 @@ def rag_backend(rng, ctx, accs):
         qs = T.RAG_QUESTIONS[lang]
         prompts, pt = [], np.empty(n, np.int64)
         for i in range(n):
-            picks = rng.integers(0, len(corpus), k[i])
+            picks = T.ints(rng, 0, len(corpus), int(k[i]))
             q = T.fill(rng, lang, T.pick(rng, qs), body=T.body(rng, lang, int(rng.integers(8, 40))))
             text = "".join(f"[{j + 1}] {corpus[p]}\n" for j, p in enumerate(picks)) + f"\nQuestion: {q}"
             prompts.append(text)

@@ -7,6 +7,8 @@ reading it, from public figures (docs/generator_b.md).
 """
 from __future__ import annotations
 
+import bisect
+
 import numpy as np
 
 DAY = 86_400.0
@@ -71,6 +73,34 @@ TZ_LANG = [(-8, "en", 0.12), (-6, "en", 0.08), (-5, "en", 0.16), (-5, "es", 0.04
            (8, "zh", 0.08), (8, "en", 0.03), (9, "ja", 0.05), (10, "en", 0.02)]
 
 
+class Rng(np.random.Generator):
+    """numpy's Generator (PCG64) plus a buffered stream of uniforms for the text loop:
+    single draws through numpy cost ~0.3-5 us each, a list lookup ~0.05 us. The buffer
+    refills deterministically, so output still depends on the seed alone."""
+
+    _CHUNK = 1 << 15
+
+    def __init__(self, seed):
+        super().__init__(np.random.PCG64(seed))
+        self._buf: list[float] = []
+        self._i = 0
+
+    def u(self) -> float:
+        if self._i >= len(self._buf):
+            self._buf, self._i = self.random(self._CHUNK).tolist(), 0
+        self._i += 1
+        return self._buf[self._i - 1]
+
+    def ints(self, lo: int, hi: int, n: int) -> list[int]:
+        """n integers uniform in [lo, hi)."""
+        if self._i + n > len(self._buf):
+            self._buf, self._i = self._buf[self._i:] + self.random(max(self._CHUNK, n)).tolist(), 0
+        span = hi - lo
+        out = [lo + int(x * span) for x in self._buf[self._i:self._i + n]]
+        self._i += n
+        return out
+
+
 class Out:
     """Column lists of the events generated so far (one entry per request).
 
@@ -108,9 +138,24 @@ def latency(rng, completion_tokens, model_idx):
     return ttft + ct / speed
 
 
+def latency1(rng, completion_tokens: int, model_idx: int) -> float:
+    """`latency` for one request (scalar draws, same distribution)."""
+    ttft = min(max(rng.lognormal(-0.5108, 0.5), 0.15), 8.0)      # log(0.6) = -0.5108
+    return ttft + completion_tokens / (MODEL_SPEED[model_idx] * rng.uniform(0.8, 1.2))
+
+
 def statuses(rng, n, table):
     codes, p = table
-    return codes[rng.choice(len(codes), size=n, p=p / p.sum())]
+    return codes[np.searchsorted(np.cumsum(p / p.sum()), rng.random(n), side="right").clip(0, len(codes) - 1)]
+
+
+def choose(rng, cum: list) -> int:
+    """One index drawn with cumulative probabilities `cum` (a list; cheaper than rng.choice)."""
+    return min(bisect.bisect_right(cum, rng.u()), len(cum) - 1)
+
+
+HUMAN_STATUS_CUM = np.cumsum(HUMAN_STATUS[1] / HUMAN_STATUS[1].sum()).tolist()
+BOT_STATUS_CUM = np.cumsum(BOT_STATUS[1] / BOT_STATUS[1].sum()).tolist()
 
 
 def diurnal_times(rng, n, t0, t1, tz_hours, curve, weekend=1.0):

@@ -79,20 +79,24 @@ def campaign_family(rng, ctx, accs, fam, spec):
             if spec.get("turns") is None:
                 t = _worker_times(rng, ctx, start, rate, spec.get("hours"), tz)
                 turn = np.zeros(len(t), np.int64)
+                outs = None
             else:
                 d0 = _worker_times(rng, ctx, start, rate / spec["turns"], spec.get("hours"), tz)
-                ts_l, tn_l = [], []
+                ts_l, tn_l, out_l = [], [], []
                 for s in d0:
                     L = 2 + int(rng.geometric(1 / (spec["turns"] - 1)))
+                    o = np.maximum(1, rng.lognormal(np.log(spec["comp"][0]), spec["comp"][1], L)).astype(np.int64)
                     # the script plays the user: the next turn leaves as soon as the answer is in
-                    gaps = C.latency(rng, np.full(L, spec["comp"][0]), np.full(L, C.M_PRO)) + rng.uniform(0.2, 1.5, L)
+                    gaps = C.latency(rng, o, np.full(L, C.M_PRO)) + rng.uniform(0.2, 1.5, L)
                     ts_l.append(s + np.concatenate([[0.0], np.cumsum(gaps[:-1])]))
                     tn_l.append(np.arange(L))
+                    out_l.append(o)
                 t = np.concatenate(ts_l) if ts_l else np.empty(0)
                 turn = np.concatenate(tn_l) if tn_l else np.empty(0, np.int64)
+                outs = np.concatenate(out_l) if out_l else np.empty(0, np.int64)
                 keep = t < ctx.t1
-                t, turn = t[keep], turn[keep]
-            per.append((a, t, turn))
+                t, turn, outs = t[keep], turn[keep], outs[keep]
+            per.append((a, t, turn, outs))
         # the queue: tasks handed out in the order the workers ask (dialogue turns keep their task)
         all_t = np.concatenate([p[1] for p in per]) if per else np.empty(0)
         if len(all_t) == 0:
@@ -111,7 +115,7 @@ def campaign_family(rng, ctx, accs, fam, spec):
                 cur[owner[e]] = nxt
                 nxt += 1
             task_of[e] = cur[owner[e]]
-        for i, (a, t, turn) in enumerate(per):
+        for i, (a, t, turn, pre) in enumerate(per):
             idx = np.flatnonzero(owner == i)
             n = len(idx)
             if n == 0:
@@ -120,9 +124,13 @@ def campaign_family(rng, ctx, accs, fam, spec):
             prompts = [spec["render"](rng, int(task_of[e]), int(turns[e])) for e in idx]
             tok = np.array([T.ntok(p) for p in prompts], np.int64)
             m = rng.choice(len(C.MODELS), size=n, p=np.asarray(spec["models"]) / np.sum(spec["models"]))
+            if pre is not None:
+                m[:] = C.M_PRO                        # the model whose latency paced the dialogue
             mt = np.full(n, mt_c if rng.random() < 0.9 else int(rng.choice(mt_vals)))
             cap = np.where(mt > 0, mt, 8192)
             out = np.minimum(rng.lognormal(np.log(spec["comp"][0]), spec["comp"][1], n), cap).astype(np.int64)
+            if pre is not None:
+                out = np.minimum(pre, cap)
             stat = C.statuses(rng, n, C.BOT_STATUS)
             out = np.where(stat == 200, np.maximum(out, 1), 0)
             sys_tok = int(rng.choice([0, 0, 30, 120]))

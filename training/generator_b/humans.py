@@ -35,7 +35,7 @@ class _User:
         if rng.random() < P.get("p_max_tokens", 0.0):
             self.max_tokens = int(T.pick(rng, P.get("max_tokens_values", (2048, 4096))))
         mp = np.asarray(P["models"], float)
-        self.models = mp / mp.sum()
+        self.models = np.cumsum(mp / mp.sum()).tolist()
 
     def reading(self, rng, ct):
         words = ct * C.WORDS_PER_TOKEN
@@ -62,6 +62,7 @@ def run_visits(rng, ctx, acc, visits, user, P, ip_for_visit, fp, first_override=
     ts, pt, ct, mt, mdl, st, prompts, ips = [], [], [], [], [], [], [], []
     t_free = -np.inf
     cmed, csig, ccap = P["comp"]
+    cmed, think_mu = np.log(cmed), np.log(user.think_med)
     for v, t_visit in enumerate(visits):
         t = max(float(t_visit), t_free + 120.0)
         if t >= ctx.t1:
@@ -81,7 +82,7 @@ def run_visits(rng, ctx, acc, visits, user, P, ip_for_visit, fp, first_override=
                 tok = T.ntok(msg)
                 if not first:
                     wait = prev_lat + user.reading(rng, prev_ct)
-                    wait += float(np.clip(rng.lognormal(np.log(user.think_med), 1.0), 1.0, 900.0))
+                    wait += min(max(rng.lognormal(think_mu, 1.0), 1.0), 900.0)
                     t += wait + user.typing(rng, msg, tok)
                 else:
                     t += user.typing(rng, msg, tok) * (0.0 if first_override and v in first_override else 1.0)
@@ -89,13 +90,13 @@ def run_visits(rng, ctx, acc, visits, user, P, ip_for_visit, fp, first_override=
                 if t >= ctx.t1:
                     left = True
                     break
-                m = int(rng.choice(len(user.models), p=user.models))
-                status = int(C.statuses(rng, 1, C.HUMAN_STATUS)[0])
-                out_tok = int(min(rng.lognormal(np.log(cmed), csig), ccap))
+                m = C.choose(rng, user.models)
+                status = int(C.HUMAN_STATUS[0][C.choose(rng, C.HUMAN_STATUS_CUM)])
+                out_tok = int(min(rng.lognormal(cmed, csig), ccap))
                 if user.max_tokens > 0:
                     out_tok = min(out_tok, user.max_tokens)
                 out_tok = max(out_tok, 1) if status == 200 else 0
-                lat = float(C.latency(rng, out_tok, m)) if status == 200 else float(rng.uniform(0.2, 3.0))
+                lat = C.latency1(rng, out_tok, m) if status == 200 else float(rng.uniform(0.2, 3.0))
                 ts.append(t); pt.append(hist + tok); ct.append(out_tok); mt.append(user.max_tokens)
                 mdl.append(m); st.append(status); prompts.append(msg); ips.append(ip)
                 if P["history"]:
@@ -107,12 +108,12 @@ def run_visits(rng, ctx, acc, visits, user, P, ip_for_visit, fp, first_override=
                     if t >= ctx.t1:
                         left = True
                         break
-                    out_tok = max(1, int(min(rng.lognormal(np.log(cmed), csig), ccap)))
+                    out_tok = max(1, int(min(rng.lognormal(cmed, csig), ccap)))
                     if user.max_tokens > 0:
                         out_tok = min(out_tok, user.max_tokens)
                     ts.append(t); pt.append(hist + tok); ct.append(out_tok); mt.append(user.max_tokens)
                     mdl.append(m); st.append(200); prompts.append(msg); ips.append(ip)
-                    lat = float(C.latency(rng, out_tok, m))
+                    lat = C.latency1(rng, out_tok, m)
                     prev_ct, prev_lat = out_tok, lat
                     if P["history"]:
                         hist += out_tok

@@ -8,6 +8,7 @@ depends on the seed and the pinned Faker version alone (pyproject.toml pins it).
 from __future__ import annotations
 
 import importlib
+from itertools import accumulate
 from functools import lru_cache
 
 import numpy as np
@@ -46,7 +47,12 @@ def lexicon(lang: str) -> dict[str, tuple]:
 
 
 def pick(rng, seq):
-    return seq[int(rng.integers(len(seq)))]
+    """A uniform element of seq; rng is a common.Rng (buffered uniforms: text is the hot loop)."""
+    return seq[int(rng.u() * len(seq))]
+
+
+def ints(rng, lo: int, hi: int, n: int) -> list[int]:
+    return rng.ints(lo, hi, n)
 
 
 class Slots:
@@ -64,16 +70,16 @@ class Slots:
         if key in ("name", "place", "job"):
             return pick(r, self.lex[key])
         if key in ("n1", "n2", "n3"):
-            return int(r.integers(2, 5000)) if key == "n1" else int(r.integers(2, 90))
+            return 2 + int(r.u() * 4998) if key == "n1" else 2 + int(r.u() * 88)
         if key == "p":
-            return int(r.integers(2, 40))
+            return 2 + int(r.u() * 38)
         if key == "ident":
             en = lexicon("en")["w"]
             return f"{pick(r, en)}_{pick(r, en)}"
         if key == "langname":
             return pick(r, _LANG_NAME[self.lang])
         if key == "body":
-            return body(r, self.lang, int(r.integers(15, 80)))
+            return body(r, self.lang, 15 + int(r.u() * 65))
         raise KeyError(key)
 
 
@@ -81,28 +87,43 @@ def fill(rng, lang: str, frame: str, **fixed) -> str:
     return frame.format_map(Slots(rng, lang, **fixed))
 
 
-def body(rng, lang: str, tokens: int, max_chars: int = MAX_DOC_CHARS) -> str:
-    """Natural-language-like text of about `tokens` tokens: sentences of 6-22 lorem words
-    of the language (CJK: no spaces, full-width stops), capped at max_chars characters."""
+_STREAM_WORDS = 1 << 19
+
+
+@lru_cache(maxsize=None)
+def _stream(lang: str) -> tuple[str, ...]:
+    """A fixed stream of 2^19 lorem words per language, cut into sentences of 6-22 words
+    (the last word of each carries the stop): a constant of the pinned Faker data, drawn
+    once with its own fixed seed. A text is a window of it at a random offset, so
+    rendering costs one draw and a join, and two texts share words only by choosing
+    nearby offsets (1 in ~500k per pair)."""
     words = lexicon(lang)["w"]
+    r = np.random.default_rng(20_260_511)         # a plain Generator: this stream is data, drawn once
+    idx = r.integers(len(words), size=_STREAM_WORDS)
+    out = [words[i] for i in idx.tolist()]
+    stop = "。" if lang in CJK else "."
+    ends = np.cumsum(r.integers(6, 23, size=_STREAM_WORDS // 6))
+    for e in ends[ends < _STREAM_WORDS - 1].tolist():
+        out[e - 1] += stop
+        if lang not in CJK:
+            out[e] = out[e][:1].upper() + out[e][1:]
+    return tuple(out)
+
+
+def body(rng, lang: str, tokens: int, max_chars: int = MAX_DOC_CHARS) -> str:
+    """Natural-language-like text of about `tokens` tokens in the language (lorem words
+    in sentences; CJK without spaces), capped at max_chars characters."""
     cjk = lang in CJK
     # tokens per lorem word: ~1.35 for the Latin lists, ~2 for the 2-3 character CJK words (assumption)
-    n = max(1, int(tokens / (2.0 if cjk else 1.35)))
-    idx = rng.integers(len(words), size=n)
-    cuts = np.cumsum(rng.integers(6, 23, size=n // 6 + 2))
-    parts, start = [], 0
-    for c in cuts:
-        if start >= n:
-            break
-        seg = [words[i] for i in idx[start:min(c, n)]]
-        if cjk:
-            parts.append("".join(seg) + "。")
-        else:
-            s = " ".join(seg)
-            parts.append(s[:1].upper() + s[1:] + ".")
-        start = c
-    text = ("" if cjk else " ").join(parts)
-    return text[:max_chars]
+    n = min(max(1, int(tokens / (2.0 if cjk else 1.35))), 4000)
+    words = _stream(lang)
+    off = int(rng.u() * (len(words) - n))
+    if cjk:
+        text = "".join(words[off:off + n])
+        return (text if text.endswith("。") else text + "。")[:max_chars]
+    text = " ".join(words[off:off + n])
+    text = text[:1].upper() + text[1:]
+    return (text if text.endswith(".") else text + ".")[:max_chars]
 
 
 def ntok(text: str) -> int:
