@@ -53,7 +53,7 @@ LABEL_COLUMNS = ("account_id", "label", "family", "campaign")
 
 # Measured: mean events per account per simulated day at the default class mix
 # (BConfig(seed=1, accounts=20000, days=3.0); docs/generator_b.md).
-EVENTS_PER_ACCOUNT_DAY = 20.0
+EVENTS_PER_ACCOUNT_DAY = 19.3
 
 
 @dataclasses.dataclass(frozen=True)
