@@ -81,16 +81,24 @@ bench: install
 	/usr/bin/env time -v $(BIN)/distillguard train $(MODEL_ARGS) --out bench/model --checkpoint-dir bench/ckpt -q 2>&1 \
 	  | grep -E "bundle written|macro-F1|Maximum resident|Elapsed" || true
 
-# Held-out-family evaluation (issue 4): one model per left-out family, baselines beside it
-# (~10-15 min on 2 cores). Not part of `make test`.
+# Every table of the README (~25 min on 2 cores; not part of `make test`): held-out families,
+# cross-generator (the shipped model on the independent generator B; the recipe trained on B
+# scored on A), the field-shift audit (on A's and B's humans), robustness to attacker knobs,
+# in-distribution metrics with calibration; then one HTML page and the README's tables.
 report: install
 	$(BIN)/distillguard evaluate holdout --out reports/holdout
+	$(BIN)/distillguard evaluate cross --model $(BUNDLE) --out reports/cross_generator
+	$(BIN)/distillguard evaluate shift --model $(BUNDLE) --simulate 16500 --seed 17 --out reports/shift_audit
+	$(BIN)/distillguard evaluate shift --model $(BUNDLE) --events reports/cross_generator/data/test_b/events.parquet \
+	  --labels reports/cross_generator/data/test_b/labels.csv --out reports/shift_audit_b
 	$(BIN)/distillguard evaluate robustness --model $(BUNDLE) --out reports/robustness
 	$(BIN)/distillguard simulate --seed 13 --events 400000 --out data/eval
 	$(BIN)/distillguard evaluate --model $(BUNDLE) --events data/eval/events.parquet --labels data/eval/labels.csv --report reports/eval -q
 	$(BIN)/python -c "from pathlib import Path; from distillguard.training.html_report import write_html; \
-	  print(write_html([Path('reports/eval/report.md'), Path('reports/holdout/holdout.md'), \
-	  Path('reports/robustness/robustness.md')], Path('reports/report.html')))"
+	  print(write_html([Path(p) for p in ('reports/cross_generator/cross_generator.md', 'reports/eval/report.md', \
+	  'reports/holdout/holdout.md', 'reports/shift_audit/shift_audit.md', 'reports/shift_audit_b/shift_audit.md', \
+	  'reports/robustness/robustness.md')], Path('reports/report.html')))"
+	$(BIN)/python scripts/readme_tables.py --reports reports --readme README.md
 
 clean:
 	rm -rf data reports runs bench lightning_logs

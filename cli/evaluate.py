@@ -4,6 +4,9 @@
     evaluate compare --model NEW --baseline CUR --events E --labels L --report R
     evaluate holdout [--families F ...] [--out DIR]         leave-one-family-out, simulated
     evaluate robustness [--model M] [--out DIR]             attacker-knob sweeps, simulated
+    evaluate cross [--model M] [--out DIR]                  shipped model on generator B; recipe trained on B
+    evaluate shift [--model M] (--events E --labels L | --simulate N) [--out DIR]
+                                                            one field shifted in human traffic
 
 Old spellings (`--baseline`, `--holdout-families`, `--robustness` on plain `evaluate`) are
 rewritten to these with a note on stderr (`legacy_argv`).
@@ -17,7 +20,7 @@ from pathlib import Path
 from ..serving import DEFAULT_BUNDLE
 from .common import add_on_error_args, deprecated, rejects_misused
 
-MODES = ("compare", "holdout", "robustness")
+MODES = ("compare", "holdout", "robustness", "cross", "shift")
 
 
 def _add_labelled_args(p: argparse.ArgumentParser, *, sub: bool = False) -> None:
@@ -37,7 +40,7 @@ def _add_labelled_args(p: argparse.ArgumentParser, *, sub: bool = False) -> None
 
 def add_parser(sub) -> None:
     p = sub.add_parser("evaluate", help="score labelled events and write a metrics report (modes: compare, "
-                                        "holdout, robustness)",
+                                        "holdout, robustness, cross, shift)",
                        description="Without a mode: score --model on --events/--labels and write --report. "
                                    "Modes: `evaluate MODE --help`.")
     _add_labelled_args(p)
@@ -76,6 +79,43 @@ def add_parser(sub) -> None:
     r.add_argument("--out", default="reports/robustness", help="output directory (default reports/robustness)")
     r.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS)
     r.set_defaults(fn=run_robustness)
+
+    x = modes.add_parser("cross", help="cross-generator evaluation: --model on generator B, the recipe trained on B",
+                         description="Scores --model (trained on the project's simulator, generator A) on traffic "
+                                     "of the independent generator B, and trains the same recipe on B to score it "
+                                     "on A (a check of the method): the 2x2 matrix and per-family tables -> "
+                                     "OUT/cross_generator.md/json/png (docs/generator_b.md).")
+    x.add_argument("--model", default=argparse.SUPPRESS, help="model bundle (default: the packaged one)")
+    x.add_argument("--out", default="reports/cross_generator", help="output directory (default reports/cross_generator)")
+    x.add_argument("--seed", type=int, default=argparse.SUPPRESS, help="simulation seed (default 0)")
+    x.add_argument("--test-accounts-b", type=int, default=20_000, help="accounts of the B test set (default 20000)")
+    x.add_argument("--test-accounts-a", type=int, default=16_500, help="accounts of the A test set (default 16500)")
+    x.add_argument("--train-events", type=int, default=600_000,
+                   help="B events the check model trains on (default 600000, as `make model` on A)")
+    x.add_argument("--epochs", type=int, default=10, help="epochs of the check model (default 10, as `make model`)")
+    x.add_argument("--n-boot", type=int, default=argparse.SUPPRESS, help="bootstrap resamples (default 200)")
+    x.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS)
+    x.set_defaults(fn=run_cross)
+
+    s = modes.add_parser("shift", help="field-shift audit: shift one field at a time in human traffic, score with --model",
+                         description="Shifts ONE input field at a time in the human traffic of --events/--labels "
+                                     "(or of --simulate N simulated accounts) and reports how the human flag rate "
+                                     "and distillation recall move -> OUT/shift_audit.json, .md, .png. A shift "
+                                     "violates when it raises the human flag rate above 2x base and 1% absolute.")
+    s.add_argument("--model", default=argparse.SUPPRESS, help="model bundle (default: the packaged one)")
+    s.add_argument("--events", default=argparse.SUPPRESS, help="labelled events file (base set)")
+    s.add_argument("--labels", default=argparse.SUPPRESS, help="labels file, one row per account")
+    s.add_argument("--simulate", type=int, default=None, metavar="N",
+                   help="instead of --events/--labels: a base set of N simulated accounts (3 days)")
+    s.add_argument("--days", type=float, default=3.0, help="days simulated with --simulate (default 3)")
+    s.add_argument("--seed", type=int, default=argparse.SUPPRESS, help="simulation and shift seed (default 0)")
+    s.add_argument("--n-boot", type=int, default=argparse.SUPPRESS, help="bootstrap resamples over accounts (default 200)")
+    s.add_argument("--shifts", nargs="+", metavar="SHIFT", default=None, help="only these shifts (default: all)")
+    s.add_argument("--out", default="reports/shift_audit", help="output directory (default reports/shift_audit)")
+    s.add_argument("--fail-on-violation", action="store_true",
+                   help="exit 1 when a shift violates the rule (default: exit 0 with the report)")
+    s.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS)
+    s.set_defaults(fn=run_shift)
 
 
 # Old flag -> (mode, new flag or None to drop it).
@@ -169,4 +209,50 @@ def run_robustness(a) -> int:
 
     robustness(a.model, a.out, progress=not a.quiet)
     print(f"robustness report written to {Path(a.out) / 'robustness.md'}")
+    return 0
+
+
+def run_shift(a) -> int:
+    from ..training import shift_audit as sa
+
+    if (a.simulate is not None) == bool(a.events or a.labels):
+        print("evaluate shift: give --events and --labels, or --simulate N (not both)", file=sys.stderr)
+        return 2
+    if a.simulate is None and not (a.events and a.labels):
+        print("evaluate shift: --events and --labels go together", file=sys.stderr)
+        return 2
+    try:
+        shifts = sa.shifts_named(a.shifts) if a.shifts else sa.SHIFTS
+    except ValueError as e:
+        print(f"evaluate shift: {e}", file=sys.stderr)
+        return 2
+    if a.simulate is not None:
+        from ..training.simulate import SimConfig, simulate
+
+        events, labels = simulate(SimConfig(seed=a.seed, accounts=a.simulate, days=a.days))
+    else:
+        from ..model.labels_io import read_labels
+        from ..model.readers import load_events
+        from ..serving.event_log import join_completions
+
+        events = sa.frame_of_table(load_events(a.events, join=join_completions))
+        labels = read_labels(a.labels).to_pandas()
+    rep = sa.run_shift_audit(a.model, events, labels, out_dir=a.out, shifts=shifts, seed=a.seed,
+                             n_boot=a.n_boot, progress=not a.quiet)
+    print(f"shift audit written to {Path(a.out) / 'shift_audit.md'} ({rep['seconds']} s)")
+    lines = sa.describe_violations(rep)
+    for line in lines:
+        print(f"  violation: {line}")
+    if lines and a.fail_on_violation:
+        return 1
+    return 0
+
+
+def run_cross(a) -> int:
+    from ..training.cross_generator import run_cross_generator
+
+    rep = run_cross_generator(a.out, a.model, seed=a.seed, test_accounts_b=a.test_accounts_b,
+                              test_accounts_a=a.test_accounts_a, train_events=a.train_events, epochs=a.epochs,
+                              n_boot=a.n_boot, progress=not a.quiet)
+    print(f"cross-generator report written to {Path(a.out) / 'cross_generator.md'} ({rep['timings']['total_s']} s)")
     return 0

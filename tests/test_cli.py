@@ -12,7 +12,7 @@ from distillguard.cli import main, parse_args
 CLI_DIR = Path(__file__).resolve().parents[1] / "cli"
 COMMANDS = [
     ["simulate"], ["train"], ["score"], ["evaluate"], ["evaluate", "compare"], ["evaluate", "holdout"],
-    ["evaluate", "robustness"], ["promote"], ["rollback"], ["registry"], ["serve"], ["shadow-report"],
+    ["evaluate", "robustness"], ["evaluate", "shift"], ["promote"], ["rollback"], ["registry"], ["serve"], ["shadow-report"],
     ["replay"], ["feedback"], ["bench"], *[["bench", m] for m in ("batch", "grpc", "state", "scaling", "shadow",
                                                                     "soak")],
 ]
@@ -26,7 +26,7 @@ def test_every_verb_and_mode_has_help(cmd, capsys):
     out = capsys.readouterr().out
     assert out.startswith(f"usage: distillguard {' '.join(cmd)}")
     if cmd in (["evaluate"], ["bench"]):
-        for mode in ("compare", "holdout", "robustness") if cmd == ["evaluate"] else ("batch", "grpc", "soak"):
+        for mode in ("compare", "holdout", "robustness", "shift") if cmd == ["evaluate"] else ("batch", "grpc", "soak"):
             assert mode in out
 
 
