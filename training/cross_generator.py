@@ -307,7 +307,7 @@ def markdown(rep: dict) -> str:
         "# Cross-generator evaluation",
         "",
         "The shipped model is trained on generator A (the project's simulator) only. Generator B "
-        "(`training/generator_b.py`, docs/generator_b.md) was written independently, from other public "
+        "(`training/generator_b/`, docs/generator_b.md) was written independently, from other public "
         "figures and with other mechanisms and prompt text; it never trains the shipped model. "
         f"Test sets: B seed {ts['b']['seed']} ({ts['b']['simulated_accounts']} accounts, {ts['b']['days']:g} days), "
         f"A seed {ts['a']['seed']} ({ts['a']['simulated_accounts']} accounts, {ts['a']['days']:g} days). "
