@@ -38,6 +38,14 @@ def _add_labelled_args(p: argparse.ArgumentParser, *, sub: bool = False) -> None
     p.add_argument("-q", "--quiet", action="store_true", default=d(False))
 
 
+def _report_mode_args(p: argparse.ArgumentParser, out: str, model: bool = True) -> None:
+    """--model / --out / -q of a report mode; --model and -q fall back to the verb's own."""
+    if model:
+        p.add_argument("--model", default=argparse.SUPPRESS, help="model bundle (default: the packaged one)")
+    p.add_argument("--out", default=out, help=f"output directory (default {out})")
+    p.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS)
+
+
 def add_parser(sub) -> None:
     p = sub.add_parser("evaluate", help="score labelled events and write a metrics report (modes: compare, "
                                         "holdout, robustness, cross, shift)",
@@ -75,9 +83,7 @@ def add_parser(sub) -> None:
     h.set_defaults(fn=run_holdout)
 
     r = modes.add_parser("robustness", help="sweep attacker knobs of the simulator one at a time, score with --model")
-    r.add_argument("--model", default=argparse.SUPPRESS, help="model bundle (default: the packaged one)")
-    r.add_argument("--out", default="reports/robustness", help="output directory (default reports/robustness)")
-    r.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS)
+    _report_mode_args(r, "reports/robustness")
     r.set_defaults(fn=run_robustness)
 
     x = modes.add_parser("cross", help="cross-generator evaluation: --model on generator B, the recipe trained on B",
@@ -85,8 +91,7 @@ def add_parser(sub) -> None:
                                      "of the independent generator B, and trains the same recipe on B to score it "
                                      "on A (a check of the method): the 2x2 matrix and per-family tables -> "
                                      "OUT/cross_generator.md/json/png (docs/generator_b.md).")
-    x.add_argument("--model", default=argparse.SUPPRESS, help="model bundle (default: the packaged one)")
-    x.add_argument("--out", default="reports/cross_generator", help="output directory (default reports/cross_generator)")
+    _report_mode_args(x, "reports/cross_generator")
     x.add_argument("--seed", type=int, default=argparse.SUPPRESS, help="simulation seed (default 0)")
     x.add_argument("--test-accounts-b", type=int, default=20_000, help="accounts of the B test set (default 20000)")
     x.add_argument("--test-accounts-a", type=int, default=16_500, help="accounts of the A test set (default 16500)")
@@ -94,7 +99,6 @@ def add_parser(sub) -> None:
                    help="B events the check model trains on (default 600000, as `make model` on A)")
     x.add_argument("--epochs", type=int, default=10, help="epochs of the check model (default 10, as `make model`)")
     x.add_argument("--n-boot", type=int, default=argparse.SUPPRESS, help="bootstrap resamples (default 200)")
-    x.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS)
     x.set_defaults(fn=run_cross)
 
     s = modes.add_parser("shift", help="field-shift audit: shift one field at a time in human traffic, score with --model",
@@ -102,7 +106,7 @@ def add_parser(sub) -> None:
                                      "(or of --simulate N simulated accounts) and reports how the human flag rate "
                                      "and distillation recall move -> OUT/shift_audit.json, .md, .png. A shift "
                                      "violates when it raises the human flag rate above 2x base and 1% absolute.")
-    s.add_argument("--model", default=argparse.SUPPRESS, help="model bundle (default: the packaged one)")
+    _report_mode_args(s, "reports/shift_audit")
     s.add_argument("--events", default=argparse.SUPPRESS, help="labelled events file (base set)")
     s.add_argument("--labels", default=argparse.SUPPRESS, help="labels file, one row per account")
     s.add_argument("--simulate", type=int, default=None, metavar="N",
@@ -111,10 +115,8 @@ def add_parser(sub) -> None:
     s.add_argument("--seed", type=int, default=argparse.SUPPRESS, help="simulation and shift seed (default 0)")
     s.add_argument("--n-boot", type=int, default=argparse.SUPPRESS, help="bootstrap resamples over accounts (default 200)")
     s.add_argument("--shifts", nargs="+", metavar="SHIFT", default=None, help="only these shifts (default: all)")
-    s.add_argument("--out", default="reports/shift_audit", help="output directory (default reports/shift_audit)")
     s.add_argument("--fail-on-violation", action="store_true",
                    help="exit 1 when a shift violates the rule (default: exit 0 with the report)")
-    s.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS)
     s.set_defaults(fn=run_shift)
 
 

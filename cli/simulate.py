@@ -31,19 +31,24 @@ def add_parser(sub) -> None:
     p.set_defaults(fn=run)
 
 
+def pick_families(a, known: tuple, what: str) -> tuple | None:
+    """--families / --exclude-families against a generator's `known` names (None: all)."""
+    if not (a.families or a.exclude_families):
+        return None
+    unknown = sorted((set(a.families or ()) | set(a.exclude_families or ())) - set(known))
+    if unknown:
+        raise ValueError(f"unknown {what} {', '.join(unknown)}; known: {', '.join(known)}")
+    families = tuple(f for f in (a.families or known) if f not in set(a.exclude_families or ()))
+    if not families:
+        raise ValueError("--families/--exclude-families leave no family to simulate")
+    return families
+
+
 def sim_config(a):
     from ..training.simulate import FAMILIES, SimConfig, accounts_for_events
 
     accounts = a.accounts or (accounts_for_events(a.events, a.days) if a.events else SimConfig.accounts)
-    families = None
-    if a.families or a.exclude_families:
-        named = set(a.families or ()) | set(a.exclude_families or ())
-        unknown = sorted(named - set(FAMILIES))
-        if unknown:
-            raise ValueError(f"unknown families {', '.join(unknown)}; known: {', '.join(FAMILIES)}")
-        families = tuple(f for f in (a.families or FAMILIES) if f not in set(a.exclude_families or ()))
-        if not families:
-            raise ValueError("--families/--exclude-families leave no family to simulate")
+    families = pick_families(a, FAMILIES, "families")
     return SimConfig(seed=a.seed, accounts=accounts, days=a.days, families=families,
                      include_prompts=getattr(a, "with_prompts", False),
                      **({"start": a.start} if a.start else {}))
@@ -54,42 +59,24 @@ def b_config(a):
     from ..training.generator_b import FAMILIES_B, BConfig, accounts_for_events_b
 
     accounts = a.accounts or (accounts_for_events_b(a.events, a.days) if a.events else BConfig.accounts)
-    families = None
-    if a.families or a.exclude_families:
-        named = set(a.families or ()) | set(a.exclude_families or ())
-        unknown = sorted(named - set(FAMILIES_B))
-        if unknown:
-            raise ValueError(f"unknown generator-b families {', '.join(unknown)}; known: {', '.join(FAMILIES_B)}")
-        families = tuple(f for f in (a.families or FAMILIES_B) if f not in set(a.exclude_families or ()))
-        if not families:
-            raise ValueError("--families/--exclude-families leave no family to simulate")
+    families = pick_families(a, FAMILIES_B, "generator-b families")
     return BConfig(seed=a.seed, accounts=accounts, days=a.days, families=families,
                    **({"start": a.start} if a.start else {}))
 
 
-def run_b(a) -> int:
-    from ..training.generator_b import simulate_b, write_b
-
-    cfg = b_config(a)
-    t0 = time.perf_counter()
-    events, labels = simulate_b(cfg)
-    ev_path, lab_path = write_b(events, labels, a.out, fmt=a.format)
-    counts = labels["label"].value_counts().to_dict()
-    print(f"generator b: wrote {len(events):,} events of {len(labels):,} accounts to {ev_path} and labels to "
-          f"{lab_path} in {time.perf_counter() - t0:.1f}s; accounts per class: {counts}")
-    return 0
-
-
 def run(a) -> int:
     if getattr(a, "generator", "a") == "b":
-        return run_b(a)
-    from ..training.simulate import simulate, write
+        from ..training.generator_b import simulate_b as simulate, write_b as write
 
-    cfg = sim_config(a)
+        cfg, name = b_config(a), "generator b: "
+    else:
+        from ..training.simulate import simulate, write
+
+        cfg, name = sim_config(a), ""
     t0 = time.perf_counter()
     events, labels = simulate(cfg)
     ev_path, lab_path = write(events, labels, a.out, fmt=a.format)
     counts = labels["label"].value_counts().to_dict()
-    print(f"wrote {len(events):,} events of {len(labels):,} accounts to {ev_path} and labels to {lab_path} "
+    print(f"{name}wrote {len(events):,} events of {len(labels):,} accounts to {ev_path} and labels to {lab_path} "
           f"in {time.perf_counter() - t0:.1f}s; accounts per class: {counts}")
     return 0

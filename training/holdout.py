@@ -351,6 +351,21 @@ def _fmt_ci(x, ci) -> str:
     return _fmt(x) + (f" [{ci[0]:.2f}, {ci[1]:.2f}]" if ci else "")
 
 
+def side_by_side(rep: dict) -> list[str]:
+    """One row per held-out family, cells transformer / rules / GBT (also the README's table)."""
+    lines = ["| family | class | recall of true class | flagged @1% FPR | flagged @0.1% FPR | "
+             "median events to detection @1% (transformer) |", "| --- | --- | --- | --- | --- | --- |"]
+    for f, r in rep["families"].items():
+        d = r["detectors"]
+        trio = {k: " / ".join(_fmt(d[x][k], 2) for x in DETECTORS)
+                for k in ("recall_true_class", "flagged_distillation_1%", "flagged_distillation_0.1%")}
+        etd = ((d["transformer"].get("events_to_detection") or {}).get("1%") or {}).get("median_all")
+        etd_s = "–" if etd is None else (etd if isinstance(etd, str) else f"{etd:g}")
+        lines.append(f"| {f} | {r['true_class']} | {trio['recall_true_class']} | {trio['flagged_distillation_1%']} | "
+                     f"{trio['flagged_distillation_0.1%']} | {etd_s} |")
+    return lines
+
+
 def _markdown(rep: dict) -> str:
     s = rep["test_set"]
     rel = rep["reliability"]
@@ -385,17 +400,7 @@ def _markdown(rep: dict) -> str:
             f"{_fmt_ci(r['recall_true_class'], r['recall_true_class_ci95'])} | "
             f"{_fmt_ci(r['flagged_distillation_1%'], r['flagged_distillation_1%_ci95'])} | "
             f"{_fmt_ci(r['flagged_distillation_0.1%'], r['flagged_distillation_0.1%_ci95'])} | {etd_s} |")
-    lines += ["", "Side by side (transformer / rules / GBT):", "",
-              "| family | class | recall of true class | flagged @1% FPR | flagged @0.1% FPR | median events to detection @1% (transformer) |",
-              "| --- | --- | --- | --- | --- | --- |"]
-    for f, r in rep["families"].items():
-        d = r["detectors"]
-        trio = {k: " / ".join(_fmt(d[x][k], 2) for x in DETECTORS)
-                for k in ("recall_true_class", "flagged_distillation_1%", "flagged_distillation_0.1%")}
-        etd = ((d["transformer"].get("events_to_detection") or {}).get("1%") or {}).get("median_all")
-        etd_s = "–" if etd is None else (etd if isinstance(etd, str) else f"{etd:g}")
-        lines.append(f"| {f} | {r['true_class']} | {trio['recall_true_class']} | {trio['flagged_distillation_1%']} | "
-                     f"{trio['flagged_distillation_0.1%']} | {etd_s} |")
+    lines += ["", "Side by side (transformer / rules / GBT):", "", *side_by_side(rep)]
     ed = rep["early_detection"]
     lines += ["", "## Early detection (transformer, 1% human-FPR threshold)", ""]
     for key, name in (("held_out", "held-out (each harvesting family by the model that never saw it)"),

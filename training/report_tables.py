@@ -62,24 +62,14 @@ def _cross_families(reports: Path) -> str:
 
 
 def _holdout(reports: Path) -> str:
-    from .holdout import DETECTORS
+    from .holdout import side_by_side
 
     rep = _load(reports, "holdout/holdout.json")
-    lines = ["| family | class | recall of true class | flagged @1% FPR | flagged @0.1% FPR | "
-             "median events to detection @1% (transformer) |", "| --- | --- | --- | --- | --- | --- |"]
-    for f, r in rep["families"].items():
-        d = r["detectors"]
-        trio = {k: " / ".join(_f(d[x][k], 2) for x in DETECTORS)
-                for k in ("recall_true_class", "flagged_distillation_1%", "flagged_distillation_0.1%")}
-        etd = ((d["transformer"].get("events_to_detection") or {}).get("1%") or {}).get("median_all")
-        etd_s = "–" if etd is None else (etd if isinstance(etd, str) else f"{etd:g}")
-        lines.append(f"| {f} | {r['true_class']} | {trio['recall_true_class']} | {trio['flagged_distillation_1%']} | "
-                     f"{trio['flagged_distillation_0.1%']} | {etd_s} |")
     s = rep["test_set"]
-    lines.append(f"\nCells: transformer / rules / GBT. Test set {s['sessions']} sessions "
-                 f"({s['sessions_per_class']['human']} human), `distillguard evaluate holdout`, "
-                 f"{rep['timings']['total_s']:.0f} s.")
-    return "\n".join(lines)
+    return "\n".join(side_by_side(rep)) + (
+        f"\n\nCells: transformer / rules / GBT. Test set {s['sessions']} sessions "
+        f"({s['sessions_per_class']['human']} human), `distillguard evaluate holdout`, "
+        f"{rep['timings']['total_s']:.0f} s.")
 
 
 def _robustness(reports: Path) -> str:
