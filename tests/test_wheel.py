@@ -50,6 +50,15 @@ def test_wheel_holds_the_packages_stubs_and_bundle_and_nothing_else(wheel):
                  "distillguard/model/features.py", "distillguard/serving/server.py", "distillguard/training/export.py",
                  "distillguard/cli/__init__.py"):
         assert must in names, must
+    # Every module of every mapped folder, subpackages included (a package missing from
+    # pyproject's `packages` would install from a checkout and be absent from the wheel).
+    import tomllib
+    root = Path(__file__).resolve().parents[1]
+    mapping = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]["package-dir"]
+    for pkg, folder in mapping.items():
+        for f in (root / folder).rglob("*.py"):
+            rel = f.relative_to(root / folder).as_posix()
+            assert f"{pkg.replace('.', '/')}/{rel}" in names, f"{folder}/{rel} is not in the wheel"
     assert not any("/tests/" in n or n.startswith("tests/") for n in names)
     assert not any(".venv" in n or "__pycache__" in n or n.endswith((".pyc", ".nbi", ".nbc")) for n in names)
 
