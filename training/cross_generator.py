@@ -98,7 +98,7 @@ def upper95(share: float | None, ci: list | None, n: int) -> float | None:
 
 def score_set(bundle, p, *, n_boot: int, seed: int, per_family: bool = True, progress=None) -> dict:
     """Every figure of one (model, test set) cell; `p` is a training.data.Prepared."""
-    from ..serving.bundle import session_probs
+    from ..serving.bundle import apply_temperature, session_probs
     from .calibration import expected_calibration_error
     from .evaluate import compute_metrics
     from .evaluate_bundle import events_to_detection
@@ -125,6 +125,8 @@ def score_set(bundle, p, *, n_boot: int, seed: int, per_family: bool = True, pro
         "human_top_class_distillation": float(top_distill[human].mean()) if human.any() else None,
         "distillation_acted_on_by_policy": float(acted[y == DISTILL].mean()) if (y == DISTILL).any() else None,
         "ece_served": expected_calibration_error(probs, y)["ece"],
+        # The network's own output: temperature scaling is invertible (serving.bundle).
+        "ece_raw": expected_calibration_error(apply_temperature(probs, 1.0 / bundle.temperature), y)["ece"],
     }
     out = {"summary": summary, "families": {}}
     if not per_family:

@@ -72,6 +72,10 @@ def _holdout(reports: Path) -> str:
         f"{rep['timings']['total_s']:.0f} s.")
 
 
+def _span_int(v: list[int]) -> str:
+    return f"{min(v)}" if min(v) == max(v) else f"{min(v)}–{max(v)}"
+
+
 def _robustness(reports: Path) -> str:
     rep = _load(reports, "robustness/robustness.json")
     lines = ["| knob | values | recall @1% FPR | recall @0.1% FPR | recall @BLOCK | human sessions per point |",
@@ -85,7 +89,7 @@ def _robustness(reports: Path) -> str:
         pts = r["points"]
         lines.append(f"| {name} | {', '.join(str(p['value']) for p in pts)} | {span(pts, 'recall_at_1pct_fpr')} | "
                      f"{span(pts, 'recall_at_0.1pct_fpr')} | {span(pts, 'recall_at_block_threshold')} | "
-                     f"{min(p['human_sessions'] for p in pts)}–{max(p['human_sessions'] for p in pts)} |")
+                     f"{_span_int([p['human_sessions'] for p in pts])} |")
     lines.append("\n(`distillguard evaluate robustness`; ranges over each knob's points, "
                  "`reports/robustness/robustness.md` has every point)")
     return "\n".join(lines)
@@ -116,7 +120,9 @@ def _calibration(reports: Path) -> str:
         rep = json.loads(cross.read_text())
         cell = rep["cells"].get("a->b")
         if cell:
-            lines.append(f"| generator B (cross) | {c['temperature']:.3f} | – | {cell['summary']['ece_served']:.4f} |")
+            raw = cell["summary"].get("ece_raw")
+            lines.append(f"| generator B (cross) | {c['temperature']:.3f} | {_f(raw, 4)} | "
+                         f"{cell['summary']['ece_served']:.4f} |")
     lines.append("\n(top-label expected calibration error, 15 bins; `reports/eval/report.md`, "
                  "`reports/cross_generator`)")
     return "\n".join(lines)
