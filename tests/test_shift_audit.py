@@ -205,7 +205,10 @@ def test_cli_shift_writes_the_report_and_fails_on_violation_when_asked(control, 
     reports = tmp_path / "reports"
     assert main([*args, "--out", str(reports / "shift_audit")]) == 0
     table = render("shift_audit", reports)
-    assert "| max_tokens_set | `max_tokens` |" in table and "**yes**" in table
+    row = next(line for line in table.splitlines() if line.startswith("| max_tokens_set | `max_tokens` |"))
+    assert "**violation**" in row
+    # Without a B audit beside it (reports/shift_audit_b) its column is empty, not invented.
+    assert row.endswith("| – |")
 
 
 # ---------------------------------------------------------------------------- 3. the shipped model
