@@ -42,7 +42,7 @@ class ServeProcess:
     def __init__(self, argv: list, *, name: str = "scorer", timeout: float = 90.0, log_path: str | Path | None = None,
                  credentials=None, **popen_kw):
         self.argv, self.name, self.timeout, self.credentials = [str(a) for a in argv], name, timeout, credentials
-        self.popen_kw = {"stdin": subprocess.DEVNULL, "preexec_fn": die_with_parent, **popen_kw}
+        self.popen_kw = {"stdin": subprocess.DEVNULL, **popen_kw}
         self._tmp = Path(tempfile.mkdtemp(prefix="dg-serve-"))
         self.port_file = self._tmp / "ports.json"
         self.log_path = Path(log_path) if log_path else self._tmp / "serve.log"
@@ -55,7 +55,7 @@ class ServeProcess:
     def start(self) -> "ServeProcess":
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.log_path, "w") as log:
-            self.proc = subprocess.Popen([*self.argv, "--port-file", str(self.port_file)], stdout=log,
+            self.proc = subprocess.Popen(die_with_parent([*self.argv, "--port-file", str(self.port_file)]), stdout=log,
                                          stderr=subprocess.STDOUT, **self.popen_kw)
         try:
             self._wait_ready()

@@ -42,8 +42,8 @@ class RedisServer:
         if self.maxmemory:
             argv += ["--maxmemory", self.maxmemory]
         self._log = open(self.dir / "redis.log", "w")
-        self.proc = subprocess.Popen(argv, stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                     preexec_fn=die_with_parent)
+        self.proc = subprocess.Popen(die_with_parent(argv), stdout=self._log, stderr=subprocess.STDOUT,
+                                     stdin=subprocess.DEVNULL)
         deadline = time.monotonic() + timeout
         while True:
             if self.proc.poll() is not None:

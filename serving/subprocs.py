@@ -37,16 +37,31 @@ def free_port(host: str = "127.0.0.1") -> int:
         return s.getsockname()[1]
 
 
-def die_with_parent() -> None:
-    """In the child (Popen's preexec_fn): SIGTERM when the process that started it dies (no
-    orphan servers after a killed test run). Linux only; elsewhere nothing."""
-    try:
-        import ctypes
-        import signal
+# Runs in a small Python process that then exec()s the real command (same pid, so Popen's
+# handle is the server's): PR_SET_PDEATHSIG survives execve. Done this way and not in
+# Popen's preexec_fn because a preexec_fn forces a real fork(), which runs gRPC's
+# pthread_atfork handlers; with gRPC threads alive in the parent (every test process has
+# some) those can wait forever (grpc/grpc#17986, #37259: Popen hangs). Without a
+# preexec_fn CPython spawns with vfork and no atfork handler runs. argv[1] is the parent's
+# pid: a parent that died before prctl took effect would never send the signal.
+_DIE_WITH_PARENT = (
+    "import ctypes, os, signal, sys\n"
+    "try:\n"
+    "    ctypes.CDLL('libc.so.6', use_errno=True).prctl(1, signal.SIGTERM)\n"   # PR_SET_PDEATHSIG
+    "except (OSError, AttributeError):\n"
+    "    pass\n"
+    "if os.getppid() != int(sys.argv[1]):\n"
+    "    sys.exit(0)\n"
+    "os.execvp(sys.argv[2], sys.argv[2:])\n")
 
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)   # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        pass
+
+def die_with_parent(argv: list) -> list:
+    """`argv` wrapped so that the child gets SIGTERM when the thread that started it ends
+    (no orphan servers after a killed test run). Linux only; elsewhere it just runs argv."""
+    import os
+    import sys
+
+    return [sys.executable, "-S", "-c", _DIE_WITH_PARENT, str(os.getpid()), *[str(a) for a in argv]]
 
 
 def write_port_file(path: str | Path, info: dict) -> None:

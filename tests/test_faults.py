@@ -9,7 +9,6 @@ untouched (outputs are written as `.<name>.tmp-<pid>` and renamed when complete)
 from __future__ import annotations
 
 import os
-import resource
 import shutil
 import signal
 import subprocess
@@ -152,13 +151,14 @@ def _leftovers(d: Path) -> list[str]:
 PREVIOUS = b"session_id,account_id\nprevious,run\n"
 
 
-def _limited(max_bytes: int):
-    def apply():
-        # Any file the process writes past max_bytes fails with EFBIG; CPython already
-        # ignores SIGXFSZ, so the write returns an error instead of killing the process.
-        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
-        resource.setrlimit(resource.RLIMIT_FSIZE, (max_bytes, max_bytes))
-    return apply
+def _limited(max_bytes: int, cmd: list) -> list:
+    """cmd run under RLIMIT_FSIZE = max_bytes: any file it writes past that fails with
+    EFBIG (CPython ignores SIGXFSZ, so the write returns an error instead of killing the
+    process). Set in a small process that exec()s cmd, not in a preexec_fn: that would
+    force a fork() that runs gRPC's atfork handlers (serving.subprocs.die_with_parent)."""
+    code = ("import os, resource, sys; n = int(sys.argv[1]); "
+            "resource.setrlimit(resource.RLIMIT_FSIZE, (n, n)); os.execvp(sys.argv[2], sys.argv[2:])")
+    return [sys.executable, "-S", "-c", code, str(max_bytes), *[str(c) for c in cmd]]
 
 
 @pytest.mark.parametrize("fmt", ["parquet", "csv", "jsonl"])
@@ -166,7 +166,7 @@ def test_file_size_limit_while_writing_fails_cleanly_and_keeps_the_old_output(tm
     """RLIMIT_FSIZE: disk full as seen by one process (EFBIG), no root needed."""
     out = tmp_path / f"scores.{fmt}"
     out.write_bytes(PREVIOUS)
-    r = subprocess.run(_score_cmd(small_events, out), preexec_fn=_limited(64 * 1024),
+    r = subprocess.run(_limited(64 * 1024, _score_cmd(small_events, out)),
                        capture_output=True, text=True, timeout=300)
     assert r.returncode == 2, r.stderr
     assert "Traceback" not in r.stderr
