@@ -17,6 +17,8 @@ $(STAMP): pyproject.toml
 	# torch pinned to the CPU wheel on disk; a looser spec would pull a multi-GB CUDA build.
 	$(BIN)/python -m pip install -q 'torch==2.13.0'
 	$(BIN)/python -m pip install -q -e '.[test,ray]'
+	# lm-eval only for its task-config YAMLs (bench templates); its own dependencies are not needed.
+	$(BIN)/python -m pip install -q --no-deps 'lm-eval==0.4.13'
 	rm -f $(VENV)/.installed-*
 	touch $@
 
@@ -68,6 +70,8 @@ bench: install
 	# no-op (bench/grpc_bench.json); bytes per live session.
 	$(BIN)/distillguard bench batch --ray --model $(BUNDLE) --events 1000000
 	$(BIN)/distillguard bench grpc --model $(BUNDLE)
+	# Frame signatures on lm-eval's real templates, the half of the task families not tuned on.
+	$(BIN)/distillguard bench templates --collection report
 	$(BIN)/distillguard bench state
 	# Soak (bench/soak.json): a real server on loopback for 90 s at 0.5x..4x capacity with session churn;
 	# served/shed/failed RPCs and server RSS over time (fails only if the server crashes).

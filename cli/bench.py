@@ -3,7 +3,8 @@
 Modes: batch (batch scoring vs read+sort, optionally the Ray engine), grpc (scorer vs a
 no-op server under h2load and a Python client), state (bytes per live session), scaling
 (1 vs 2 worker processes, in-process store and Redis), shadow (cost of a shadow model),
-soak (a real server under load over time). The old spelling, `bench` with mode flags
+soak (a real server under load over time), templates (frame signatures on lm-eval's
+real prompt templates, per language). The old spelling, `bench` with mode flags
 (`--batch --ray --grpc`, `--soak`, ...), still runs through `legacy_args` with a note.
 """
 from __future__ import annotations
@@ -45,7 +46,7 @@ def _load(p: argparse.ArgumentParser, *, h2load: bool = True) -> None:
 
 
 def add_parser(sub) -> None:
-    p = sub.add_parser("bench", help="benchmarks: bench batch|grpc|state|scaling|shadow|soak",
+    p = sub.add_parser("bench", help="benchmarks: bench batch|grpc|state|scaling|shadow|soak|templates",
                        description="One benchmark per mode; results go to WORKDIR/<mode>_bench.json "
                                    "(soak: WORKDIR/soak.json). `distillguard bench MODE --help`.")
     modes = p.add_subparsers(dest="mode", required=True, metavar="MODE")
@@ -85,6 +86,22 @@ def add_parser(sub) -> None:
     m.add_argument("--max-sessions", dest="soak_max_sessions", type=int, default=2_000,
                    help="the server's --max-sessions (small, so eviction runs all along)")
     m.set_defaults(fn=run_soak)
+
+    m = modes.add_parser("templates", help="frame signatures on real prompt templates (lm-eval's task configs), "
+                                           "per language -> OUT/summary.json, OUT/table.md")
+    m.add_argument("--collection", choices=("tune", "report", "all"), default="report",
+                   help="half of the task families: tune the signature on one, report the other (default report)")
+    m.add_argument("--out", default="reports/templates_bench", help="output folder (default reports/templates_bench)")
+    m.add_argument("--limit", type=int, help="a random sample of this many templates (quick runs)")
+    _seed(m)
+    m.set_defaults(fn=run_templates)
+
+
+def run_templates(a) -> int:
+    from ..benchmarks.bench_templates import run
+
+    run(a.collection, out=a.out, seed=a.seed, limit=a.limit)
+    return 0
 
 
 def run_batch(a) -> int:
