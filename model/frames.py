@@ -125,23 +125,51 @@ def _normalise(s: str) -> str:
 _PUNCT = {".": ".", "!": ".", "。": ".", "！": ".", "?": "?", "？": "?", ":": ":", "：": ":"}
 
 
-def _segments(s: str) -> list[tuple[list[str], str, bool]]:
-    """Units of `s` (lower-cased) cut into segments; delimiters stay with their segment."""
-    segs: list[tuple[list[str], str, bool]] = []
+def _iter_units(line: str):
+    """Units of a long line, lazily (the head may need only a few of them)."""
+    for m in _UNIT_RE.finditer(line):
+        yield m.group().lower()
+
+
+def _line_segments(line: str):
+    """Segments of one line, in order; the last one ends the line."""
+    cur: list[str] = []
+    last = None
+    for u in _UNIT_RE.findall(line.lower()) if len(line) <= _REV_LINE_CHARS else _iter_units(line):
+        cur.append(u)
+        p = _PUNCT.get(u)
+        if p is not None:
+            if last is not None:
+                yield last
+            last, cur = (cur, p, False), []
+    if cur:
+        if last is not None:
+            yield last
+        yield (cur, "", True)
+    elif last is not None:
+        yield (last[0], last[1], True)
+
+
+def _segments(s: str):
+    """Units of `s` (lower-cased) cut into segments, from the start, produced lazily: the
+    head reads only what it needs, so the cost does not grow with the text."""
     for line in s.split("\n"):
-        cur: list[str] = []
-        for m in _UNIT_RE.finditer(line):
-            u = m.group()
-            cur.append(u.lower() if u.isalpha() else u)
-            p = _PUNCT.get(u)
-            if p is not None:
-                segs.append((cur, p, False))
-                cur = []
-        if cur:
-            segs.append((cur, "", True))
-        elif segs and not segs[-1][2]:
-            segs[-1] = (segs[-1][0], segs[-1][1], True)
-    return segs
+        yield from _line_segments(line)
+
+
+_REV_LINE_CHARS = 800    # a longer line is read from its last this-many characters only
+
+
+def _segments_rev(s: str):
+    """Segments of `s` from the end, lazily; a long line only from its end."""
+    for line in reversed(s.split("\n")):
+        cut = len(line) > _REV_LINE_CHARS
+        segs = list(_line_segments(line[-_REV_LINE_CHARS:] if cut else line))
+        if cut and segs:
+            segs[0] = (segs[0][0][1:], segs[0][1], segs[0][2])   # the first unit may be cut in half
+        yield from reversed(segs)
+        if cut:
+            return
 
 
 def _weight(units: list[str]) -> float:
@@ -158,38 +186,43 @@ def _hard(seg) -> bool:
     return seg[2] or seg[1] in ("?", ":")
 
 
-def _head(segs) -> str | None:
+def _head(segs) -> tuple[str | None, list[str], float]:
     """The opening segments up to MIN_WEIGHT units, carried on through sentence ends in
-    running prose to a hard end; None when no hard end comes within HEAD_UNITS."""
+    running prose to a hard end: (frame or None when no hard end comes within HEAD_UNITS,
+    the units read, their weight)."""
     units: list[str] = []
     w = 0.0
     for seg in segs:
         units += seg[0]
         w += _weight(seg[0])
         if len(units) > HEAD_UNITS:
-            return None
+            return None, units[:HEAD_UNITS], w
         if w >= MIN_WEIGHT and _hard(seg):
-            return " ".join(units)
-    return " ".join(units) if w > 0 else None   # the whole (short) text
+            return " ".join(units), units, w
+    return (" ".join(units) if w > 0 else None), units, w   # the whole (short) text
 
 
 def _tail(segs) -> str | None:
-    """The closing segments up to MIN_WEIGHT units. A tail that ends in a question, a cue
-    without final punctuation or a label stands as it is; one ending a sentence of running
-    prose must reach back to a hard boundary within HEAD_UNITS (else it is the end of
-    pasted text, not a frame)."""
-    if not segs:
+    """The closing segments (given from the end) up to MIN_WEIGHT units. A tail that ends
+    in a question, a cue without final punctuation or a label stands as it is; one ending a
+    sentence of running prose must reach back to a hard boundary within HEAD_UNITS (else it
+    is the end of pasted text, not a frame)."""
+    it = iter(segs)
+    seg = next(it, None)
+    if seg is None:
         return None
     units: list[str] = []
     w = 0.0
-    cue = segs[-1][1] in ("?", ":", "")
-    for i in range(len(segs) - 1, -1, -1):
-        units[:0] = segs[i][0]
-        w += _weight(segs[i][0])
+    cue = seg[1] in ("?", ":", "")
+    while seg is not None:
+        units[:0] = seg[0]
+        w += _weight(seg[0])
         if len(units) > HEAD_UNITS:
             return None
-        if w >= MIN_WEIGHT and (cue or i == 0 or _hard(segs[i - 1])):
+        prev = next(it, None)
+        if w >= MIN_WEIGHT and (cue or prev is None or _hard(prev)):
             return " ".join(units)
+        seg = prev
     return " ".join(units) if w > 0 else None
 
 
@@ -213,24 +246,22 @@ def _bands(text: str, kb: bytes) -> tuple[int, int, int, int]:
         head_s = tail_s = text
     head_n = _normalise(head_s)
     tail_n = head_n if tail_s is head_s else _normalise(tail_s)
-    hsegs = _segments(head_n)
-    tsegs = hsegs if tail_n is head_n else _segments(tail_n)
-    if not any(_weight(seg[0]) for seg in hsegs[:HEAD_UNITS]):
+    head, seen, w = _head(_segments(head_n))
+    if w == 0.0:
         # empty, whitespace or punctuation only: one defined frame of its own
-        return _band(b"empty", " ".join(u for seg in hsegs[:8] for u in seg[0]), kb), 0, 0, 0
-    head = _head(hsegs)
-    tail = _tail(tsegs)
+        return _band(b"empty", " ".join(seen[:8]), kb), 0, 0, 0
+    tail = _tail(_segments_rev(tail_n))
     skel = _labels(head_n if tail_n is head_n else head_n + "\n" + tail_n)
     names = 0
     first = head_n.lstrip()[:400]
     masked, k = _CAP_RE.subn("⟦n⟧", first)
     if k:
-        nh = _head(_segments(masked))
+        nh = _head(_segments(masked))[0]
         if nh is not None and nh != head:
             names = _band(b"names", nh, kb)
     if head is None and tail is None:
         # running prose with no frame at either end: its identity is its opening
-        head = " ".join(u for seg in hsegs for u in seg[0])[:HEAD_UNITS * 12]
+        head = " ".join(seen)
     return (_band(b"head", head, kb) if head else 0, _band(b"tail", tail, kb) if tail else 0,
             _band(b"skel", skel, kb) if skel else 0, names)
 
