@@ -74,7 +74,9 @@ _FENCE_RE = re.compile(r"```.*?(?:```|$)", re.DOTALL)
 _NUM_RE = re.compile(r"\d+(?:[.,:]\d+)*")
 # A line label: up to 4 words (or 8 unspaced characters) at a line start, then a colon.
 _LABEL_RE = re.compile(r"^[ \t#*>\-]*([^\n:：]{1,40})[:：]", re.M)
-_LABEL_OK = re.compile(rf"(?:[^\W\d_]++ ?){{1,4}}|[{_UNSPACED}]{{1,8}}")
+# Up to four words with no digits (the vowel signs of Indic scripts are not \w, so any
+# non-space), or up to eight characters of an unspaced script.
+_LABEL_OK = re.compile(rf"(?:[^\s\d]++ ?){{1,4}}|[{_UNSPACED}]{{1,8}}")
 _SENT_END = frozenset(".?!。？！")
 _COLONS = frozenset(":：")
 _CAP_RE = re.compile(r"(?<=[^\W\d_] )(?:[A-Z][\w'’-]*)(?: [A-Z][\w'’-]*)*")
