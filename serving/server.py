@@ -606,7 +606,11 @@ def serve(model, config: ServeConfig | None = None) -> int:
         write_port_file(config.port_file, {"pid": os.getpid(), "host": host, "port": bound, "metrics_port": mport,
                                     "workers": None} if worker is None else
                         {"index": worker, "pid": os.getpid(), "port": srv.extra_ports[0], "metrics_port": mport})
-    stop.wait()
+    # A timed wait, not stop.wait(): the kernel may deliver SIGHUP/SIGTERM to a gRPC or
+    # onnxruntime thread, and Python runs the handler only when the main thread next runs
+    # bytecode; an untimed wait leaves it blocked, the handler pending (a reload missed 60 s in CI).
+    while not stop.wait(0.2):
+        pass
     log.info(json.dumps({"event": "draining", "grace_s": config.grace}))
     srv.stop(config.grace)
     log.info(json.dumps({"event": "stopped"}))
