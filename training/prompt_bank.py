@@ -23,7 +23,10 @@ from typing import Callable
 
 import numpy as np
 
-__all__ = ["KINDS", "NATURAL_STYLES", "PromptTemplate", "template_pool", "paraphrase", "natural_prompt"]
+from .prompt_phrases import DIALOGUE_LINES, ML, ML_LANGS
+
+__all__ = ["KINDS", "NATURAL_STYLES", "SHAPES", "PromptTemplate", "template_pool", "paraphrase", "natural_prompt",
+           "system_prompt_for"]
 
 
 class _Draw:
@@ -783,6 +786,52 @@ _SLOTS: dict[str, Callable] = {
     "options": _slot_options,
     "problem": lambda d, a, c: _problem(d),
 }
+# Slots for the shapes of real templated prompts (issue 14): dialogue pastes whose lines
+# start with speaker names, and slot content in other languages (`{ml:zh}` an article of
+# zh sentences, `{mlrev:ja}` a review, `{mltopic:ko}` a topic, `{mlq:ru}` an exam
+# question with options). The language is the slot's argument, fixed by the frame.
+def _dialogue(d: _Draw) -> str:
+    names = d.sample(FIRST, d.int(2, 3))
+    lines, who = [], d.int(0, len(names) - 1)
+    for _ in range(d.int(3, 9)):
+        lines.append(f"{names[who]}: {d.pick(DIALOGUE_LINES)}")
+        who = (who + d.int(1, len(names) - 1)) % len(names)
+    return "\n".join(lines)
+
+
+def _ml_join(lang: str, sents) -> str:
+    return ("" if lang in ("zh", "ja") else " ").join(sents)
+
+
+def _ml_article(d: _Draw, lang: str, lo: int = 3, hi: int = 10) -> str:
+    sent = ML[lang]["sent"]
+    k = d.int(lo, hi)
+    paras = [_ml_join(lang, d.sample(sent, min(k, len(sent))))]
+    if k > 6 and d.chance(0.5):  # a second paragraph, as pasted articles have
+        paras.append(_ml_join(lang, d.sample(sent, d.int(2, 4))))
+    return "\n\n".join(paras)
+
+
+def _ml_review(d: _Draw, lang: str) -> str:
+    L = ML[lang]
+    return _ml_join(lang, d.sample(L["pos"] if d.chance(0.5) else L["neg"], d.int(1, 3)))
+
+
+def _ml_question(d: _Draw, lang: str) -> str:
+    L = ML[lang]
+    opts = d.sample(L["topics"], 4)
+    return d.pick(L["sent"]) + "\n" + "\n".join(f"{c}. {o}" for c, o in zip("ABCD", opts))
+
+
+_SLOTS.update({
+    "dialogue": lambda d, a, c: _dialogue(d),
+    "ml": lambda d, a, c: _ml_article(d, a or "zh"),
+    "mlshort": lambda d, a, c: _ml_article(d, a or "zh", 1, 3),
+    "mlrev": lambda d, a, c: _ml_review(d, a or "zh"),
+    "mltopic": lambda d, a, c: d.pick(ML[a or "zh"]["topics"]),
+    "mlq": lambda d, a, c: _ml_question(d, a or "zh"),
+})
+
 _SLOT_RE = re.compile(r"\{([a-z_]+)(?::([^{}\n]*))?\}")
 
 
@@ -810,6 +859,7 @@ class PromptTemplate:
     kind: str
     frame: str
     family: str = ""
+    shape: str = "base"     # "base", "after", "dialogue", "name", "pick" or "ml:<lang>" (issue 14 shapes)
     _parts: tuple = field(init=False, repr=False, compare=False)
 
     def __post_init__(self):
@@ -1063,7 +1113,159 @@ def _frame_summarise(d: _Draw) -> str:
     return instr + ":\n\n{article}"
 
 
-_FRAME_MAKERS: dict[str, Callable[[_Draw], str]] = {
+# ---------------------------------------------------------------------------------------
+# Shapes of real templated prompts (issue 14), mixed into the kinds below at a minority
+# share so the English frames above still make up most of every kind:
+#   * the fixed part is a question or a stub AFTER the pasted text, with no task verb
+#     ("{review} Did the reviewer enjoy the product?", "...My rating for this product is");
+#   * dialogue pastes: lines that start with a speaker's name ("Anna: ...");
+#   * a name inside the instruction ("Write a short biography of {name}."): a slot;
+#   * frames in other languages (zh, ja without spaces; ko, ru, de, es, fr, ar).
+# ---------------------------------------------------------------------------------------
+SHAPES = ("base", "after", "dialogue", "name", "pick") + tuple("ml:" + lang for lang in ML_LANGS)
+_SHAPE_SHARE = 0.12     # of a kind's frames: English question-after / dialogue / name shapes
+_ML_SHARE = 0.10        # of a kind's frames: another language
+
+_AFTER_Q = (
+    ("{review}", ("Did the reviewer enjoy the product?", "Did the customer like it?", "My rating for this product is",
+                  "Would the reviewer buy it again?", "Is this review positive or negative?",
+                  "How many stars would the reviewer give?", "Overall, the reviewer felt",
+                  "Question: is the reviewer satisfied? Answer:")),
+    ("{ticket}", ("Which department should handle this?", "Is this customer angry?", "The urgency of this ticket is",
+                  "Does this customer need a refund?")),
+    ("{headline}", ("This headline is about", "Which section of the newspaper does this belong in?",
+                    "The topic of this headline is")),
+    ("{utterance}", ("What does the user want?", "The user's intent is", "Which app should handle this request?")),
+    ("{message}", ("Is this spam?", "Should this message go to the spam folder?", "Is the sender trying to scam me?")),
+)
+_DLG_CLS = (
+    "{dialogue}\n\nHow does the last speaker feel?", "{dialogue}\n\nWhat is the relationship between the speakers?",
+    "Read the conversation and decide whether the speakers agree or disagree.\n\n{dialogue}",
+    "Conversation:\n{dialogue}\n\nDid they make a plan? Answer yes or no.",
+    "{dialogue}\nIs this conversation friendly or hostile?",
+)
+_PICK_CLS = (  # task verbs outside the usual instruction words
+    "Pick one category for the ticket below: billing, bug, account, other.\n\n{ticket}",
+    "Assign a topic to this headline (world, sports, business, science).\n{headline}",
+    "Sort this message into inbox, promotions or spam.\n\n{message}",
+    "Tag the review below with the aspect it talks about most: price, quality, delivery or support.\n\n{review}",
+)
+_DLG_SUM = (
+    "Summarize the following conversation.\n\n{dialogue}", "Summarize this dialogue in one sentence:\n{dialogue}",
+    "{dialogue}\n\nBriefly summarize that dialogue.", "{dialogue}\nWhat were they talking about?",
+    "Dialogue:\n{dialogue}\n\nSummary:", "Write a short summary of the chat below.\n\n{dialogue}",
+    "{dialogue}\n\nWrite a one-line summary of this chat for the team channel.",
+)
+_AFTER_SUM = (
+    "{article}\n\nWhat is the main point of this article?", "{article}\n\nIn one sentence, this article is about",
+    "{article}\n\nWhat happened, in two sentences?", "{article}\nWhat are the key takeaways?",
+    "{article}\n\nWho is affected by this, and how?",
+)
+_NAME_SI = (
+    "Write a short biography of {name}.", "Write a birthday message for {first} from the whole team.",
+    "Write a cover letter for {name}, who is applying to {org}.", "Write a LinkedIn recommendation for {name}.",
+    "Write a toast for {first}'s retirement party.", "Draft a welcome email to {name}, who joins {org} on Monday.",
+)
+_NAME_EX = (
+    "What key details about {name} can be extracted from the following bio?\n\n{bio}",
+    "From the profile below, list {first}'s jobs, places and dates.\n\n{bio}",
+    "{bio}\n\nWhat do we learn about this person's career?",
+)
+_BIO = (
+    "{n} was born in {city} in {year}.", "{f} studied {s} before moving to {city2}.", "After university {f} joined {org} as an analyst.",
+    "In {year2} {f} founded a small company.", "{f} has written two books about {s}.", "{f} now lives in {city2} with two cats.",
+    "{f} volunteers at a local food bank on weekends.", "{f} was promoted to head of operations in {year2}.",
+)
+
+
+def _bio(d: _Draw) -> str:
+    first, last = d.pick(FIRST), d.pick(LAST)
+    c = dict(n=f"{first} {last}", f=first, city=d.pick(CITIES), city2=d.pick(CITIES), org=d.pick(ORGS),
+             year=str(d.int(1950, 2000)), year2=str(d.int(2001, 2024)), s=d.pick(SUBJECTS))
+    return " ".join([_BIO[0]] + d.sample(_BIO[1:], d.int(2, 5))).format_map(c)
+
+
+_SLOTS["bio"] = lambda d, a, c: _bio(d)
+
+
+def _sep_for(fixed: str, seps: tuple[str, ...]) -> str:
+    """The separator between a slot and a fixed question, fixed by the question: two frames
+    that differ only in white space would be one template counted as two."""
+    return seps[len(fixed) % len(seps)]
+
+
+def _shape_frame(d: _Draw, kind: str) -> tuple[str, str] | None:
+    """One English frame of the real-prompt shapes for `kind`, or None where none applies."""
+    if kind == "classification":
+        r = d.r()
+        if r < 0.5:
+            slot, qs = d.pick(_AFTER_Q)
+            # reviews and messages end in a full stop, so the question may follow
+            # on the same line; headlines and utterances do not, so it starts a new one
+            q = d.pick(qs)
+            seps = (" ", "\n", "\n\n") if slot in ("{review}", "{message}") else ("\n", "\n\n")
+            return slot + _sep_for(q, seps) + q, "after"
+        return (d.pick(_DLG_CLS), "dialogue") if r < 0.8 else (d.pick(_PICK_CLS), "pick")
+    if kind == "summarise":
+        return (d.pick(_DLG_SUM), "dialogue") if d.chance(0.6) else (d.pick(_AFTER_SUM), "after")
+    if kind == "self_instruct":
+        return d.pick(_NAME_SI) + "".join(d.sample(_SI_CONSTRAINT, d.int(0, 2))), "name"
+    if kind == "structured_extraction":
+        return d.pick(_NAME_EX) + d.pick(("", " " + d.pick(_EX_OUT))), "name"
+    if kind == "translate":
+        L = d.pick(LANGS)
+        return d.pick((f"Translate this chat into {L}, keeping the speaker names:\n\n{{dialogue}}",
+                       f"{{dialogue}}\n\nTranslate the conversation above into {L}.")), "dialogue"
+    return None
+
+
+def _ml_frame(d: _Draw, kind: str) -> tuple[str, str] | None:
+    """One frame of `kind` written in another language, or None where none applies."""
+    lang = d.pick(ML_LANGS)
+    f = _ml_frame_in(d, kind, lang)
+    return None if f is None else (f, "ml:" + lang)
+
+
+def _ml_frame_in(d: _Draw, kind: str, lang: str) -> str | None:
+    L = ML[lang]
+    gap = "" if lang in ("zh", "ja") else " "
+    if kind == "summarise":
+        if d.chance(0.5):
+            return d.pick(L["sum_head"]) + d.pick(("\n\n", "\n")) + "{ml:%s}" % lang
+        return "{ml:%s}\n\n" % lang + d.pick(L["sum_tail"])
+    if kind == "translate":
+        if d.chance(0.5):
+            return d.pick(L["tr_head"]) + d.pick(("\n\n", "\n")) + "{mlshort:%s}" % lang
+        return "{mlshort:%s}\n\n" % lang + d.pick(L["tr_tail"])
+    if kind == "classification":
+        q = d.pick(L["cls_tail"])
+        return "{mlrev:%s}" % lang + _sep_for(q, ("\n", "\n\n", gap)) + q
+    if kind == "self_instruct":
+        return d.pick(L["write"]).replace("{t}", "{mltopic:%s}" % lang)
+    if kind == "eval_item":
+        # the subject is fixed text: per-subject exam headers are different templates
+        return d.pick(L["mcq_head"]).replace("{s}", d.pick(L["subjects"])) + "\n\n{mlq:%s}\n" % lang + d.pick(L["answer"])
+    return None
+
+
+def _with_shapes(kind: str, make: Callable[[_Draw], str]) -> Callable[[_Draw], tuple[str, str]]:
+    """A frame maker that draws the new shapes at their shares, else the English frames:
+    (frame, shape), shape one of SHAPES ("ml:<lang>" for another language)."""
+    def frame(d: _Draw) -> tuple[str, str]:
+        r = d.r()
+        if r < _ML_SHARE:
+            f = _ml_frame(d, kind)
+            if f is not None:
+                return f
+        elif r < _ML_SHARE + _SHAPE_SHARE:
+            f = _shape_frame(d, kind)
+            if f is not None:
+                return f
+        return make(d), "base"
+    return frame
+
+
+_FRAME_MAKERS: dict[str, Callable[[_Draw], tuple[str, str]]] = {k: _with_shapes(k, m) for k, m in {
     "self_instruct": _frame_self_instruct,
     "reasoning_trace": _frame_reasoning,
     "coding_trajectory": _frame_coding,
@@ -1072,7 +1274,7 @@ _FRAME_MAKERS: dict[str, Callable[[_Draw], str]] = {
     "classification": _frame_classification,
     "translate": _frame_translate,
     "summarise": _frame_summarise,
-}
+}.items()}
 KINDS: tuple[str, ...] = tuple(_FRAME_MAKERS)
 
 
@@ -1088,10 +1290,10 @@ def template_pool(kind: str, n: int, rng: np.random.Generator) -> list[PromptTem
     seen: dict[str, PromptTemplate] = {}
     tries = 0
     while len(seen) < n:
-        frame = make(d)
+        frame, shape = make(d)
         tries += 1
         if frame not in seen:
-            seen[frame] = PromptTemplate(_tid(kind, frame), kind, frame)
+            seen[frame] = PromptTemplate(_tid(kind, frame), kind, frame, shape=shape)
         elif tries > 50 * n + 1000:
             raise ValueError(f"kind {kind!r} cannot supply {n} distinct templates (got {len(seen)})")
     return list(seen.values())
@@ -1165,7 +1367,7 @@ def paraphrase(template: PromptTemplate, rng: np.random.Generator) -> PromptTemp
         frame = "".join(p if isinstance(p, str) else "{" + p[0] + (":" + p[1] if p[1] is not None else "") + "}" for p in new)
         if frame != template.frame:
             break
-    return PromptTemplate(_tid(template.kind, frame) + "p", template.kind, frame, family=template.family)
+    return PromptTemplate(_tid(template.kind, frame) + "p", template.kind, frame, family=template.family, shape=template.shape)
 
 
 # ---------------------------------------------------------------------------------------
@@ -1396,6 +1598,8 @@ def _planning(d: _Draw, c: dict) -> str:
 
 
 def _chat(d: _Draw) -> str:
+    if d.chance(0.08):
+        return _ml_chat(d)
     core = _chat_core(d)
     c = dict(city=d.pick(CITIES), n=d.int(2, 12), age=d.int(19, 71), weekday=d.pick(WEEKDAYS))
     parts = []
@@ -1498,7 +1702,55 @@ _DOC_WHY = (
 )
 
 
+# Free-form prompts in other languages (issue 14): how people type a question in zh, ja,
+# ko, ru, de, es, fr, ar; opener x ask x topic x closer, sometimes after a line of context.
+def _ml_chat(d: _Draw) -> str:
+    lang = d.pick(ML_LANGS)
+    L = ML[lang]
+    cjk = lang in ("zh", "ja")
+    ask = d.pick(L["chat_open"]) + d.pick(L["chat_ask"]).format(t=d.pick(L["topics"]))
+    if cjk and d.chance(0.7):
+        ask += d.pick(("？", "?", "。"))
+    parts = [ask]
+    if d.chance(0.35):
+        parts.insert(0, d.pick(L["sent"]))
+    close = d.pick(L["chat_close"])
+    if close:
+        parts.append(close)
+    return ("" if cjk else " ").join(parts)
+
+
+# People rewording the popular tasks around a paste ("can u sum up this article for my
+# boss?"): lead x verb x object x modifier x ending, before or after the pasted text, so
+# two people rarely type the same sentence; some paste a group chat instead of an article.
+_HP_LEAD = ("", "", "can you ", "could you ", "pls ", "please ", "help me ", "i need you to ", "hey can you ", "Can u ")
+_HP_VERB = ("summarize", "sum up", "give me the gist of", "shorten", "explain", "simplify", "make sense of", "break down", "rewrite")
+_HP_OBJ = ("this", "this article", "the text below", "what I pasted", "this for me", "the thing below", "this mess", "it")
+_HP_MOD = ("", "", " in a few bullets", " for my boss", " real quick", " in plain words", " so a kid gets it",
+           " in like 3 sentences", " before my meeting", " for a newsletter")
+_HP_END = ("", "?", "??", " thanks", " pls", "!", " :)")
+_HD_ASK = (
+    "what are they arguing about?", "who is right here?", "how should I reply to {f}?", "is {f} mad at me?",
+    "can you summarise this group chat, I missed it", "what did we decide in the end?", "does this sound rude from {f}?",
+)
+
+
+def _human_rework(d: _Draw) -> str:
+    if d.chance(0.25):   # a pasted chat with the speakers' names on each line
+        dlg = _dialogue(d)
+        f = dlg.split(":", 1)[0]
+        ask = d.pick(("", "", "my group chat: ", "ok so ", "context: my {r} and me. ")).format(r=d.pick(RELATIONS)) + d.pick(_HD_ASK).format(f=f)
+        return f"{ask}\n\n{dlg}" if d.chance(0.5) else f"{dlg}\n\n{ask}"
+    ask = d.pick(_HP_LEAD) + d.pick(_HP_VERB) + " " + d.pick(_HP_OBJ) + d.pick(_HP_MOD) + d.pick(_HP_END)
+    if d.chance(0.4):
+        ask = ask[0].upper() + ask[1:]
+    doc = _article(d) if d.chance(0.7) else d.pick(tuple(DOC_MAKERS.values()))(d)
+    return f"{ask}\n\n{doc}" if d.chance(0.5) else f"{doc}\n\n{ask}"
+
+
 def _document(d: _Draw) -> str:
+    if d.chance(0.2):
+        return _human_rework(d)
     doc = _article(d) if d.chance(0.7) else d.pick(tuple(DOC_MAKERS.values()))(d)
     c = dict(city=d.pick(CITIES), rel=d.pick(RELATIONS), weekday=d.pick(WEEKDAYS))
     q = (d.pick(_DOC_OPEN) + d.pick(_DOC_ASK)).format_map(c)
@@ -1540,3 +1792,82 @@ def natural_prompt(rng: np.random.Generator, style: str = "chat") -> str:
     except KeyError:
         raise ValueError(f"unknown style {style!r}; expected one of {NATURAL_STYLES}") from None
     return make(_Draw(rng, 32))
+
+
+# ---------------------------------------------------------------------------------------
+# System prompts (issue 14: the system prompt gets a signature of its own). A fixed app
+# system prompt is what the population tier keys "popular app" on: every request of one
+# app (or one campaign that uses one) carries the same text. Chosen by a hash of the
+# owner key, not by the Generator, so calling this never moves the simulator's streams.
+# ---------------------------------------------------------------------------------------
+_WEB_SYSTEM = (
+    "You are a helpful, harmless and honest assistant. Answer the user's questions clearly and concisely. "
+    "If you do not know something, say so. Today's date is provided by the application.",
+)
+_APP_SYSTEM = (
+    "You are SupportBot for an online electronics store. Answer customer questions about orders, returns and "
+    "warranties politely. Never promise refunds; escalate billing disputes to a human agent.",
+    "You are a writing assistant inside a note-taking app. Improve the user's text while keeping their voice. "
+    "Return only the revised text.",
+    "You are a coding assistant integrated in an IDE. Answer with code first, then a short explanation. "
+    "Use the language of the open file.",
+    "You classify incoming support emails for a helpdesk. Reply with a JSON object with keys \"category\" and "
+    "\"priority\" and nothing else.",
+    "You are a meeting assistant. Summarise transcripts into decisions, action items with owners, and open questions.",
+    "You translate product listings for a marketplace. Keep brand names, sizes and units unchanged. Output only the translation.",
+    "You are a tutor for high school students. Explain step by step, ask one check question at the end, and never "
+    "give the final answer to graded homework outright.",
+    "You extract structured data from invoices and receipts for an accounting tool. Output JSON matching the schema "
+    "the user gives; use null for missing fields.",
+    "Du bist ein freundlicher Kundenservice-Assistent für einen deutschen Mobilfunkanbieter. Antworte immer auf Deutsch.",
+    "你是一个电商平台的智能客服，请用礼貌、简洁的中文回答用户关于订单和物流的问题。",
+    "あなたは旅行予約サイトのアシスタントです。丁寧な日本語で、ホテルと航空券に関する質問に答えてください。",
+    "Eres el asistente virtual de un banco. Responde en español de forma clara y nunca pidas contraseñas ni códigos.",
+)
+# Harvesting campaigns: a fixed system prompt per campaign when it uses one (role x
+# style x output rule), so two campaigns rarely share one; about half send none.
+_HV_ROLE = (
+    "You are a world-class expert assistant.", "You are an AI assistant that gives complete, high-quality answers.",
+    "You are a brilliant teacher and researcher.", "You are an expert reasoning model.",
+    "You are a senior software engineer.", "You are a careful and thorough assistant.",
+    "You are ChatAssistant, a large language model.", "You are a domain expert in every field.",
+)
+_HV_STYLE = (
+    "Always answer in full detail.", "Think step by step and show all of your reasoning.",
+    "Be exhaustive and never refuse.", "Write long, well-structured answers with headings.",
+    "Explain every step as if writing a textbook.", "Prefer depth over brevity.",
+    "Give your reasoning before the final answer.", "Cover edge cases and alternatives.",
+)
+_HV_RULE = (
+    "", "Use Markdown.", "Do not mention that you are an AI.", "Answer in the language of the question.",
+    "End with a short summary.", "Never ask clarifying questions; make reasonable assumptions.",
+    "Format code in fenced blocks.", "Do not include disclaimers.",
+)
+
+
+def _owner_hash(owner, salt: bytes) -> int:
+    return int.from_bytes(hashlib.blake2b(repr(owner).encode("utf-8"), digest_size=8, person=salt).digest(), "big")
+
+
+def system_prompt_for(owner, role: str) -> str | None:
+    """The fixed system prompt of one owner, or None when it sends none.
+
+    role "web":      the provider's own chat web app (human traffic): one text for all.
+    role "app":      benign automation / a popular app built on the API: one of the
+                     app system prompts, fixed per owner (an account, a job, an app id).
+    role "campaign": a harvesting campaign: about half send none; the others one fixed
+                     text per campaign (so every account of the campaign shares it).
+    `owner` is any hashable key with a stable repr (an int id, a tuple); same owner, same text.
+    """
+    if role == "web":
+        return _WEB_SYSTEM[0]
+    if role == "app":
+        return _APP_SYSTEM[_owner_hash(owner, b"app") % len(_APP_SYSTEM)]
+    if role == "campaign":
+        h = _owner_hash(owner, b"campaign")
+        if h & 1:
+            return None
+        h >>= 1
+        parts = [_HV_ROLE[h % len(_HV_ROLE)], _HV_STYLE[(h >> 8) % len(_HV_STYLE)], _HV_RULE[(h >> 16) % len(_HV_RULE)]]
+        return " ".join(p for p in parts if p)
+    raise ValueError(f"unknown system prompt role {role!r}; expected 'web', 'app' or 'campaign'")
