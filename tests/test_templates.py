@@ -307,7 +307,10 @@ def measure_rates(seed: int = 0, n_templates: int = 50, renders: int = 4) -> dic
     out: dict[str, float] = {}
     groups_all = []
     for kind in pb.KINDS:
-        groups = [[t.render(rng) for _ in range(renders)] for t in pb.template_pool(kind, n_templates, rng)]
+        # the legacy closed-vocabulary hash is measured on the English base frames: the
+        # issue-14 shapes (question after the paste, dialogue, other languages) are what it
+        # does not hold on and what the frame signature replaces it for (tests/test_prompt_bank.py)
+        groups = [[t.render(rng) for _ in range(renders)] for t in pb.template_pool(kind, n_templates, rng) if t.shape == "base"]
         out[f"same_template[{kind}]"] = _pair_rate(groups)
         groups_all += groups
     out["same_template[prompt_bank]"] = _pair_rate(groups_all)
