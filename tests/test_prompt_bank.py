@@ -81,7 +81,7 @@ def test_every_new_shape_is_drawn(measured):
                         ("summarise", "after"), ("summarise", "dialogue"), ("translate", "dialogue"),
                         ("self_instruct", "name"), ("structured_extraction", "name")]:
         assert (kind, shape) in seen, (kind, shape)
-    for kind in ("summarise", "translate", "classification", "self_instruct", "eval_item"):
+    for kind in ("summarise", "translate", "classification", "self_instruct", "eval_item", "reasoning_trace"):
         langs = {s for k, s in seen if k == kind and s.startswith("ml:")}
         assert {"ml:zh", "ml:ja"} <= langs and len(langs) >= 6, (kind, langs)
 

@@ -830,6 +830,7 @@ _SLOTS.update({
     "mlrev": lambda d, a, c: _ml_review(d, a or "zh"),
     "mltopic": lambda d, a, c: d.pick(ML[a or "zh"]["topics"]),
     "mlq": lambda d, a, c: _ml_question(d, a or "zh"),
+    "mlprob": lambda d, a, c: d.pick(ML[a or "zh"]["prob"]).format(a=d.int(3, 90), b=d.int(2, 9), c=d.int(2, 30)),
 })
 
 _SLOT_RE = re.compile(r"\{([a-z_]+)(?::([^{}\n]*))?\}")
@@ -1241,7 +1242,11 @@ def _ml_frame_in(d: _Draw, kind: str, lang: str) -> str | None:
         q = d.pick(L["cls_tail"])
         return "{mlrev:%s}" % lang + _sep_for(q, ("\n", "\n\n", gap)) + q
     if kind == "self_instruct":
-        return d.pick(L["write"]).replace("{t}", "{mltopic:%s}" % lang)
+        return d.pick(L["write"] + L["explain"]).replace("{t}", "{mltopic:%s}" % lang)
+    if kind == "reasoning_trace":
+        label = {"zh": "题目：", "ja": "問題：", "ko": "문제: "}.get(lang, "")
+        r = d.pick(L["reason"])
+        return (r + "\n\n" + label + "{mlprob:%s}" % lang) if d.chance(0.5) else (label + "{mlprob:%s}\n\n" % lang + r)
     if kind == "eval_item":
         # the subject is fixed text: per-subject exam headers are different templates
         return d.pick(L["mcq_head"]).replace("{s}", d.pick(L["subjects"])) + "\n\n{mlq:%s}\n" % lang + d.pick(L["answer"])

@@ -19,9 +19,15 @@ from __future__ import annotations
 #   write      a writing request as labelled lines ({t} goes into the topic line)
 #   mcq_head   exam header before a question with options ({s} fixed per template)
 #   answer     the answer cue after the options
+#   explain    an explanation request as labelled lines ({t} the topic)
+#   reason     a step-by-step instruction;  prob  word problems ({a} {b} {c} numbers)
 #   chat_open, chat_ask, chat_close   free-form human pieces ({t} a topic)
 ML: dict[str, dict[str, tuple[str, ...]]] = {
     "zh": dict(
+        explain=("请详细解释下面的概念，并举两个例子。\n概念：{t}", "你是一名资深老师。请向高中生讲解以下主题。\n主题：{t}"),
+        reason=("请一步一步地思考，写出完整的推理过程，最后给出答案。", "请详细写出解题步骤。"),
+        prob=("小明有{a}个苹果，给了同学{b}个，又买了{c}个。小明现在有多少个苹果？", "一辆汽车每小时行驶{a}公里，行驶了{b}小时，一共行驶了多少公里？",
+              "一个长方形的长是{a}厘米，宽是{b}厘米，它的面积是多少？"),
         sent=("今年夏天的气温比往年高出两度。", "市政府宣布将在明年开通一条新的地铁线路。", "这家公司的销售额在第三季度增长了百分之十二。",
               "很多年轻人选择在周末去郊外露营。", "专家提醒市民注意饮食卫生。", "新图书馆的开放时间为每天上午九点到晚上九点。",
               "这项研究跟踪调查了三千名志愿者。", "由于大雨，部分航班被推迟。", "学校计划增加更多的体育课程。",
@@ -46,6 +52,9 @@ ML: dict[str, dict[str, tuple[str, ...]]] = {
         chat_close=("", "", "谢谢！", "越详细越好。", "简单说说就行。", "在线等。"),
     ),
     "ja": dict(
+        explain=("次の概念を詳しく説明し、例を二つ挙げてください。\n概念：{t}",),
+        reason=("ステップバイステップで考え、途中の計算もすべて書いてください。", "解き方を順を追って説明してください。"),
+        prob=("太郎さんはりんごを{a}個持っています。{b}個あげて、{c}個買いました。今、何個持っていますか？", "時速{a}キロで{b}時間走ると、何キロ進みますか？"),
         sent=("今年の夏は例年より暑い日が続いています。", "市は来年度から新しいバス路線を運行すると発表しました。", "同社の売上高は前年同期比で八パーセント増加しました。",
               "週末には多くの家族連れが公園を訪れます。", "専門家は十分な睡眠をとるよう呼びかけています。", "新しい図書館は駅から歩いて五分の場所にあります。",
               "この調査には全国から二千人が参加しました。", "大雨の影響で一部の電車が運休しました。", "学校ではプログラミングの授業が始まりました。",
@@ -68,6 +77,9 @@ ML: dict[str, dict[str, tuple[str, ...]]] = {
         chat_close=("", "", "よろしくお願いします。", "わかりやすくお願いします。", "ありがとうございます！"),
     ),
     "ko": dict(
+        explain=("다음 개념을 자세히 설명하고 예를 두 가지 들어 주세요.\n개념: {t}",),
+        reason=("단계별로 생각하고 풀이 과정을 모두 적어 주세요.",),
+        prob=("민수는 사과 {a}개를 가지고 있었습니다. {b}개를 친구에게 주고 {c}개를 더 샀습니다. 지금 몇 개가 있나요?", "시속 {a}킬로미터로 {b}시간 달리면 몇 킬로미터를 가나요?"),
         sent=("올해 여름은 예년보다 훨씬 더웠습니다.", "시는 내년부터 새로운 버스 노선을 운영한다고 밝혔습니다.", "이 회사의 매출은 작년보다 10퍼센트 늘었습니다.",
               "주말마다 많은 가족들이 공원을 찾습니다.", "전문가들은 충분한 수면을 권장합니다.", "새 도서관은 역에서 걸어서 5분 거리에 있습니다.",
               "이번 조사에는 전국에서 2천 명이 참여했습니다.", "폭우로 인해 일부 항공편이 지연되었습니다.", "학교에서는 코딩 수업을 새로 시작했습니다."),
@@ -89,6 +101,9 @@ ML: dict[str, dict[str, tuple[str, ...]]] = {
         chat_close=("", "", "감사합니다!", "자세히 알려 주세요.", "짧게 부탁해요."),
     ),
     "ru": dict(
+        explain=("Подробно объясни следующее понятие и приведи два примера.\nПонятие: {t}",),
+        reason=("Рассуждай шаг за шагом и покажи все вычисления.", "Распиши решение по шагам."),
+        prob=("У Маши было {a} яблок. Она отдала {b} и купила ещё {c}. Сколько яблок у неё теперь?", "Поезд едет со скоростью {a} км/ч. Какое расстояние он проедет за {b} часа?"),
         sent=("Этим летом температура была выше обычной.", "Мэрия объявила о запуске новой линии метро в следующем году.", "Выручка компании выросла на двенадцать процентов за квартал.",
               "По выходным многие семьи выезжают за город.", "Врачи советуют больше гулять на свежем воздухе.", "Новая библиотека работает ежедневно с девяти до девяти.",
               "В исследовании приняли участие три тысячи добровольцев.", "Из-за сильного дождя несколько рейсов задержали.", "Жители района недовольны новыми правилами парковки.",
@@ -111,6 +126,9 @@ ML: dict[str, dict[str, tuple[str, ...]]] = {
         chat_close=("", "", "Спасибо!", "Заранее спасибо.", "Можно покороче."),
     ),
     "de": dict(
+        explain=("Erkläre den folgenden Begriff ausführlich und nenne zwei Beispiele.\nBegriff: {t}",),
+        reason=("Denke Schritt für Schritt und zeige alle Rechenschritte.",),
+        prob=("Anna hat {a} Äpfel. Sie gibt {b} ab und kauft {c} dazu. Wie viele Äpfel hat sie jetzt?", "Ein Auto fährt {b} Stunden lang mit {a} km/h. Wie weit kommt es?"),
         sent=("Der Sommer war in diesem Jahr deutlich wärmer als üblich.", "Die Stadt will im nächsten Jahr eine neue Straßenbahnlinie eröffnen.", "Der Umsatz des Unternehmens stieg im dritten Quartal um zwölf Prozent.",
               "Am Wochenende zieht es viele Familien ins Grüne.", "Fachleute raten zu mehr Bewegung im Alltag.", "Die neue Bibliothek ist täglich von neun bis einundzwanzig Uhr geöffnet.",
               "An der Studie nahmen dreitausend Freiwillige teil.", "Wegen starker Regenfälle fielen mehrere Flüge aus.", "Viele Anwohner sind mit den neuen Parkregeln unzufrieden.",
@@ -133,6 +151,9 @@ ML: dict[str, dict[str, tuple[str, ...]]] = {
         chat_close=("", "", "Danke!", "Vielen Dank im Voraus.", "Bitte kurz halten."),
     ),
     "es": dict(
+        explain=("Explica en detalle el siguiente concepto y da dos ejemplos.\nConcepto: {t}",),
+        reason=("Piensa paso a paso y muestra todos los cálculos.",),
+        prob=("Ana tiene {a} manzanas. Regala {b} y compra {c} más. ¿Cuántas manzanas tiene ahora?", "Un coche va a {a} km/h durante {b} horas. ¿Qué distancia recorre?"),
         sent=("Este verano las temperaturas fueron más altas de lo habitual.", "El ayuntamiento anunció una nueva línea de metro para el próximo año.", "Las ventas de la empresa crecieron un doce por ciento en el trimestre.",
               "Los fines de semana muchas familias salen al campo.", "Los médicos recomiendan caminar al menos media hora al día.", "La nueva biblioteca abre todos los días de nueve a nueve.",
               "En el estudio participaron tres mil voluntarios.", "Varios vuelos se retrasaron por las fuertes lluvias.", "Los vecinos no están de acuerdo con las nuevas normas de aparcamiento.",
@@ -155,6 +176,9 @@ ML: dict[str, dict[str, tuple[str, ...]]] = {
         chat_close=("", "", "¡Gracias!", "Gracias de antemano.", "Breve, por favor."),
     ),
     "fr": dict(
+        explain=("Explique en détail la notion suivante et donne deux exemples.\nNotion : {t}",),
+        reason=("Réfléchis étape par étape et montre tous les calculs.",),
+        prob=("Léa a {a} pommes. Elle en donne {b} et en achète {c}. Combien de pommes a-t-elle maintenant ?", "Une voiture roule à {a} km/h pendant {b} heures. Quelle distance parcourt-elle ?"),
         sent=("Cet été, les températures ont été plus élevées que d'habitude.", "La mairie a annoncé une nouvelle ligne de tramway pour l'an prochain.", "Le chiffre d'affaires de l'entreprise a progressé de douze pour cent.",
               "Le week-end, beaucoup de familles partent à la campagne.", "Les médecins conseillent de marcher au moins trente minutes par jour.", "La nouvelle médiathèque est ouverte tous les jours de neuf heures à vingt et une heures.",
               "Trois mille volontaires ont participé à l'étude.", "Plusieurs vols ont été retardés à cause des fortes pluies.", "Les riverains contestent les nouvelles règles de stationnement.",
@@ -177,6 +201,9 @@ ML: dict[str, dict[str, tuple[str, ...]]] = {
         chat_close=("", "", "Merci !", "Merci d'avance.", "Fais court stp."),
     ),
     "ar": dict(
+        explain=("اشرح المفهوم التالي بالتفصيل مع مثالين.\nالمفهوم: {t}",),
+        reason=("فكر خطوة بخطوة واكتب جميع خطوات الحل.",),
+        prob=("لدى أحمد {a} تفاحة. أعطى {b} واشترى {c}. كم تفاحة لديه الآن؟", "تسير سيارة بسرعة {a} كم في الساعة لمدة {b} ساعات. ما المسافة التي تقطعها؟"),
         sent=("كانت درجات الحرارة هذا الصيف أعلى من المعتاد.", "أعلنت البلدية عن خط مترو جديد في العام المقبل.", "ارتفعت مبيعات الشركة بنسبة اثني عشر بالمئة.",
               "يخرج كثير من العائلات إلى الريف في عطلة نهاية الأسبوع.", "ينصح الأطباء بالمشي نصف ساعة يوميا.", "تفتح المكتبة الجديدة أبوابها كل يوم من التاسعة صباحا.",
               "شارك في الدراسة ثلاثة آلاف متطوع.", "تأخرت عدة رحلات بسبب الأمطار الغزيرة.", "يعترض السكان على قواعد الوقوف الجديدة."),
