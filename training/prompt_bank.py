@@ -1759,7 +1759,11 @@ def _document(d: _Draw) -> str:
     doc = _article(d) if d.chance(0.7) else d.pick(tuple(DOC_MAKERS.values()))(d)
     c = dict(city=d.pick(CITIES), rel=d.pick(RELATIONS), weekday=d.pick(WEEKDAYS))
     q = (d.pick(_DOC_OPEN) + d.pick(_DOC_ASK)).format_map(c)
-    q = (q[0].upper() + q[1:] + " " + d.pick(_DOC_WHY).format_map(c)).strip()
+    why = d.pick(_DOC_WHY).format_map(c)
+    q = q[0].upper() + q[1:]
+    # the reason often comes first ("I work in Leeds. could this affect my job?"): then the
+    # opening sentence people type differs even when the question is a common one
+    q = (f"{why} {q[0].lower() + q[1:] if d.chance(0.5) else q}" if why and d.chance(0.5) else f"{q} {why}").strip()
     intro = d.pick(("", "", "Here's an article I found:\n\n", "ok read this:\n\n", "From our local paper:\n\n", "My friend forwarded this:\n\n", "See below.\n\n"))
     if d.chance(0.5):
         return f"{q}\n\n{intro}{doc}"
