@@ -603,3 +603,18 @@ def test_read_labels_errors(tmp_path):
     # conflict (training.labels, tests/test_labels.py).
     p.write_text("session_id,label\ns1,human\ns2,human\ns1,benign_automation\n")
     assert read_labels(p)["label"].to_pylist() == ["human", "human", "benign_automation"]
+
+
+def test_hash_only_copy_keeps_sessions_and_carries_each_frame_as_an_upstream_hash():
+    from distillguard.model import frames
+    from distillguard.training.data import hash_only_copy
+
+    rows = good_rows(3)
+    for r, p in zip(rows, ["Summarise this article: a.", "Summarise this article: b.", None]):
+        r["prompt"] = p
+    t = normalise(pa.Table.from_pylist(rows))
+    h = hash_only_copy(t)
+    assert h.schema == CANONICAL_SCHEMA and h["account_id"].equals(t["account_id"])
+    sigs, up = t["frame_signature"].to_pylist(), h["template_hash"].to_pylist()
+    assert up == sigs and h["frame_signature"].to_pylist() == [frames.legacy_signature(sigs[0]),
+                                                              frames.legacy_signature(sigs[1]), None]
