@@ -5,7 +5,9 @@ import sys
 from pathlib import Path
 
 from ..serving import DEFAULT_BUNDLE
+from .serve import add_signature_key_args, signature_key
 from .common import add_on_error_args, rejects_misused
+
 
 
 def add_parser(sub) -> None:
@@ -14,7 +16,10 @@ def add_parser(sub) -> None:
     p.add_argument("--input", required=True, help="events file or directory")
     p.add_argument("--output", required=True, help="output file (.parquet, .csv or .jsonl)")
     p.add_argument("--per-event", action="store_true", help="one row per event (score at every event)")
-    p.add_argument("--hmac-key", help="key for hashing a raw `prompt` column (same as the gateway's)")
+    p.add_argument("--hmac-key", metavar="KEY",
+                   help="frame-signature key inline (prefer --signature-key-file): signs a raw `prompt` column "
+                        "as the gateway does; given signatures must carry its key id")
+    add_signature_key_args(p)
     p.add_argument("--threads", type=int, default=0, help="onnxruntime intra-op threads (0: one per core)")
     add_on_error_args(p, "OUTPUT.rejects.jsonl")
     p.add_argument("--engine", choices=("local", "ray"), default="local",
@@ -44,7 +49,7 @@ def run(a) -> int:
 
     try:
         stats = score_file(a.model, a.input, a.output, per_event=a.per_event, progress=not a.quiet,
-                           hmac_key=a.hmac_key.encode() if a.hmac_key else None, threads=a.threads,
+                           hmac_key=signature_key(a), threads=a.threads,
                            on_error=a.on_error, rejects_path=a.rejects, engine=a.engine, address=a.address,
                            actors=a.actors or 0, spill_dir=a.spill_dir)
     except RayEngineError as e:

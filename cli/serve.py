@@ -36,6 +36,7 @@ def add_parser(sub) -> None:
                    help="session store: memory (default, in process) or redis://HOST:PORT/DB"
                         "[?ttl=S&flagged_ttl=S&cache=N], shared by workers and machines (docs/scaling.md)")
     p.add_argument("--grace", type=float, default=5.0, help="seconds to finish in-flight calls on SIGTERM")
+    add_signature_key_args(p)
     p.add_argument("--snapshot", metavar="PATH", default=None,
                    help="session-state snapshot (.npz): restored at start if present and of the bundle's "
                         "feature spec, written atomically on SIGTERM/SIGINT after the drain")
@@ -121,7 +122,29 @@ def serve_config(a):
                        event_log=event_log_config(a), labels_store=a.labels_store, threads=a.threads,
                        limits=limits_config(a), transport=transport_config(a), reflection=not a.no_reflection,
                        admin=not a.no_admin, host=a.host, port=a.port, metrics_port=a.metrics_port, grace=a.grace,
-                       port_file=a.port_file)
+                       port_file=a.port_file, signature_key=signature_key(a))
+
+
+def add_signature_key_args(p) -> None:
+    p.add_argument("--signature-key-file", metavar="PATH", default=None,
+                   help="file holding the frame-signature key the gateway signs prompts with (its first "
+                        "whitespace-separated token; default: $DISTILLGUARD_SIGNATURE_KEY, else unkeyed). Raw "
+                        "prompts are signed with it and signatures made with another key are refused")
+
+
+def signature_key(a) -> bytes | None:
+    """--signature-key-file, else $DISTILLGUARD_SIGNATURE_KEY, else None (unkeyed);
+    `--hmac-key` (score, replay) is the older spelling of an inline key."""
+    import os
+
+    from ..serving.security import read_token
+
+    if getattr(a, "signature_key_file", None):
+        return read_token(a.signature_key_file, "--signature-key-file").encode()
+    if getattr(a, "hmac_key", None):
+        return a.hmac_key.encode()
+    env = os.environ.get("DISTILLGUARD_SIGNATURE_KEY")
+    return env.encode() if env else None
 
 
 def transport_config(a):

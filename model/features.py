@@ -33,10 +33,17 @@ import numba
 import numpy as np
 from numba import njit
 
-from .templates import TEMPLATE_HASH_VERSION
+from .frames import BAND_BITS, BAND_MASK, N_BANDS, SIGNATURE_VERSION, signature_key
 
-FEATURE_VERSION = 1
-N_TEMPLATE_BUCKETS = 64      # template-count sketch per session: 64 counters, O(1) bytes
+FEATURE_VERSION = 2
+# The per-session frame table: N_FRAME_SLOTS int64 entries, each one frame's 56-bit
+# signature key (model.frames.signature_key: four 14-bit band fingerprints) and, in bits
+# 56..62, how often the session sent it (saturating at FRAME_COUNT_MAX). 256 bytes per
+# session whatever its length; a frame seen once is the first to give way to a new one.
+N_FRAME_SLOTS = 32
+FRAME_COUNT_SHIFT = 56
+FRAME_COUNT_MAX = 127
+FRAME_KEY_MASK = (1 << FRAME_COUNT_SHIFT) - 1
 BURST_S = 1.0                # a gap shorter than this counts as a burst
 GEN_TOKENS_PER_S = 60.0      # generation speed used to estimate whether the previous request was still running
 GEN_OVERHEAD_S = 0.5
@@ -65,13 +72,15 @@ def feature_spec() -> dict:
     return {
         "version": FEATURE_VERSION,
         "names": list(FEATURE_NAMES),
-        "n_template_buckets": N_TEMPLATE_BUCKETS,
+        "n_frame_slots": N_FRAME_SLOTS,
+        "frame_count_max": FRAME_COUNT_MAX,
         "burst_s": BURST_S,
         "gen_tokens_per_s": GEN_TOKENS_PER_S,
         "gen_overhead_s": GEN_OVERHEAD_S,
         "saturation": SATURATION,
-        # template_key comes from template hashes: new hashing rules mean new keys
-        "template_hash_version": TEMPLATE_HASH_VERSION,
+        # template_key comes from frame signatures: new signing rules mean new keys
+        "signature_version": SIGNATURE_VERSION,
+        "band_bits": BAND_BITS,
     }
 
 
@@ -94,7 +103,7 @@ class RawEvents:
     completion_tokens: np.ndarray   # int64
     max_tokens: np.ndarray          # int64
     status: np.ndarray              # int64
-    template_key: np.ndarray        # int64, 60-bit prefix of the template hash
+    template_key: np.ndarray        # int64, model.frames.signature_key of the frame signature
     elicits_reasoning: np.ndarray   # int8 0/1
     browser_client: np.ndarray      # int8: 1 browser, 0 other, -1 missing
     account_created_at: np.ndarray  # float64 epoch s
@@ -113,14 +122,10 @@ class RawEvents:
 RAW_FIELDS = tuple(f.name for f in fields(RawEvents))
 
 
-def template_key(template_hash: str | None) -> int:
-    """60-bit integer from the hash's first 15 hex digits; -1 when missing."""
-    if not template_hash:
-        return -1
-    try:
-        return int(template_hash[:15], 16)
-    except ValueError:  # a caller's own hash format: fold it through sha256
-        return int(hashlib.sha256(template_hash.encode()).hexdigest()[:15], 16)
+def template_key(signature: str | None) -> int:
+    """The raw field of a frame signature (or an upstream template hash, read as a legacy
+    one-band signature); -1 when missing."""
+    return signature_key(signature or None)
 
 
 def browser_flag(fingerprint: str | None) -> int:
@@ -146,7 +151,7 @@ def raw_from_table(table) -> RawEvents:
         return np.asarray(pc.fill_null(table[name], fill).to_numpy(zero_copy_only=False), dtype=np.int64)
 
     # Hashes and fingerprints repeat heavily within a file: convert each distinct value once.
-    tkey = _map_distinct(table["template_hash"], template_key, -1, np.int64)
+    tkey = _map_distinct(table["frame_signature"], template_key, -1, np.int64)
     browser = _map_distinct(table["client_fingerprint"], browser_flag, -1, np.int8)
 
     return RawEvents(
@@ -182,9 +187,10 @@ STATE_SCALARS = (
 
 @dataclass
 class State:
-    """Running aggregates of S sessions: each field has shape [S] (tcount: [S, buckets]).
+    """Running aggregates of S sessions: each field has shape [S] (tcount: [S, N_FRAME_SLOTS]
+    int64, the frame table: key | count << FRAME_COUNT_SHIFT, 0 = empty slot).
 
-    About 21 x 8 bytes + 64 x 4 bytes per session, whatever the session's length.
+    21 x 8 bytes + 32 x 8 bytes per session, whatever the session's length.
     """
     n: np.ndarray
     first_ts: np.ndarray
@@ -220,7 +226,7 @@ def empty_state(n_sessions: int) -> State:
     s = {name: np.zeros(n_sessions, dtype=dt) for name, dt in STATE_SCALARS}
     s["last_max"][:] = -1
     s["last_status"][:] = -1
-    return State(**s, tcount=np.zeros((n_sessions, N_TEMPLATE_BUCKETS), dtype=np.int32))
+    return State(**s, tcount=np.zeros((n_sessions, N_FRAME_SLOTS), dtype=np.int64))
 
 
 # ---------------------------------------------------------------------------- the kernel
@@ -287,9 +293,25 @@ def _kernel(seg, ts, pt, ct, mx, stt, tk, er, br, ca,
         lgap = math.log1p(gap)
         burst = has_prev and gap < BURST_S
         overlap = has_prev and gap < GEN_OVERHEAD_S + last_c[s] / GEN_TOKENS_PER_S
-        tknown = tk[i] >= 0
-        bucket = tk[i] % N_TEMPLATE_BUCKETS if tknown else 0
-        t_prior = tcount[s, bucket] if tknown else 0
+        # The frame table lookup, by model.frames' rule: an earlier frame matches when some
+        # band present in both is equal; t_prior = the count of the best-matching frame.
+        k = tk[i]
+        tknown = k > 0
+        t_prior = 0
+        slot = -1
+        if tknown:
+            for j in range(N_FRAME_SLOTS):
+                e = tcount[s, j]
+                if e == 0:
+                    continue
+                for b in range(N_BANDS):
+                    fb = (k >> (BAND_BITS * b)) & BAND_MASK
+                    if fb != 0 and fb == ((e >> (BAND_BITS * b)) & BAND_MASK):
+                        c = e >> FRAME_COUNT_SHIFT
+                        if c > t_prior:
+                            t_prior = c
+                            slot = j
+                        break
         hour = int((ts[i] % 86400.0) // 3600.0)
         if write_rows:
             nn = float(n[s])
@@ -331,7 +353,7 @@ def _kernel(seg, ts, pt, ct, mx, stt, tk, er, br, ca,
             r[27] = n_sat[s] / n_wm[s] if n_wm[s] > 0 else 0.0
             r[28] = n_rs[s] / nn if nn > 0 else 0.0
             r[29] = n_tr[s] / n_tk[s] if n_tk[s] > 0 else 0.0
-            r[30] = n_td[s] / min(n_tk[s], N_TEMPLATE_BUCKETS) if n_tk[s] > 0 else 0.0
+            r[30] = n_td[s] / n_tk[s] if n_tk[s] > 0 else 0.0
             hours = 0
             m = hmask[s]
             while m:
@@ -360,11 +382,29 @@ def _kernel(seg, ts, pt, ct, mx, stt, tk, er, br, ca,
         n_rs[s] += er[i]
         if tknown:
             n_tk[s] += 1
-            if t_prior > 0:
+            if slot >= 0:
                 n_tr[s] += 1
+                e = tcount[s, slot]
+                ek = e & FRAME_KEY_MASK
+                for b in range(N_BANDS):    # the frame learns the bands it lacked
+                    m = BAND_MASK << (BAND_BITS * b)
+                    if (ek & m) == 0:
+                        ek |= k & m
+                tcount[s, slot] = ek | (min(t_prior + 1, FRAME_COUNT_MAX) << FRAME_COUNT_SHIFT)
             else:
+                # A new frame takes an empty slot, else the least-sent one; scanning from
+                # a point that moves with each new frame makes ties go oldest-first-ish.
+                start = n_td[s] % N_FRAME_SLOTS
+                slot, cmin = start, FRAME_COUNT_MAX + 1
+                for jj in range(N_FRAME_SLOTS):
+                    j = (start + jj) % N_FRAME_SLOTS
+                    c = tcount[s, j] >> FRAME_COUNT_SHIFT
+                    if c < cmin:
+                        cmin, slot = c, j
+                        if c == 0:
+                            break
+                tcount[s, slot] = k | (np.int64(1) << FRAME_COUNT_SHIFT)
                 n_td[s] += 1
-            tcount[s, bucket] += 1
         n_err[s] += stt[i] >= 400
         hmask[s] |= np.int64(1) << hour
         last_ts[s] = ts[i]

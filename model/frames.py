@@ -345,19 +345,22 @@ def same_frame(a, b, key=None) -> bool:
     return signatures_share_frame(frame_signature(a, key), frame_signature(b, key))
 
 
-# Features: each band folds to a 15-bit fingerprint (1..32767, 0 = absent), four packed
-# into one non-negative int64 (-1 = no signature): the session ring keeps 8 bytes per
-# event and the per-band repetition counters index by fingerprint.
-BAND_BITS = 15
+# Features: each band folds to a 14-bit fingerprint (1..16383, 0 = absent), four packed
+# into the low 56 bits of one non-negative int64 (-1 = no signature). The session ring keeps
+# these 8 bytes per event; the per-session frame table (model.features) keeps the key and
+# a 7-bit count in one int64 per frame.
+BAND_BITS = 14
+BAND_MASK = (1 << BAND_BITS) - 1
 
 
 def signature_key(sig: str | None) -> int:
+    """The features' key of a signature (a v2 signature or an upstream template hash)."""
     if not sig:
         return -1
     key = 0
     for i, b in enumerate(signature_bands(to_signature(sig))):
         if b:
-            key |= (b % 32767 + 1) << (BAND_BITS * i)
+            key |= (b % BAND_MASK + 1) << (BAND_BITS * i)
     return key
 
 

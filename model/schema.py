@@ -19,8 +19,13 @@ Decisions worth knowing:
 - An input `_row` column with integer values and no nulls is kept (normalising a
   canonical table again is then a no-op); files never supply `_row`: only the
   columns named in `INPUT_COLUMNS` are read from files.
-- `prompt` fills `template_hash` where that is null, and `elicits_reasoning` where
-  that is null (even on rows whose hash was given); the text is then dropped.
+- `frame_signature` (model.frames, 40 hex) is what the features read. Where it is null
+  it is filled from an upstream `template_hash` (a legacy one-band signature), else from
+  `prompt`; `system_prompt` fills `system_signature` the same way. `prompt` also fills
+  `elicits_reasoning` where that is null. The texts are then dropped.
+- A given signature must parse (40 hex, version 2) and carry the key id of the key the
+  loader signs with (`hmac_key`; key id 0 without one): a mismatch is an error naming the
+  column and row, never a silent mix of keys. Legacy signatures carry no key id.
 - Prompt text never appears in an error message or a rejects file: a bad `prompt`
   value is reported by row and column only.
 
@@ -51,9 +56,12 @@ REQUIRED_COLUMNS = ("account_id", "ts", "prompt_tokens", "completion_tokens")
 # canonical table. `elicits_reasoning` travels with a gateway-computed hash.
 OPTIONAL_COLUMNS = (
     "session_id",
+    "frame_signature",
     "template_hash",
     "elicits_reasoning",
     "prompt",
+    "system_signature",
+    "system_prompt",
     "max_tokens",
     "model",
     "status",
@@ -71,7 +79,9 @@ CANONICAL_SCHEMA = pa.schema(
         pa.field("prompt_tokens", pa.int64(), nullable=False),
         pa.field("completion_tokens", pa.int64(), nullable=False),
         pa.field("session_id", pa.string()),
+        pa.field("frame_signature", pa.string()),
         pa.field("template_hash", pa.string()),
+        pa.field("system_signature", pa.string()),
         pa.field("elicits_reasoning", pa.bool_()),
         pa.field("max_tokens", pa.int64()),
         pa.field("model", pa.string()),
@@ -117,7 +127,7 @@ class SchemaError(ValueError):
 
 _UNSET = object()
 # Columns whose values never leave the loader: not in messages, not in rejects files.
-_PRIVATE_COLUMNS = ("prompt",)
+_PRIVATE_COLUMNS = ("prompt", "system_prompt")
 
 
 def _json_value(value: object) -> object:
@@ -583,31 +593,61 @@ def _row_numbers(table: pa.Table, row_offset: int) -> pa.Array:
     return pa.array(np.arange(row_offset, row_offset + n, dtype=np.int64))
 
 
-def _hash_prompts(prompt: pa.Array, template_hash: pa.Array, elicits: pa.Array,
-                  hmac_key: bytes | None) -> tuple[pa.Array, pa.Array]:
-    """Fill a null template_hash / elicits_reasoning from the prompt text of that row."""
-    has_prompt = _np_bool(prompt.is_valid())
-    need_hash = np.flatnonzero(has_prompt & ~_np_bool(template_hash.is_valid()))
-    need_flag = np.flatnonzero(has_prompt & ~_np_bool(elicits.is_valid()))
-    if need_hash.size == 0 and need_flag.size == 0:
-        return template_hash, elicits
-    # Lazy: templates.py is only needed when raw prompts arrive.
-    from distillguard.model.templates import hash_prompts, reasoning_flags
+def _check_signatures(ctx, column: str, sig: pa.Array, hmac_key: bytes | None) -> pa.Array:
+    """A given signature column, each distinct value parsed once: a bad one fails its rows."""
+    from distillguard.model.frames import SignatureError, key_id, parse_signature
 
-    n = len(prompt)
-    if need_hash.size:
-        # Equal prompts hash equal: compute each distinct text once.
-        texts = prompt.take(need_hash)
-        uniq = pc.unique(texts)
-        hashes = pa.array(hash_prompts(uniq.to_pylist(), key=hmac_key), pa.string())
-        filled = hashes.take(pc.index_in(texts, uniq))
-        template_hash = _scatter(template_hash, need_hash, filled, n)
-    if need_flag.size:
-        texts = prompt.take(need_flag)
-        uniq = pc.unique(texts)
-        flags = pa.array(reasoning_flags(uniq.to_pylist()), pa.bool_())
-        elicits = _scatter(elicits, need_flag, flags.take(pc.index_in(texts, uniq)), n)
-    return template_hash, elicits
+    want = key_id(hmac_key)
+    uniq = pc.unique(sig.drop_null())
+    bad = []
+    for v in uniq.to_pylist():
+        try:
+            parse_signature(v, expect_key_id=want)
+        except SignatureError as e:
+            bad.append((v, str(e)))
+    for v, why in bad:
+        ctx.fail(column, _np_bool(pc.fill_null(pc.equal(sig, v), False)),
+                 f"{why}{'' if hmac_key else '; pass the signing key (--signature-key)'}", sig)
+    return sig
+
+
+def _sign(texts: pa.Array, given: pa.Array, legacy: pa.Array | None, hmac_key: bytes | None,
+          system: bool) -> pa.Array:
+    """Fill a null signature from the row's legacy hash, else from its text."""
+    from distillguard.model.frames import legacy_signature, sign_prompts, system_signature
+
+    n = len(given)
+    out = given
+    if legacy is not None:
+        need = np.flatnonzero(~_np_bool(out.is_valid()) & _np_bool(legacy.is_valid()))
+        if need.size:
+            vals = legacy.take(need)
+            uniq = pc.unique(vals)
+            sigs = pa.array([legacy_signature(v) for v in uniq.to_pylist()], pa.string())
+            out = _scatter(out, need, sigs.take(pc.index_in(vals, uniq)), n)
+    if texts is not None:
+        need = np.flatnonzero(~_np_bool(out.is_valid()) & _np_bool(texts.is_valid()))
+        if need.size:
+            # Equal texts sign equal: compute each distinct text once.
+            vals = texts.take(need)
+            uniq = pc.unique(vals)
+            u = uniq.to_pylist()
+            sigs = [system_signature(t, hmac_key) for t in u] if system else sign_prompts(u, key=hmac_key)
+            out = _scatter(out, need, pa.array(sigs, pa.string()).take(pc.index_in(vals, uniq)), n)
+    return out
+
+
+def _reasoning(prompt: pa.Array, elicits: pa.Array) -> pa.Array:
+    """Fill a null elicits_reasoning from the prompt text of that row."""
+    need_flag = np.flatnonzero(_np_bool(prompt.is_valid()) & ~_np_bool(elicits.is_valid()))
+    if need_flag.size == 0:
+        return elicits
+    from distillguard.model.templates import reasoning_flags
+
+    texts = prompt.take(need_flag)
+    uniq = pc.unique(texts)
+    flags = pa.array(reasoning_flags(uniq.to_pylist()), pa.bool_())
+    return _scatter(elicits, need_flag, flags.take(pc.index_in(texts, uniq)), len(prompt))
 
 
 def _scatter(base: pa.Array, positions: np.ndarray, values: pa.Array, n: int) -> pa.Array:
@@ -666,11 +706,16 @@ def normalise(table: pa.Table | pa.RecordBatch, source: str = "<table>", row_off
     a = col("elicits_reasoning")
     out["elicits_reasoning"] = pa.nulls(n, pa.bool_()) if a is None else _booleans(ctx, "elicits_reasoning", a)
 
-    prompt = col("prompt")
-    if prompt is not None and prompt.null_count < n:
-        prompt = _to_utf8(ctx, "prompt", prompt)
-        out["template_hash"], out["elicits_reasoning"] = _hash_prompts(
-            prompt, out["template_hash"], out["elicits_reasoning"], hmac_key)
+    for sig_col, text_col, legacy in (("frame_signature", "prompt", "template_hash"),
+                                      ("system_signature", "system_prompt", None)):
+        a = col(sig_col)
+        given = (pa.nulls(n, pa.string()) if a is None else
+                 _check_signatures(ctx, sig_col, _strings(ctx, sig_col, a, required=False), hmac_key))
+        text = col(text_col)
+        text = _to_utf8(ctx, text_col, text) if text is not None and text.null_count < n else None
+        out[sig_col] = _sign(text, given, out[legacy] if legacy else None, hmac_key, system=sig_col != "frame_signature")
+        if text_col == "prompt" and text is not None:
+            out["elicits_reasoning"] = _reasoning(text, out["elicits_reasoning"])
 
     result = pa.Table.from_arrays([out[c] for c in CANONICAL_COLUMNS], schema=CANONICAL_SCHEMA)
     if bad is not None and bad.mask.any():

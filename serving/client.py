@@ -25,8 +25,10 @@ Failure handling, per call:
   with `error` naming the problem, and `requests_total{outcome="error"}` counts it. Requests
   the client cannot even build (wrong types) are handled the same way.
 
-Raw prompts never leave the gateway: given `prompt`, the client computes the template hash
-(HMAC-keyed with `hmac_key`) and the reasoning-elicitation flag itself and sends only those.
+Raw prompts never leave the gateway: given `prompt` (the last user turn) and `system_prompt`,
+the client computes their frame signatures (model.frames, keyed with `hmac_key`, the
+signature key it shares with the scorer) and the reasoning-elicitation flag itself and sends
+only those. A caller's own `template_hash` is still sent as is (a legacy one-band frame).
 
 Metrics (prometheus_client, on the registry given, else the global one):
 `distillguard_client_requests_total{outcome=ok|fail_open|error}` (fail_open: unreachable,
@@ -53,7 +55,7 @@ from typing import Any, Callable, Generator, Iterable, Mapping, NamedTuple
 import grpc
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram
 
-from ..model import templates
+from ..model import frames, templates
 from .stubs import pb, pb_grpc
 
 __all__ = ["ClientConfig", "Verdict", "SessionState", "CircuitBreaker", "ScorerClient",
@@ -77,7 +79,7 @@ class ClientConfig:
     breaker_failures: int = 5                # consecutive failures that open the circuit
     breaker_reset_s: float = 5.0             # open -> half-open (one trial call) after this
     fail_open_action: str = "ALLOW"          # the action when no verdict came back
-    hmac_key: bytes | None = None            # keys the template hash computed at the gateway
+    hmac_key: bytes | None = None            # the signature key of the frame signatures computed here
     channel_credentials: grpc.ChannelCredentials | None = None   # None: plaintext channel
     channel_options: tuple = ()              # extra grpc channel args, appended last (they win)
     # Bearer token sent as `authorization: Bearer <token>` on every call (security.read_token
@@ -198,22 +200,28 @@ def build_score_request(account_id: str, event_id: str, ts: float, prompt_tokens
                         max_tokens: int | None = 0, model: str | None = "",
                         client_fingerprint: str | None = "", ip_prefix: str | None = "",
                         account_created_at: float | None = 0.0,
+                        frame_signature: str | None = None, system_prompt: str | None = None,
+                        system_signature: str | None = None,
                         hmac_key: bytes | None = None) -> "pb.ScoreRequest":
     """The ScoreRequest for one arriving API request. None means "not given" for every
-    optional field. `prompt` is reduced here to its template hash and reasoning flag and
-    is not put in the message; an explicit `template_hash` / `elicits_reasoning` wins."""
+    optional field. `prompt` / `system_prompt` are reduced here to their frame signatures
+    (keyed with `hmac_key`) and the reasoning flag and are not put in the message; an
+    explicit `frame_signature` / `template_hash` / `system_signature` / `elicits_reasoning` wins."""
     if prompt is not None:
-        if template_hash is None:
-            template_hash = templates.template_hash(prompt, key=hmac_key)
+        if frame_signature is None and template_hash is None:
+            frame_signature = frames.frame_signature(prompt, hmac_key)
         if elicits_reasoning is None:
             elicits_reasoning = templates.elicits_reasoning(prompt)
+    if system_prompt is not None and system_signature is None:
+        system_signature = frames.system_signature(system_prompt, hmac_key)
     req = pb.ScoreRequest(
         account_id=account_id, session_id=session_id or "", event_id=event_id, ts=float(ts),
         prompt_tokens=int(prompt_tokens), max_tokens=int(max_tokens or 0), model=model or "",
         client_fingerprint=client_fingerprint or "", ip_prefix=ip_prefix or "",
         # Unknown creation time (None, NaN from a null column) goes out as 0 = unknown.
         account_created_at=float(account_created_at) if account_created_at and math.isfinite(account_created_at)
-        else 0.0, template_hash=template_hash or "")
+        else 0.0, template_hash=template_hash or "", frame_signature=frame_signature or "",
+        system_signature=system_signature or "")
     if elicits_reasoning is not None:
         req.elicits_reasoning = bool(elicits_reasoning)
     return req
@@ -533,13 +541,15 @@ class ScorerClient(_ClientBase):
     def score(self, account_id: str, event_id: str, ts: float, prompt_tokens: int, *, session_id: str = "",
               prompt: str | None = None, template_hash: str | None = None, elicits_reasoning: bool | None = None,
               max_tokens: int = 0, model: str = "", client_fingerprint: str = "", ip_prefix: str = "",
-              account_created_at: float = 0.0) -> Verdict:
-        """Score an arriving request. `prompt` is hashed here and never sent."""
+              account_created_at: float = 0.0, frame_signature: str | None = None,
+              system_prompt: str | None = None, system_signature: str | None = None) -> Verdict:
+        """Score an arriving request. `prompt` and `system_prompt` are signed here and never sent."""
         req, err = self._score_request(self._score_fields(
             account_id, event_id, ts, prompt_tokens, session_id=session_id, prompt=prompt,
             template_hash=template_hash, elicits_reasoning=elicits_reasoning, max_tokens=max_tokens,
             model=model, client_fingerprint=client_fingerprint, ip_prefix=ip_prefix,
-            account_created_at=account_created_at))
+            account_created_at=account_created_at, frame_signature=frame_signature,
+            system_prompt=system_prompt, system_signature=system_signature))
         out = self._policy.rejected("score", err) if err is not None else self._call(self._stub.Score, req, "score")
         return self._verdict(out)
 
@@ -653,12 +663,15 @@ class AsyncScorerClient(_ClientBase):
     async def score(self, account_id: str, event_id: str, ts: float, prompt_tokens: int, *, session_id: str = "",
                     prompt: str | None = None, template_hash: str | None = None,
                     elicits_reasoning: bool | None = None, max_tokens: int = 0, model: str = "",
-                    client_fingerprint: str = "", ip_prefix: str = "", account_created_at: float = 0.0) -> Verdict:
+                    client_fingerprint: str = "", ip_prefix: str = "", account_created_at: float = 0.0,
+                    frame_signature: str | None = None, system_prompt: str | None = None,
+                    system_signature: str | None = None) -> Verdict:
         req, err = self._score_request(self._score_fields(
             account_id, event_id, ts, prompt_tokens, session_id=session_id, prompt=prompt,
             template_hash=template_hash, elicits_reasoning=elicits_reasoning, max_tokens=max_tokens,
             model=model, client_fingerprint=client_fingerprint, ip_prefix=ip_prefix,
-            account_created_at=account_created_at))
+            account_created_at=account_created_at, frame_signature=frame_signature,
+            system_prompt=system_prompt, system_signature=system_signature))
         out = (self._policy.rejected("score", err) if err is not None
                else await self._call(self._stub.Score, req, "score"))
         return self._verdict(out)

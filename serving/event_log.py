@@ -3,7 +3,9 @@ directory (`serve --event-log DIR`).
 
 What an event row holds: the request-side event columns of the design doc's contract
 (`account_id`, `ts`, `prompt_tokens`, `session_id` as the scorer resolved it,
-`template_hash` — never the raw prompt —, `elicits_reasoning`, `max_tokens`, `model`,
+`frame_signature` and `system_signature` (model.frames, as the scorer signed or received
+them — never the raw prompt —), an upstream `template_hash` as sent, `elicits_reasoning`,
+`max_tokens`, `model`,
 `client_fingerprint`, `ip_prefix`, `account_created_at`, `event_id`), the champion's
 verdict (`p_human`, `p_benign_automation`, `p_distillation_harvesting`, `label`,
 `action`, `reasons` — the reason codes, ';'-joined, '' when none —, `model_version`,
@@ -122,16 +124,14 @@ def _codes(reasons) -> str:
 
 
 def _row(req, v, now: float) -> tuple:
-    """One log row from a ScoreInput and its Verdict (template hash only, never the prompt)."""
+    """One log row from a ScoreInput and its Verdict (signatures only, never the prompt):
+    scoring (serving.scorer.raw_fields) has put the frame it read on the request."""
     th = req.template_hash
-    if not th and req.prompt:
-        from ..model import templates
-        th = templates.template_hash(req.prompt)
     s = v.shadow_verdict
     shadow = _NO_SHADOW if s is None else (s.model_version, s.probs[0], s.probs[1], s.probs[2], s.label,
                                            s.action, _codes(s.reasons))
-    return (req.account_id, float(req.ts), int(req.prompt_tokens), 0, v.session_id or None, th or None,
-            req.elicits_reasoning, req.max_tokens if req.max_tokens > 0 else None, req.model or None, None,
+    return (req.account_id, float(req.ts), int(req.prompt_tokens), 0, v.session_id or None,
+            req.frame_signature or None, th or None, req.system_signature or None, req.elicits_reasoning, req.max_tokens if req.max_tokens > 0 else None, req.model or None, None,
             req.client_fingerprint or None, req.ip_prefix or None,
             req.account_created_at if req.account_created_at > 0 else None, req.event_id or None,
             v.probs[0], v.probs[1], v.probs[2], v.label, v.action, _codes(v.reasons), v.model_version,

@@ -10,7 +10,8 @@ What each limit protects (defaults in `RequestLimits`):
 
 * ids (`account_id`, `session_id`, `event_id`) <= 256 UTF-8 bytes: they are dictionary keys
   of live sessions and appear in logs.
-* `model`, `client_fingerprint`, `ip_prefix`, `template_hash` <= 1024 bytes; raw `prompt`
+* `model`, `client_fingerprint`, `ip_prefix`, `template_hash`, `frame_signature`,
+  `system_signature` <= 1024 bytes; raw `prompt` (and `system_prompt`)
   <= 1 MiB (it is hashed on arrival and dropped; the hash reads the frame, not the bulk).
 * `prompt_tokens`, `max_tokens`, `completion_tokens` <= 10M: far above any model's context,
   and below the int32 columns of the session ring (no silent wrap-around).
@@ -92,9 +93,11 @@ class RequestLimits:
         """Raise InvalidRequest naming the first field of a Score request out of bounds."""
         for name in ("account_id", "session_id", "event_id"):
             _check_len(name, getattr(r, name), self.max_id_bytes)
-        for name in ("model", "client_fingerprint", "ip_prefix", "template_hash"):
+        for name in ("model", "client_fingerprint", "ip_prefix", "template_hash", "frame_signature",
+                     "system_signature"):
             _check_len(name, getattr(r, name), self.max_string_bytes)
         _check_len("prompt", r.prompt, self.max_prompt_bytes)
+        _check_len("system_prompt", r.system_prompt, self.max_prompt_bytes)
         for name in ("prompt_tokens", "max_tokens"):
             self._check_tokens(name, getattr(r, name))
         now = self.clock() if now is None else now

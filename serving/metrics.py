@@ -24,6 +24,10 @@ class ScorerMetrics:
                                     buckets=(1, 2, 4, 8, 16, 32, 64, 128), registry=r)
         self.model = Info("distillguard_model", "Served model bundle", registry=r)
         self.reloads = Counter("distillguard_reloads", "Model reloads", ["result"], registry=r)
+        self.state_rebuilt = Gauge("distillguard_state_rebuilt_sessions",
+                                   "Sessions restored from state of another feature spec (ring and flag kept, "
+                                   "aggregates rebuilt from the ring); lossy: longer than the ring",
+                                   ["kind"], registry=r)
         # Shadow model (serve --shadow-model, Scorer.set_shadow): its verdicts beside the served
         # model's, agree = both flag (action != ALLOW) or neither does; batches it failed on.
         self.shadow_model = Info("distillguard_shadow_model", "Shadow model bundle (empty: none)", registry=r)
@@ -59,6 +63,8 @@ class ScorerMetrics:
 
     def observe_store(self, store) -> None:
         self.live_sessions.set(len(store))
+        for kind, n in getattr(store, "rebuilt", {}).items():
+            self.state_rebuilt.labels(kind=kind).set(n)
         for reason, n in store.evictions.items():
             self.evictions.labels(reason=reason).set(n)
         st = getattr(store, "stats", None)

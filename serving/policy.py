@@ -76,11 +76,12 @@ def reason_evidence(rows: np.ndarray) -> list[list[tuple[str, str]]]:
     hours = _col(rows, "hours_covered") * 24.0
     now_reasoning = _col(rows, "elicits_reasoning") > 0.5
     n = np.rint(n_prev).astype(np.int64)
-    distinct = np.rint(_col(rows, "template_distinct_ratio") * np.minimum(n, features.N_TEMPLATE_BUCKETS))
+    # Both shares are over the earlier requests whose frame is known (nearly all of them).
+    distinct = np.rint(_col(rows, "template_distinct_ratio") * n)
     checks = (
         ("TEMPLATE_REPETITION", enough & (repeat >= 0.5),
-         lambda i: f"{int(round(repeat[i] * n[i]))}/{n[i]} earlier requests reuse a template "
-                   f"({int(distinct[i])}{'+' if n[i] >= features.N_TEMPLATE_BUCKETS else ''} distinct)"),
+         lambda i: f"{int(round(repeat[i] * n[i]))}/{n[i]} earlier requests reuse a frame "
+                   f"({max(int(distinct[i]), 1)} distinct)"),
         ("OUTPUT_SATURATION", enough & (sat >= 0.5), lambda i: f"{sat[i]:.0%} of outputs at max_tokens"),
         ("MACHINE_TIMING", enough & ((gap_sd < 0.35) | (burst >= 0.5)),
          lambda i: f"gap log-sd {gap_sd[i]:.2f}, {burst[i]:.0%} of gaps under 1 s"),

@@ -2,21 +2,24 @@
 
 `serve --state redis://HOST:PORT/DB[?ttl=S&flagged_ttl=S&cache=N&prefix=P]`.
 
-What is stored. One Redis string per session, key `dg:{spec_hash}:{account}:{session}`
+What is stored. One Redis string per session, key `dg:{raw_format}:{account}:{session}`
 (`:` and `%` in the account id percent-escaped, so keys never collide; the session id is
-last and is kept as is). Keys are namespaced by the served bundle's feature-spec hash: a
-deploy with another feature spec starts in its own namespace while the old one drains
-and expires. The value is exactly what `MemoryStore` keeps in a slab slot:
+last and is kept as is). Keys are namespaced by the ring's raw-field format
+(`state.RAW_FORMAT`), not by the feature spec: a deploy with another feature spec reads
+the same sessions. The value is exactly what `MemoryStore` keeps in a slab slot:
 
     16 hex chars   version token (random, new at every write)
-    1 byte         format (1)
-    header         generation, flagged, ring size, length, created_at, last_ts,
-                   the `features.State` scalars and the 64 template-count buckets
+    prefix         format (2), generation, flagged, ring size, length, events in the
+                   session, created_at, last_ts, the writer's feature-spec hash
+    aggregates     the `features.State` scalars and the frame table (spec-dependent)
     ring           `length` records of the raw ring columns (oldest first)
 
 little-endian numpy records, ~0.5 KB + 41 bytes per held event (<= ~1.8 KB with a 31-event
 ring): bounded whatever the session's length, because the ring folds its oldest event into
-the aggregates exactly as in memory. Feature rows are computed locally by the same
+the aggregates exactly as in memory. A value written under another feature spec keeps its
+ring, flag and generation; its aggregates are not read but rebuilt from the ring (as of the
+ring's oldest event: empty), lossy where the session was longer than its ring, counted in
+`rebuilt` (`distillguard_state_rebuilt_sessions`). Feature rows are computed locally by the same
 `features.compute`, so they are the memory store's rows, bit for bit.
 
 How a request uses it. Each process keeps a bounded local copy of recently used sessions
@@ -59,16 +62,19 @@ import numpy as np
 
 from ..model import features
 from ..model.features import RawEvents
-from .state import _RAW_DTYPES, _RING_DTYPES, _RING_RAW, MemoryStore, SessionKey, SessionMeta
+from .state import _RAW_DTYPES, _RING_DTYPES, _RING_RAW, RAW_FORMAT, MemoryStore, SessionKey, SessionMeta, \
+    _reset_aggregates
 
 log = logging.getLogger("distillguard.redis_store")
 
-FORMAT = 1
+FORMAT = 2
 TOKEN_LEN = 16
-HEADER = np.dtype([("format", "u1"), ("generation", "<i8"), ("flagged", "u1"), ("ring", "<i2"),
-                   ("length", "<i2"), ("session_created_at", "<f8"), ("session_last_ts", "<f8")]
-                  + [(name, np.dtype(dt).newbyteorder("<")) for name, dt in features.STATE_SCALARS]
-                  + [("tcount", "<i4", (features.N_TEMPLATE_BUCKETS,))])
+PREFIX = np.dtype([("format", "u1"), ("generation", "<i8"), ("flagged", "u1"), ("ring", "<i2"),
+                   ("length", "<i2"), ("n_events", "<i8"), ("session_created_at", "<f8"),
+                   ("session_last_ts", "<f8"), ("spec", "S16")])
+AGGREGATES = np.dtype([(name, np.dtype(dt).newbyteorder("<")) for name, dt in features.STATE_SCALARS]
+                      + [("tcount", "<i8", (features.N_FRAME_SLOTS,))])
+HEADER = np.dtype(PREFIX.descr + AGGREGATES.descr)
 RECORD = np.dtype([(name, np.dtype(dt).newbyteorder("<")) for name, dt in _RING_DTYPES.items()])
 
 # Per key, ARGV holds 4 values: expected token ("" = absent), op, ttl in ms, new value.
@@ -118,9 +124,9 @@ return out
 STALE_ON, STALE_OFF, STALE_ALPHA = 0.15, 0.05, 0.02
 
 
-def session_key(prefix: str, spec_hash: str, key: SessionKey) -> bytes:
+def session_key(prefix: str, raw_format: str, key: SessionKey) -> bytes:
     account = key[0].replace("%", "%25").replace(":", "%3A")
-    return f"{prefix}:{spec_hash}:{account}:{key[1]}".encode("utf-8")
+    return f"{prefix}:{raw_format}:{account}:{key[1]}".encode("utf-8")
 
 
 def _new_token() -> bytes:
@@ -197,12 +203,12 @@ class RedisStore(MemoryStore):
                     flagged_ttl_s=float(opts["flagged_ttl"]) if "flagged_ttl" in opts else None,
                     cache=int(opts.get("cache", 100_000)), url=url, validate=opts.get("validate", "auto"))
         log.info(json.dumps({"event": "session_store", "kind": "redis", "url": client_url,
-                             "namespace": f"{store.prefix}:{spec_hash}", "ttl_s": store.ttl_ms / 1000,
+                             "namespace": f"{store.prefix}:{RAW_FORMAT}", "ttl_s": store.ttl_ms / 1000,
                              "flagged_ttl_s": store.flagged_ttl_ms / 1000, "local_cache": store.capacity}))
         return store
 
     def key_of(self, key: SessionKey) -> bytes:
-        return session_key(self.prefix, self.spec_hash, key)
+        return session_key(self.prefix, RAW_FORMAT, key)
 
     def close(self) -> None:
         try:
@@ -289,6 +295,8 @@ class RedisStore(MemoryStore):
         h["format"] = FORMAT
         h["flagged"] = 0
         h["ring"], h["length"] = self.ring_size, n
+        h["n_events"] = int(self.agg.n[slot]) + n
+        h["spec"] = self.spec_hash.encode()
         h["session_created_at"], h["session_last_ts"] = self.created_at[slot], self.last_ts[slot]
         for name, _ in features.STATE_SCALARS:
             h[name] = getattr(self.agg, name)[slot]
@@ -310,20 +318,30 @@ class RedisStore(MemoryStore):
         if not value:
             return None
         token = bytes(value[:TOKEN_LEN])
-        h = np.frombuffer(value, dtype=HEADER, count=1, offset=TOKEN_LEN)[0]
+        h = np.frombuffer(value, dtype=PREFIX, count=1, offset=TOKEN_LEN)[0]
         if int(h["format"]) != FORMAT:
             raise ValueError(f"session {key}: stored format {int(h['format'])}, this code reads {FORMAT}")
         n = int(h["length"])
-        rec = np.frombuffer(value, dtype=RECORD, count=n, offset=TOKEN_LEN + HEADER.itemsize)
+        # The ring is the value's tail; what lies between prefix and ring is the writer's
+        # aggregates, read only when the writer had our feature spec.
+        rec = np.frombuffer(value, dtype=RECORD, count=n, offset=len(value) - n * RECORD.itemsize)
+        same_spec = (bytes(h["spec"]).decode() == self.spec_hash
+                     and len(value) == TOKEN_LEN + HEADER.itemsize + n * RECORD.itemsize)
+        agg = np.frombuffer(value, dtype=AGGREGATES, count=1, offset=TOKEN_LEN + PREFIX.itemsize)[0] \
+            if same_spec else None
         if not self._free:
             self._evict_one()
         gen = int(h["generation"])
         meta = SessionMeta(slot=self._free.pop(), name=key[1] or f"{key[0]}:{gen}", generation=gen)
         (self._flagged if h["flagged"] else self._normal)[key] = meta
         s = meta.slot
-        for name, _ in features.STATE_SCALARS:
-            getattr(self.agg, name)[s] = h[name]
-        self.agg.tcount[s] = h["tcount"]
+        if agg is not None:
+            for name, _ in features.STATE_SCALARS:
+                getattr(self.agg, name)[s] = agg[name]
+            self.agg.tcount[s] = agg["tcount"]
+        else:
+            _reset_aggregates(self.agg, s)
+            self.rebuilt["lossy" if int(h["n_events"]) > n else "lossless"] += 1
         self.created_at[s], self.last_ts[s] = h["session_created_at"], h["session_last_ts"]
         if n > self.ring_size:
             # Written by a process with a longer ring: fold the surplus, as `append` would.

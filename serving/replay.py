@@ -99,6 +99,7 @@ def _worker(client: ScorerClient, q: "queue.Queue", stats: _Stats, stop: threadi
         try:
             v = client.score(ev["account_id"], ev["event_id"], ev["ts"], ev["prompt_tokens"],
                              session_id=ev["session_id"] or "", template_hash=ev["template_hash"],
+                             frame_signature=ev["frame_signature"], system_signature=ev["system_signature"],
                              elicits_reasoning=ev["elicits_reasoning"], max_tokens=ev["max_tokens"] or 0,
                              model=ev["model"] or "", client_fingerprint=ev["client_fingerprint"] or "",
                              ip_prefix=ev["ip_prefix"] or "", account_created_at=ev["account_created_at"] or 0.0)
@@ -158,6 +159,7 @@ def _ordered_rows(table, limit: int | None):
     if limit is not None:
         order = order[:max(limit, 0)]
     cols = ("account_id", "session_id", "event_id", "ts", "prompt_tokens", "completion_tokens", "template_hash",
+            "frame_signature", "system_signature",
             "elicits_reasoning", "max_tokens", "model", "status", "client_fingerprint", "ip_prefix",
             "account_created_at")
     sub = table.select(list(cols))

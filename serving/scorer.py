@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..model import features, templates
+from ..model import features, frames, templates
 from ..model.schema import LABELS
 from . import policy
 from .bundle import Bundle, last_window_probs, load_bundle
@@ -62,11 +62,23 @@ class ScoreInput:
     client_fingerprint: str = ""
     ip_prefix: str = ""
     account_created_at: float = 0.0
-    template_hash: str = ""
+    template_hash: str = ""            # legacy: an upstream hash, read as a one-band signature
     prompt: str = ""
     elicits_reasoning: bool | None = None
+    frame_signature: str = ""          # model.frames signature of the last user turn
+    system_prompt: str = ""
+    system_signature: str = ""
 
-    def validate(self) -> None:
+    def validate(self, signature_key_id: int = 0) -> None:
+        """`signature_key_id`: the key id the scorer signs with; a signature made with
+        another key is refused, never compared with ours."""
+        for name in ("frame_signature", "system_signature"):
+            sig = getattr(self, name)
+            if sig:
+                try:
+                    frames.parse_signature(sig, expect_key_id=signature_key_id)
+                except frames.SignatureError as e:
+                    raise InvalidRequest(name, str(e)) from None
         if not self.account_id:
             raise InvalidRequest("account_id", "required, non-empty")
         if not self.event_id:
@@ -133,20 +145,27 @@ class SessionSnapshot:
     events: list[dict] = field(default_factory=list)
 
 
-def raw_fields(req: ScoreInput) -> dict:
-    """The request-side raw fields kept in the ring (same meaning as RawEvents offline)."""
-    th = req.template_hash
+def raw_fields(req: ScoreInput, key: bytes | None = None) -> dict:
+    """The request-side raw fields kept in the ring (same meaning as RawEvents offline).
+    The frame is, first to last: the request's frame_signature, its legacy template_hash,
+    its prompt signed here with `key` (what model.schema does offline)."""
+    sig = req.frame_signature or (frames.legacy_signature(req.template_hash) if req.template_hash else "")
     reasoning = req.elicits_reasoning
     if req.prompt:
-        # Raw prompt text stops here: only its hash and flag go further.
-        th = th or templates.template_hash(req.prompt)
+        # Raw prompt text stops here: only its signature and flag go further.
+        sig = sig or frames.frame_signature(req.prompt, key)
         reasoning = templates.elicits_reasoning(req.prompt) if reasoning is None else reasoning
-        # Kept on the request (a redo or the event log reuses them, never the text).
-        req.template_hash, req.elicits_reasoning = th, bool(reasoning)
+        req.elicits_reasoning = bool(reasoning)
+        req.prompt = ""
+    if req.system_prompt:
+        req.system_signature = req.system_signature or frames.system_signature(req.system_prompt, key)
+        req.system_prompt = ""
+    # Kept on the request (a redo or the event log reuses them, never the text).
+    req.frame_signature = sig
     return {
         "ts": req.ts, "prompt_tokens": req.prompt_tokens, "completion_tokens": 0,
         "max_tokens": req.max_tokens if req.max_tokens > 0 else -1, "status": -1,
-        "template_key": features.template_key(th or None),
+        "template_key": features.template_key(sig or None),
         "elicits_reasoning": int(bool(reasoning)),
         "browser_client": features.browser_flag(req.client_fingerprint or None),
         "account_created_at": req.account_created_at if req.account_created_at > 0 else np.nan,
@@ -158,7 +177,11 @@ class Scorer:
 
     def __init__(self, model: str | Path | Bundle, store: SessionStore | None = None, *,
                  shadow: bool = False, max_batch: int = 64, metrics=None, max_sessions: int = 1_000_000,
-                 state: str | None = None, shadow_model: str | Path | Bundle | None = None):
+                 state: str | None = None, shadow_model: str | Path | Bundle | None = None,
+                 signature_key: bytes | None = None):
+        # signature_key: signs raw prompts that reach the scorer (the gateway client's key).
+        self.signature_key = signature_key
+        self.signature_key_id = frames.key_id(signature_key)
         self.bundle = model if isinstance(model, Bundle) else load_bundle(model, threads=1)
         # The ring holds W-1 earlier events: with the new request, one full window.
         # state: None/"memory" (in process) or redis://HOST:PORT/DB (stores.open_store).
@@ -357,7 +380,7 @@ class Scorer:
                 out[i] = self._verdict_at(bundle, meta, pos, duplicate=True)
                 continue
             slots.append(meta.slot)
-            evs.append(raw_fields(r))
+            evs.append(raw_fields(r, self.signature_key))
             keys.append((key, ek))
             metas.append(meta)
         if not slots:

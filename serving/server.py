@@ -31,6 +31,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from ..model.frames import key_id
 from ..model.schema import LABELS
 from .bundle import BundleError
 from .event_log import EventLog, EventLogConfig
@@ -55,7 +56,8 @@ def _score_input(m) -> ScoreInput:
         session_id=m.session_id, max_tokens=m.max_tokens, model=m.model,
         client_fingerprint=m.client_fingerprint, ip_prefix=m.ip_prefix,
         account_created_at=m.account_created_at, template_hash=m.template_hash, prompt=m.prompt,
-        elicits_reasoning=m.elicits_reasoning if m.HasField("elicits_reasoning") else None)
+        elicits_reasoning=m.elicits_reasoning if m.HasField("elicits_reasoning") else None,
+        frame_signature=m.frame_signature, system_prompt=m.system_prompt, system_signature=m.system_signature)
 
 
 def _response(v: Verdict) -> "pb.ScoreResponse":
@@ -164,7 +166,7 @@ class ScorerServicer(pb_grpc.ScorerServicer):
     def Score(self, request, context):
         def run():
             req = _score_input(request)
-            req.validate()
+            req.validate(self.scorer.signature_key_id)
             self.limits.check_score(req)
             v = self.scorer.score(req, timeout=_remaining(context))
             self._count([v])
@@ -178,7 +180,7 @@ class ScorerServicer(pb_grpc.ScorerServicer):
             now = self.limits.clock()
             for i, r in enumerate(reqs):
                 try:
-                    r.validate()
+                    r.validate(self.scorer.signature_key_id)
                     self.limits.check_score(r, now)
                 except InvalidRequest as e:
                     raise InvalidRequest(f"requests[{i}].{e.field}", str(e).split(": ", 1)[1]) from None
@@ -449,6 +451,9 @@ class ServeConfig:
     # "workers": null} as JSON here (serving.subprocs); a worker writes its own entry ({"index",
     # "pid", "port": its own, "metrics_port"}) there for the supervisor to gather.
     port_file: Path | None = None
+    # The key the gateway signs frames with (model.frames): signs raw prompts that reach the
+    # scorer, and a request signed with another key is refused (INVALID_ARGUMENT). A secret.
+    signature_key: bytes | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         for name in ("snapshot_path", "shadow_model", "labels_store", "port_file"):
@@ -462,6 +467,7 @@ class ServeConfig:
         """JSON-able, without secrets: what `serve` logs at start."""
         d = _loggable(self)
         d["state"] = _mask_url(self.state)
+        d["signature_key_id"] = f"{key_id(self.signature_key):04x}"   # the id only, never the key
         return d
 
 
@@ -538,7 +544,7 @@ def create_server(address: str, model: str | Path, config: ServeConfig | None = 
     server.start()
     try:
         scorer = Scorer(model, shadow=config.shadow, metrics=metrics, max_sessions=config.max_sessions,
-                        state=config.state, shadow_model=shadow_model)
+                        state=config.state, shadow_model=shadow_model, signature_key=config.signature_key)
     except Exception:
         server.stop(0)
         raise

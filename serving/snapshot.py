@@ -16,8 +16,12 @@ eviction order (unflagged least recently used first, then flagged):
                              session gap, capacity, event-time watermark, written_at
 Raw prompts are not in it because they are not in the store (only template keys are).
 
-Restore is refused, with a warning and an empty store, when the snapshot's feature-spec
-hash differs from the served bundle's (its aggregates would mean something else). An
+A snapshot written under another feature spec (a deploy with a new model) keeps every
+session's ring, flag and generation; its aggregates would mean something else, so they are
+not read but rebuilt from the ring (empty as of the ring's oldest event: lossy where the
+session was longer than its ring, counted in the store's `rebuilt`). Restore is refused,
+with a warning and an empty store, only when the ring's raw-field format
+(`state.RAW_FORMAT`) differs: its held events would be misread. An
 unreadable or inconsistent file is logged and ignored: a snapshot never stops a server
 from starting. If the snapshot holds more sessions than the store's capacity, the ones
 eviction would take first are dropped; if its ring is longer than the store's, the
@@ -39,11 +43,11 @@ import numpy as np
 
 from ..model import features
 from ..model.features import STATE_FIELDS, RawEvents
-from .state import _RAW_DTYPES, _RING_DTYPES, _RING_RAW, MemoryStore
+from .state import _RAW_DTYPES, _RING_DTYPES, _RING_RAW, RAW_FORMAT, MemoryStore, _reset_aggregates
 from ..model.files import publish_atomically
 
 log = logging.getLogger("distillguard.snapshot")
-FORMAT = "distillguard-session-snapshot/1"
+FORMAT = "distillguard-session-snapshot/2"
 
 
 class SnapshotError(RuntimeError):
@@ -111,10 +115,11 @@ def save(store: MemoryStore, path: str | Path, *, feature_spec_hash: str, model_
             arrays[f"agg__{name}"] = getattr(store.agg, name)[slots]
     for name in _RING_DTYPES:
         arrays[f"ring__{name}"] = store.ring[name][rows, pos]
-    meta = {"format": FORMAT, "feature_spec_hash": feature_spec_hash, "model_version": model_version,
+    meta = {"format": FORMAT, "raw_format": RAW_FORMAT, "feature_spec_hash": feature_spec_hash,
+            "model_version": model_version,
             "sessions": n, "flagged": int(arrays["flagged"].sum()), "events_held": int(lengths.sum()),
             "ring_size": store.ring_size, "gap_s": store.gap_s, "capacity": store.capacity,
-            "tcount_buckets": int(store.agg.tcount.shape[1]), "watermark": float(store.watermark),
+            "frame_slots": int(store.agg.tcount.shape[1]), "watermark": float(store.watermark),
             "written_at": time.time()}
     arrays["meta"] = np.frombuffer(json.dumps(meta).encode("utf-8"), dtype=np.uint8).copy()
 
@@ -152,12 +157,13 @@ def load(path: str | Path, store: MemoryStore, *, feature_spec_hash: str) -> dic
         raise SnapshotError(f"{path}: no readable meta ({e})") from e
     if meta.get("format") != FORMAT:
         raise SnapshotError(f"{path}: format {meta.get('format')!r}, expected {FORMAT!r}")
-    if meta.get("feature_spec_hash") != feature_spec_hash:
-        raise SnapshotMismatch(f"{path}: written for feature spec {meta.get('feature_spec_hash')}, "
-                               f"the served bundle has {feature_spec_hash}")
-    if int(meta.get("tcount_buckets", -1)) != store.agg.tcount.shape[1]:
-        raise SnapshotMismatch(f"{path}: {meta.get('tcount_buckets')} template buckets, "
-                               f"the store has {store.agg.tcount.shape[1]}")
+    if meta.get("raw_format") != RAW_FORMAT:
+        raise SnapshotMismatch(f"{path}: ring raw-field format {meta.get('raw_format')}, "
+                               f"this code's is {RAW_FORMAT}")
+    # Another feature spec: keep rings, flags and generations, rebuild the aggregates.
+    same_spec = (meta.get("feature_spec_hash") == feature_spec_hash
+                 and int(meta.get("frame_slots", -1)) == store.agg.tcount.shape[1])
+    agg_fields = tuple(f for f in STATE_FIELDS if f != "tcount") if same_spec else ("n",)
 
     try:
         n = int(meta["sessions"])
@@ -166,7 +172,7 @@ def load(path: str | Path, store: MemoryStore, *, feature_spec_hash: str) -> dic
         length = a["length"].astype(np.int64)
         per_session = {"generation": a["generation"], "flagged": a["flagged"], "length": length,
                        "created_at": a["created_at"], "last_ts": a["last_ts"],
-                       **{f"agg__{f}": a[f"agg__{f}"] for f in STATE_FIELDS if f != "tcount"}}
+                       **{f"agg__{f}": a[f"agg__{f}"] for f in agg_fields}}
         for k, v in per_session.items():
             if v.shape != (n,):
                 raise SnapshotError(f"{path}: {k} has shape {v.shape}, expected ({n},)")
@@ -181,6 +187,8 @@ def load(path: str | Path, store: MemoryStore, *, feature_spec_hash: str) -> dic
             ring[name] = v.astype(dt, copy=False)
         tc_s, tc_b, tc_c = (a["agg__tcount_session"].astype(np.int64), a["agg__tcount_bucket"].astype(np.int64),
                             a["agg__tcount_count"])
+        if not same_spec:
+            tc_s = tc_b = tc_c = np.zeros(0, dtype=np.int64)
         if not (tc_s.shape == tc_b.shape == tc_c.shape) or (
                 len(tc_s) and (tc_s.min() < 0 or tc_s.max() >= n or tc_b.min() < 0
                                or tc_b.max() >= store.agg.tcount.shape[1])):
@@ -204,9 +212,15 @@ def load(path: str | Path, store: MemoryStore, *, feature_spec_hash: str) -> dic
         raise SnapshotError(f"{path}: {e}") from e
     store.created_at[slots] = per_session["created_at"][keep]
     store.last_ts[slots] = per_session["last_ts"][keep]
-    for f in STATE_FIELDS:
-        if f != "tcount":
-            getattr(store.agg, f)[slots] = per_session[f"agg__{f}"][keep]
+    if same_spec:
+        for f in STATE_FIELDS:
+            if f != "tcount":
+                getattr(store.agg, f)[slots] = per_session[f"agg__{f}"][keep]
+    else:
+        _reset_aggregates(store.agg, slots)
+        lossy = int((per_session["agg__n"][keep] > 0).sum())
+        store.rebuilt["lossy"] += lossy
+        store.rebuilt["lossless"] += len(slots) - lossy
     store.agg.tcount[slots] = 0
     sel = tc_s >= drop
     slot_of = np.full(n, -1, dtype=np.int64)
@@ -229,6 +243,7 @@ def load(path: str | Path, store: MemoryStore, *, feature_spec_hash: str) -> dic
     store.length[slots] = (length - surplus)[keep]
     store.watermark = max(store.watermark, watermark)
     return {"restored": len(slots), "dropped": drop, "flagged": int(flagged[keep].sum()),
+            "rebuilt": 0 if same_spec else len(slots),
             "events_folded": folded, "model_version": meta.get("model_version"),
             "written_at": meta.get("written_at"), "seconds": time.perf_counter() - t0}
 

@@ -51,6 +51,18 @@ _RING_DTYPES = {
     "event_key": np.uint64,     # 64-bit hash of event_id (idempotency, Complete matching)
     "completed": np.bool_,
 }
+# What a held event means, not how features read it: the ring's columns and types and the
+# signature encoding of template_key. Persistent state (Redis keys, snapshots) is keyed by
+# this, so a bundle with another feature spec keeps the rings and rebuilds the aggregates.
+RAW_FORMAT = hashlib.sha256(repr((sorted((k, np.dtype(v).str) for k, v in _RING_DTYPES.items()),
+                                  features.SIGNATURE_VERSION, features.BAND_BITS)).encode()).hexdigest()[:12]
+
+
+def _reset_aggregates(agg: State, slot) -> None:
+    """Slot(s) of `agg` as a session with no events before its ring (`features.empty_state`)."""
+    empty = features.empty_state(1)
+    for name in features.STATE_FIELDS:
+        getattr(agg, name)[slot] = getattr(empty, name)[0]
 
 
 def event_key(event_id: str) -> int:
@@ -122,6 +134,9 @@ class MemoryStore:
         self._flagged: OrderedDict[SessionKey, SessionMeta] = OrderedDict()
         self.watermark = 0.0
         self._evictions = {"capacity": 0, "idle": 0, "ended": 0}
+        # Sessions restored from state written under another feature spec: ring and flag
+        # kept, aggregates rebuilt from the ring; lossy when the session was longer than it.
+        self.rebuilt = {"lossless": 0, "lossy": 0}
 
     @property
     def evictions(self) -> dict[str, int]:

@@ -67,7 +67,7 @@ def test_rules_match_a_plain_loop(data):
     tb = st.table
     acct = np.asarray(tb["account_id"].to_pylist())
     ts = tb["ts"].to_numpy()
-    th = tb["template_hash"].to_pylist()
+    th = tb["frame_signature"].to_pylist()
     seg = st.seg()
     want = np.zeros_like(got)
     for a in np.unique(acct)[:60]:

@@ -17,7 +17,7 @@ from prometheus_client import CollectorRegistry
 
 from distillguard.serving.harness import free_port
 from distillguard.serving import DEFAULT_BUNDLE
-from distillguard.model import templates
+from distillguard.model import frames, templates
 from distillguard.model.schema import LABELS
 from distillguard.serving.client import (ACTIONS, AsyncScorerClient, CircuitBreaker, ClientConfig, ScorerClient,
                                          build_score_request)
@@ -156,7 +156,28 @@ def test_complete_in_background(server, make_client):
 
 # ----------------------------------------------------------------------------- prompts stay at the gateway
 
-def test_raw_prompt_never_reaches_the_server(server, make_client):
+@pytest.fixture(scope="module")
+def keyed_server():
+    from distillguard.serving.server import ServeConfig
+
+    srv, port = create_server("127.0.0.1:0", DEFAULT_BUNDLE, ServeConfig(signature_key=b"gateway-secret"))
+    yield f"127.0.0.1:{port}"
+    srv.stop(0)
+
+
+def test_a_signature_made_with_another_key_is_refused_and_fails_open(keyed_server, make_client):
+    good, bad = make_client(keyed_server, hmac_key=b"gateway-secret"), make_client(keyed_server, hmac_key=b"other")
+    acct = f"acct_key_{id(good)}"
+    assert not good.score(acct, "e0", T0, 40, prompt=PROMPT).fail_open
+    v = bad.score(acct, "e1", T0 + 1, 40, prompt=PROMPT)
+    assert v.fail_open and v.action == "ALLOW" and "key id" in v.error
+    assert good.get_session(acct).events_in_session == 1     # the refused request changed nothing
+    # An old client sending its own template_hash is still served.
+    assert not bad.score(acct, "e2", T0 + 2, 40, template_hash="upstream-hash").fail_open
+
+
+def test_raw_prompt_never_reaches_the_server(keyed_server, make_client):
+    server = keyed_server
     proxy = _RecordingProxy(server)
     srv = grpc.server(futures.ThreadPoolExecutor(4))
     srv.add_generic_rpc_handlers((proxy,))
@@ -176,15 +197,19 @@ def test_raw_prompt_never_reaches_the_server(server, make_client):
         assert ARTICLE.encode() not in raw and b"Summarize" not in raw and b"barnacle" not in raw
     req = pb.ScoreRequest.FromString(proxy.seen[0][1])
     assert req.prompt == "" and req.HasField("elicits_reasoning") and req.elicits_reasoning is True
-    assert req.template_hash == templates.template_hash(PROMPT, key=key) != templates.template_hash(PROMPT)
-    assert pb.ScoreBatchRequest.FromString(proxy.seen[1][1]).requests[0].template_hash == req.template_hash
+    assert req.frame_signature == frames.frame_signature(PROMPT, key) != frames.frame_signature(PROMPT)
+    assert frames.parse_signature(req.frame_signature)[1] == frames.key_id(key) and req.template_hash == ""
+    assert pb.ScoreBatchRequest.FromString(proxy.seen[1][1]).requests[0].frame_signature == req.frame_signature
 
 
 def test_request_builder_drops_prompt_and_keeps_explicit_fields():
-    r = build_score_request("a", "e", T0, 3, prompt=PROMPT, hmac_key=b"k", session_id=None, max_tokens=None)
-    assert r.prompt == "" and r.template_hash == templates.template_hash(PROMPT, key=b"k") and r.elicits_reasoning
+    r = build_score_request("a", "e", T0, 3, prompt=PROMPT, hmac_key=b"k", session_id=None, max_tokens=None,
+                            system_prompt="You are Acme's helpful assistant.")
+    assert r.prompt == "" and r.frame_signature == frames.frame_signature(PROMPT, b"k") and r.elicits_reasoning
+    assert r.system_signature == frames.system_signature("You are Acme's helpful assistant.", b"k")
+    assert not r.system_prompt
     r = build_score_request("a", "e", T0, 3, prompt=PROMPT, template_hash="upstream", elicits_reasoning=False)
-    assert (r.template_hash, r.elicits_reasoning, r.prompt) == ("upstream", False, "")
+    assert (r.template_hash, r.frame_signature, r.elicits_reasoning, r.prompt) == ("upstream", "", False, "")
     assert not build_score_request("a", "e", T0, 3).HasField("elicits_reasoning")
 
 

@@ -37,8 +37,13 @@ def test_cross_generator_writes_the_matrix_and_per_family_tables(cross_report):
     from distillguard.training.simulate import FAMILY_LABEL
 
     out, rep = cross_report
-    assert set(rep["cells"]) == {"a->a", "a->b", "b->a", "b->b"}
-    assert [k for k, c in rep["cells"].items() if c["cross"]] == ["a->b", "b->a"]
+    assert set(rep["cells"]) == {"a->a", "a->b", "b->a", "b->b", "a->b hash-only", "b->a hash-only"}
+    assert [k for k, c in rep["cells"].items() if c["cross"] and not c["hash_only"]] == ["a->b", "b->a"]
+    # The hash-only copies hold the same sessions; only how frames are carried differs.
+    for k in ("a->b", "b->a"):
+        h = rep["cells"][f"{k} hash-only"]
+        assert h["hash_only"] and h["summary"]["sessions"] == rep["cells"][k]["summary"]["sessions"]
+        assert {r["family"] for r in rep["table"][f"{k} hash-only"]} == {r["family"] for r in rep["table"][k]}
     # Per-family rows for the off-diagonal cells, each family of the test generator that has sessions.
     fam_b = {r["family"] for r in rep["table"]["a->b"]}
     fam_a = {r["family"] for r in rep["table"]["b->a"]}
@@ -57,7 +62,7 @@ def test_cross_generator_writes_the_matrix_and_per_family_tables(cross_report):
     disk = json.loads((out / "cross_generator.json").read_text())
     assert disk["cells"]["a->b"]["summary"] == rep["cells"]["a->b"]["summary"]
     md = (out / "cross_generator.md").read_text()
-    assert "A → B (cross)" in md and "B → A (cross)" in md
+    assert "A → B (cross)" in md and "B → A (cross)" in md and "A → B (cross), hash-only copy" in md
     assert (out / "cross_generator.png").stat().st_size > 10_000
 
 

@@ -14,6 +14,7 @@ import pytest
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from distillguard.model.frames import frame_signature, legacy_signature
 from distillguard.serving import DEFAULT_BUNDLE
 from distillguard.model.readers import iter_event_batches, load_events
 from distillguard.model.schema import SchemaError
@@ -67,7 +68,11 @@ def test_in_process_log_counts_columns_and_reads_back(tmp_path):
     assert "prompt" not in t.column_names
     assert sorted(t.column("event_id").to_pylist()) == sorted(f"e-{i}" for i in range(n))
     rows = {r["event_id"]: r for r in t.to_pylist()}
-    assert rows["e-3"]["template_hash"] and "secret" not in str(rows["e-3"])   # hashed, text dropped
+    # signed, text dropped; old clients' upstream hashes kept beside their legacy signature
+    assert rows["e-3"]["frame_signature"] == frame_signature("Summarise this article: secret text 3")
+    assert rows["e-3"]["template_hash"] is None and "secret" not in str(rows["e-3"])
+    assert rows["e-4"]["template_hash"] == f"{4 % 3:016x}"
+    assert rows["e-4"]["frame_signature"] == legacy_signature(f"{4 % 3:016x}")
     assert rows["e-1"]["session_id"] == "s-1" and rows["e-1"]["completion_tokens"] == 0
     assert rows["e-1"]["reasons"] is not None and rows["e-1"]["shadow_model_version"] is None   # no shadow here
     # The one Complete is logged apart, under the resolved session, and joined on reading.

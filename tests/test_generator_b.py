@@ -69,7 +69,7 @@ def test_independent_of_simulator_a_and_columns(small):
                 assert "simulate" not in n and "prompt_bank" not in n, f"{py.name} imports {n}"
     ev, lab = small
     assert tuple(ev.columns) == G.EVENT_COLUMNS and tuple(lab.columns) == G.LABEL_COLUMNS
-    assert not {"template_hash", "elicits_reasoning", "session_id"} & set(ev.columns)
+    assert not {"frame_signature", "template_hash", "elicits_reasoning", "session_id"} & set(ev.columns)
     assert ev["event_id"].is_unique and ev["ts"].is_monotonic_increasing
     assert (ev["prompt_tokens"] >= 0).all() and (ev.loc[ev["status"] != 200, "completion_tokens"] == 0).all()
     assert ev["max_tokens"].dtype == "Int64" and ev["max_tokens"].isna().any() and ev["max_tokens"].notna().any()
@@ -91,10 +91,10 @@ def test_loads_through_pipeline(small, tmp_path, writer):
         path, _ = write(ev, lab, tmp_path)
     table = load_events(path)                  # on_error="fail": any bad row would raise here
     assert table.num_rows == len(ev)
-    assert table.column("template_hash").null_count == 0
+    assert table.column("frame_signature").null_count == 0
     assert "prompt" not in table.column_names
     again = load_events(write_b(ev, lab, tmp_path / "again")[0])
-    assert again.column("template_hash").equals(load_events(write_b(ev, lab, tmp_path / "once")[0]).column("template_hash"))
+    assert again.column("frame_signature").equals(load_events(write_b(ev, lab, tmp_path / "once")[0]).column("frame_signature"))
 
 
 def test_human_turns_wait_for_generation_and_reading(mid):
@@ -175,6 +175,6 @@ def test_cli_generator_b(tmp_path, capsys):
     assert rc == 0
     lab = pd.read_csv(tmp_path / "labels.csv", keep_default_na=False)
     assert set(lab["family"]) == {"b_human_chat_visitor", "b_harvest_cot_queue"}
-    assert load_events(tmp_path / "events.parquet").column("template_hash").null_count == 0
+    assert load_events(tmp_path / "events.parquet").column("frame_signature").null_count == 0
     assert main(["simulate", "--generator", "b", "--accounts", "5", "--families", "b_nope", "--out", str(tmp_path)]) == 2
     assert "unknown generator-b families" in capsys.readouterr().err

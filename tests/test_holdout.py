@@ -26,7 +26,8 @@ def run(tmp_path_factory):
 def test_table_has_every_held_out_family_and_detector_with_all_columns(run):
     _, rep = run
     rows = rep["table"]
-    assert {(r["family"], r["detector"]) for r in rows} == {(f, d) for f in FAMS for d in holdout.DETECTORS}
+    assert {(r["family"], r["detector"]) for r in rows} == {(f, d) for f in FAMS
+                                                            for d in (*holdout.DETECTORS, holdout.HASH_ONLY)}
     for r in rows:
         assert tuple(r) == holdout.TABLE_COLUMNS
         assert r["test_sessions"] > 0

@@ -21,7 +21,7 @@ def test_reasons_come_with_evidence_and_need_enough_events():
     row[:, IDX["account_age_missing"]] = 1
     ev = reason_evidence(row)
     codes0 = dict(ev[0])
-    assert codes0["TEMPLATE_REPETITION"] == "18/20 earlier requests reuse a template (0 distinct)"
+    assert codes0["TEMPLATE_REPETITION"] == "18/20 earlier requests reuse a frame (1 distinct)"
     assert codes0["OUTPUT_SATURATION"] == "80% of outputs at max_tokens"
     assert "OUTPUT_SATURATION" in codes0 and "YOUNG_ACCOUNT" not in codes0
     assert ev[1] == []

@@ -178,13 +178,31 @@ def test_values_stay_bounded_however_long_the_session(redis_url):
     assert np.array_equal(u.ring["ts"][m3.slot], s.ring["ts"][meta.slot, 4:])
 
 
-def test_keys_are_namespaced_by_feature_spec_and_ids_cannot_collide(redis_url):
-    a, b = _store(redis_url, spec_hash="aaaa"), _store(redis_url, spec_hash="bbbb")
-    _add(a, ("acct", "s1"), T0)
-    b.prepare([("acct", "s1")])
-    assert b.get(("acct", "s1")) is None                      # another spec: another namespace
+def test_state_is_keyed_by_raw_format_and_survives_a_feature_spec_change(redis_url):
+    """A deploy with another feature spec reads the same sessions: ring, flag and generation
+    kept, aggregates rebuilt from the ring (counted; lossy where the session outran it)."""
+    from distillguard.serving.state import RAW_FORMAT
+
+    a = _store(redis_url, spec_hash="aaaa")
+    for i in range(6):                       # ring 4: two events folded into the aggregates
+        _add(a, ("acct", "long"), T0 + i, i=i, flagged=True if i == 5 else None)
+    _add(a, ("acct", "short"), T0)
+    ma = a.get(("acct", "long"))
+    assert int(a.agg.n[ma.slot]) == 2
     r = redis.Redis.from_url(redis_url)
-    assert r.keys("*") == [b"dg:aaaa:acct:s1"]
+    assert sorted(r.keys("*")) == [f"dg:{RAW_FORMAT}:acct:long".encode(), f"dg:{RAW_FORMAT}:acct:short".encode()]
+
+    b = _store(redis_url, spec_hash="bbbb")
+    b.prepare([("acct", "long"), ("acct", "short")])
+    mb = b.get(("acct", "long"))
+    assert mb is not None and ("acct", "long") in b._flagged and mb.generation == ma.generation
+    assert b.ring["ts"][mb.slot, :b.length[mb.slot]].tolist() == [T0 + 2, T0 + 3, T0 + 4, T0 + 5]
+    assert int(b.agg.n[mb.slot]) == 0 and not b.agg.tcount[mb.slot].any()
+    assert b.rebuilt == {"lossless": 1, "lossy": 1}
+    # The same spec reads its aggregates back as written, nothing rebuilt.
+    c = _store(redis_url, spec_hash="aaaa")
+    c.prepare([("acct", "long")])
+    assert int(c.agg.n[c.get(("acct", "long")).slot]) == 2 and c.rebuilt == {"lossless": 0, "lossy": 0}
     assert session_key("dg", "h", ("a:b", "c")) != session_key("dg", "h", ("a", "b:c"))
     assert session_key("dg", "h", ("a:b", "c")) == b"dg:h:a%3Ab:c"
 

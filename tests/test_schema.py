@@ -495,23 +495,55 @@ def test_elicits_reasoning_forms():
     assert t["elicits_reasoning"].to_pylist() == [True, False, True, None, None]
 
 
-def test_prompt_is_hashed_then_dropped(tmp_path):
-    templates = pytest.importorskip("distillguard.model.templates")
+def test_prompt_is_signed_then_dropped(tmp_path):
+    from distillguard.model import frames, templates
+
     prompts = ["Summarise this article: the cat sat on the mat.",
                "Think step by step and explain your reasoning: why is the sky blue?",
-               None, "given hash wins"]
-    rows = [dict(r, prompt=p) for r, p in zip(good_rows(4), prompts)]
+               None, "given hash wins", "given signature wins"]
+    rows = [dict(r, prompt=p) for r, p in zip(good_rows(5), prompts)]
     rows[3]["template_hash"] = "given"
+    rows[0]["system_prompt"] = "You are the Acme support assistant. Answer politely."
     for key in (None, b"secret"):
+        given = frames.frame_signature("another text entirely", key)
+        rows[4]["frame_signature"] = given
         t = load_events(write(tmp_path / "e.csv", rows), hmac_key=key)
-        assert "prompt" not in t.column_names and t.schema == CANONICAL_SCHEMA
-        hashes = t["template_hash"].to_pylist()
-        assert hashes[0] == templates.template_hash(prompts[0], key)
-        assert hashes[1] == templates.template_hash(prompts[1], key)
-        assert hashes[2] is None and hashes[3] == "given"
+        assert "prompt" not in t.column_names and "system_prompt" not in t.column_names
+        assert t.schema == CANONICAL_SCHEMA
+        sigs = t["frame_signature"].to_pylist()
+        assert sigs[0] == frames.frame_signature(prompts[0], key)
+        assert sigs[1] == frames.frame_signature(prompts[1], key)
+        assert frames.parse_signature(sigs[0])[1] == frames.key_id(key)
+        assert sigs[2] is None
+        assert sigs[3] == frames.legacy_signature("given") and t["template_hash"][3].as_py() == "given"
+        assert sigs[4] == given
+        assert t["system_signature"].to_pylist()[0] == frames.system_signature(rows[0]["system_prompt"], key)
+        assert t["system_signature"].to_pylist()[1:] == [None] * 4
         flags = t["elicits_reasoning"].to_pylist()
         assert flags[:2] == [templates.elicits_reasoning(prompts[0]), templates.elicits_reasoning(prompts[1])]
         assert flags[2] is None
+
+
+def test_signature_of_another_key_or_malformed_is_an_error_naming_column_and_row(tmp_path):
+    from distillguard.model import frames
+
+    rows = good_rows(3)
+    rows[1]["frame_signature"] = frames.frame_signature("Summarise: x", b"gateway-key")
+    with pytest.raises(SchemaError) as e:
+        load_events(write(tmp_path / "e.csv", rows), hmac_key=b"other-key")
+    assert e.value.column == "frame_signature" and e.value.row == 2 and "key id" in str(e.value)
+    with pytest.raises(SchemaError) as e:       # unkeyed loading of keyed signatures: also a mismatch
+        load_events(write(tmp_path / "e.csv", rows))
+    assert e.value.column == "frame_signature" and "--signature-key" in str(e.value)
+    assert load_events(write(tmp_path / "e.csv", rows), hmac_key=b"gateway-key").num_rows == 3
+    rows[1]["frame_signature"] = "zz" * 20
+    with pytest.raises(SchemaError, match="40 hex"):
+        load_events(write(tmp_path / "e.csv", rows), hmac_key=b"gateway-key")
+    # skip mode drops the bad row and keeps the good ones
+    from distillguard.model.schema import Rejects
+    rej = Rejects()
+    t = load_events(write(tmp_path / "e.csv", rows), hmac_key=b"gateway-key", on_error="skip", rejects=rej)
+    assert t.num_rows == 2 and rej.count == 1
 
 
 def test_normalise_one_million_rows_is_fast():
@@ -571,3 +603,18 @@ def test_read_labels_errors(tmp_path):
     # conflict (training.labels, tests/test_labels.py).
     p.write_text("session_id,label\ns1,human\ns2,human\ns1,benign_automation\n")
     assert read_labels(p)["label"].to_pylist() == ["human", "human", "benign_automation"]
+
+
+def test_hash_only_copy_keeps_sessions_and_carries_each_frame_as_an_upstream_hash():
+    from distillguard.model import frames
+    from distillguard.training.data import hash_only_copy
+
+    rows = good_rows(3)
+    for r, p in zip(rows, ["Summarise this article: a.", "Summarise this article: b.", None]):
+        r["prompt"] = p
+    t = normalise(pa.Table.from_pylist(rows))
+    h = hash_only_copy(t)
+    assert h.schema == CANONICAL_SCHEMA and h["account_id"].equals(t["account_id"])
+    sigs, up = t["frame_signature"].to_pylist(), h["template_hash"].to_pylist()
+    assert up == sigs and h["frame_signature"].to_pylist() == [frames.legacy_signature(sigs[0]),
+                                                              frames.legacy_signature(sigs[1]), None]

@@ -169,6 +169,11 @@ def test_online_scores_equal_batch_per_event_scores(tmp_path):
     stub = pb_grpc.ScorerStub(channel)
     ev, lab = simulate(SimConfig(seed=21, accounts=30, days=2.0))
     ev["account_id"] = "par-" + ev["account_id"]          # no overlap with other tests' sessions
+    # An old client's rows: an upstream template_hash and no signature, offline and online alike.
+    old = ev.index % 3 == 0
+    ev["template_hash"] = None
+    ev.loc[old, "template_hash"] = "up-" + ev.loc[old, "frame_signature"].str[-12:]
+    ev.loc[old, "frame_signature"] = None
     events_path, _ = write(ev, lab, tmp_path)
     out = tmp_path / "per_event.parquet"
     assert main(["score", "--input", str(events_path), "--output", str(out), "--per-event", "-q"]) == 0
@@ -185,7 +190,9 @@ def test_online_scores_equal_batch_per_event_scores(tmp_path):
             max_tokens=0 if pd.isna(r.max_tokens) else int(r.max_tokens), model=r.model,
             client_fingerprint=r.client_fingerprint or "", ip_prefix=r.ip_prefix or "",
             account_created_at=0.0 if pd.isna(r.account_created_at) else r.account_created_at,
-            template_hash=r.template_hash or "", elicits_reasoning=bool(r.elicits_reasoning)), timeout=5)
+            template_hash=r.template_hash if isinstance(r.template_hash, str) else "",
+            frame_signature=r.frame_signature if isinstance(r.frame_signature, str) else "",
+            elicits_reasoning=bool(r.elicits_reasoning)), timeout=5)
         o = offline.loc[r.event_id]
         got = np.array([resp.p_human, resp.p_benign_automation, resp.p_distillation_harvesting])
         want = o[["p_human", "p_benign_automation", "p_distillation_harvesting"]].to_numpy(float)

@@ -162,8 +162,24 @@ def test_mismatched_or_corrupt_snapshot_starts_empty_and_logs(tmp_path, bundle, 
     good = tmp_path / "good.npz"
     snapshot.save(a.store, good, feature_spec_hash="someone-elses-spec", model_version="old")
     caplog.set_level(logging.INFO, logger="distillguard.snapshot")
+    # Another feature spec: rings and flags kept, aggregates rebuilt from the rings, counted.
     b = Scorer(bundle, max_sessions=100)
-    assert snapshot.restore_scorer(b, good) is None and len(b.store) == 0
+    got = snapshot.restore_scorer(b, good)
+    assert got is not None and got["restored"] == got["rebuilt"] == len(a.store) > 0
+    assert sum(b.store.rebuilt.values()) == len(a.store)
+    for key, meta, _ in a.store.sessions_in_order():
+        mb = b.store.get(key)
+        n = int(a.store.length[meta.slot])
+        assert int(b.store.length[mb.slot]) == n and int(b.store.agg.n[mb.slot]) == 0
+        assert np.array_equal(b.store.ring["ts"][mb.slot, :n], a.store.ring["ts"][meta.slot, :n])
+    # Another raw-field format (the held events would be misread): refused, empty store.
+    with np.load(good) as z:
+        arrs = {k: z[k] for k in z.files}
+    meta = json.loads(arrs["meta"].tobytes())
+    arrs["meta"] = np.frombuffer(json.dumps({**meta, "raw_format": "0" * 12}).encode(), dtype=np.uint8)
+    np.savez(tmp_path / "other_format.npz", **arrs)
+    b = Scorer(bundle, max_sessions=100)
+    assert snapshot.restore_scorer(b, tmp_path / "other_format.npz") is None and len(b.store) == 0
     assert "snapshot_refused" in caplog.text
 
     data = good.read_bytes()

@@ -14,7 +14,7 @@ from distillguard.training.simulate import (
 
 EVENT_COLUMNS = [
     "event_id", "account_id", "ts", "prompt_tokens", "completion_tokens", "max_tokens", "model",
-    "status", "client_fingerprint", "ip_prefix", "account_created_at", "template_hash",
+    "status", "client_fingerprint", "ip_prefix", "account_created_at", "frame_signature",
     "elicits_reasoning",
 ]
 HARVEST = "distillation_harvesting"
@@ -71,11 +71,11 @@ def test_event_columns_and_types(sim):
     assert (events["status"] == 200).mean() > 0.95
     # Failed requests return no completion.
     assert (events.loc[events["status"] != 200, "completion_tokens"] == 0).all()
-    for c in ("event_id", "account_id", "model", "client_fingerprint", "ip_prefix", "template_hash"):
+    for c in ("event_id", "account_id", "model", "client_fingerprint", "ip_prefix", "frame_signature"):
         vals = events[c]
         assert vals.notna().all() and all(isinstance(v, str) and v for v in vals.iloc[:2000]), c
     assert events["ip_prefix"].str.fullmatch(r"\d+\.\d+\.\d+\.0/24").all()
-    assert events["template_hash"].str.fullmatch(r"[0-9a-f]{16}").all()
+    assert events["frame_signature"].str.fullmatch(r"02[0-9a-f]{38}").all()
     assert events["elicits_reasoning"].dtype == bool and events["elicits_reasoning"].any()
     assert events["account_created_at"].dtype == np.float64
     known = events["account_created_at"].notna()
@@ -136,7 +136,7 @@ def test_family_restriction():
     events, labels = simulate(SimConfig(seed=1, accounts=80, days=1.0, render_prompts=False,
                                         families=("human_chat", "benign_batch_pipeline")))
     assert set(labels["family"]) == {"human_chat", "benign_batch_pipeline"}
-    assert events["template_hash"].isna().all()            # render_prompts=False
+    assert events["frame_signature"].isna().all()            # render_prompts=False
     with pytest.raises(ValueError, match="unknown families"):
         simulate(SimConfig(accounts=10, families=("human_chat", "nope")))
 
@@ -235,7 +235,7 @@ def _account_stats(merged: pd.DataFrame) -> pd.DataFrame:
         "mean_completion_tokens": g["completion_tokens"].mean(),
         "max_completion_tokens": g["completion_tokens"].max(),
         "mean_prompt_tokens": g["prompt_tokens"].mean(),
-        "template_repeat_rate": 1 - g["template_hash"].nunique() / g.size(),
+        "template_repeat_rate": 1 - g["frame_signature"].nunique() / g.size(),
         "mean_gap_s": g["gap"].mean().fillna(1e9),
         "median_gap_s": g["gap"].median().fillna(1e9),
         "account_age_days": (g["ts"].min() - g["account_created_at"].first()) / 86400,

@@ -148,8 +148,9 @@ def _account_codes(st: SessionTable) -> np.ndarray:
 
 
 def _template_codes(table: pa.Table) -> np.ndarray:
-    """(n_events,) int64 code of each template_hash, -1 where null."""
-    enc = pc.dictionary_encode(plain_array(table["template_hash"]))
+    """(n_events,) int64 code of each frame signature, -1 where null. Exact signatures:
+    the baselines count verbatim frame reuse, the model the same_frame rule."""
+    enc = pc.dictionary_encode(plain_array(table["frame_signature"]))
     return np.asarray(pc.fill_null(enc.indices, -1).to_numpy(zero_copy_only=False), dtype=np.int64)
 
 

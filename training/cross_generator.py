@@ -77,13 +77,16 @@ def write_set(gen: str, events, labels, out_dir) -> tuple[Path, Path]:
     return write(events, labels, out_dir)
 
 
-def load_prepared(events_path, labels_path, gap_s: float):
+def load_prepared(events_path, labels_path, gap_s: float, hash_only: bool = False):
+    """The labelled sessions of a written set; hash_only: of its hash-only copy
+    (training.data.hash_only_copy: frames only as upstream hashes)."""
     from ..model.labels_io import read_labels
     from ..model.readers import load_events
     from ..serving.event_log import join_completions
-    from .data import prepare
+    from .data import hash_only_copy, prepare
 
-    return prepare(load_events(events_path, join=join_completions), read_labels(labels_path), gap_s)
+    events = load_events(events_path, join=join_completions)
+    return prepare(hash_only_copy(events) if hash_only else events, read_labels(labels_path), gap_s)
 
 
 def upper95(share: float | None, ci: list | None, n: int) -> float | None:
@@ -192,8 +195,8 @@ def run_cross_generator(out_dir, model, *, seed: int = 0, test_accounts_b: int =
         ev, lab = simulate_generator(gen, s, accounts, days)
         paths = write_set(gen, ev, lab, out / "data" / f"test_{gen}")
         del ev, lab
-        sets[gen] = {"prepared": load_prepared(*paths, gap), "seed": s, "simulated_accounts": accounts,
-                     "days": days, "path": str(paths[0])}
+        sets[gen] = {"prepared": load_prepared(*paths, gap), "prepared_hash_only": load_prepared(*paths, gap, True),
+                     "seed": s, "simulated_accounts": accounts, "days": days, "path": str(paths[0])}
         timings[f"test_{gen}_s"] = round(time.perf_counter() - t0, 1)
         p = sets[gen]["prepared"]
         _say(progress, f"test set {gen.upper()}: {len(p.y)} sessions "
@@ -222,9 +225,15 @@ def run_cross_generator(out_dir, model, *, seed: int = 0, test_accounts_b: int =
             cross = trained_on != tested_on
             _say(progress, f"trained on {trained_on.upper()}, tested on {tested_on.upper()}")
             cells[f"{trained_on}->{tested_on}"] = {
-                "trained_on": trained_on, "tested_on": tested_on, "cross": cross,
+                "trained_on": trained_on, "tested_on": tested_on, "cross": cross, "hash_only": False,
                 **score_set(bundle, sets[tested_on]["prepared"], n_boot=n_boot, seed=seed, per_family=cross,
                             progress=say)}
+            if cross:   # the same cell on the test set's hash-only copy
+                _say(progress, f"trained on {trained_on.upper()}, tested on {tested_on.upper()} (hash-only copy)")
+                cells[f"{trained_on}->{tested_on} hash-only"] = {
+                    "trained_on": trained_on, "tested_on": tested_on, "cross": True, "hash_only": True,
+                    **score_set(bundle, sets[tested_on]["prepared_hash_only"], n_boot=n_boot, seed=seed,
+                                progress=say)}
             timings[f"score_{trained_on}_{tested_on}_s"] = round(time.perf_counter() - t0, 1)
 
     report = {
@@ -235,7 +244,7 @@ def run_cross_generator(out_dir, model, *, seed: int = 0, test_accounts_b: int =
         "models": {"a": {"bundle": str(model), "version": shipped.version},
                    "b": {"bundle": str(out / "models" / "trained_on_b"), "version": trained_b.version,
                          "train_events": n_train, "seed": tseed, **info["fingerprint"]}},
-        "test_sets": {g: {k: v for k, v in d.items() if k != "prepared"} for g, d in sets.items()},
+        "test_sets": {g: {k: v for k, v in d.items() if not k.startswith("prepared")} for g, d in sets.items()},
         "cells": cells,
         "table": {k: family_table(c) for k, c in cells.items() if c["cross"]},
         "timings": timings,
@@ -277,7 +286,8 @@ def matrix_markdown(rep: dict) -> list[str]:
         s = c["summary"]
         r1, r01 = s["recall_at_human_fpr"]["1%"], s["recall_at_human_fpr"]["0.1%"]
         rel = "" if r01["reliable"] else " (not reliable)"
-        name = f"{c['trained_on'].upper()} → {c['tested_on'].upper()}" + (" (cross)" if c["cross"] else "")
+        name = (f"{c['trained_on'].upper()} → {c['tested_on'].upper()}" + (" (cross)" if c["cross"] else "")
+                + (", hash-only copy" if c.get("hash_only") else ""))
         lines.append(f"| {name} | {s['sessions']} ({s['sessions_per_class']['human']}) | "
                      f"{_fmt(s['macro_f1'])}{_ci(s['macro_f1_ci95'])} | {_fmt(r1['recall'])}{_ci(r1['recall_ci95'])} | "
                      f"{_fmt(r01['recall'])}{_ci(r01['recall_ci95'])}{rel} | "
@@ -325,10 +335,14 @@ def markdown(rep: dict) -> str:
     ]
     for key, rows in rep["table"].items():
         c = rep["cells"][key]
-        lines += [f"## Trained on {c['trained_on'].upper()}, tested on {c['tested_on'].upper()}: per family", "",
+        copy = " (hash-only copy)" if c.get("hash_only") else ""
+        lines += [f"## Trained on {c['trained_on'].upper()}, tested on {c['tested_on'].upper()}{copy}: per family", "",
                   *family_markdown(rows), ""]
     lines += ["Upper 95%: the account bootstrap's upper end, or the exact binomial bound 1 - 0.05^(1/n) when "
               "no session of the family is flagged.", "",
+              "Hash-only copy: the same test set as a file carrying only upstream hashes would give it "
+              "(each event's frame is the exact value of its signature, read as a legacy one-band signature: "
+              "repetition needs the whole signature to repeat).", "",
               "![cross-generator](cross_generator.png)", "",
               f"Runtime: {rep['timings']['total_s']} s.", ""]
     return "\n".join(lines)

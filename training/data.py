@@ -46,6 +46,20 @@ def split_of(accounts: np.ndarray, seed: int, fractions=(0.7, 0.15)) -> np.ndarr
     return part[inv]
 
 
+def hash_only_copy(events: pa.Table) -> pa.Table:
+    """Canonical events as a file that carries only an upstream `template_hash` would give
+    them: each frame is the exact value of the event's signature, read back as a legacy
+    one-band signature (no band-wise matching). The held-out and cross-generator reports
+    score these copies beside the originals (docs/templates.md, "Compatibility")."""
+    from ..model.schema import normalise
+
+    t = events.set_column(events.schema.get_field_index("template_hash"), "template_hash",
+                          events["frame_signature"])
+    t = t.set_column(t.schema.get_field_index("frame_signature"), "frame_signature",
+                     pa.nulls(t.num_rows, pa.string()))
+    return normalise(t, source="hash-only copy")
+
+
 def prepare(events: pa.Table, labels: pa.Table, gap_s: float, on_conflict: str = "exclude") -> Prepared:
     """Canonical events + label rows (labels_io.read_labels) -> labelled sessions.
 

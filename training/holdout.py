@@ -39,6 +39,8 @@ from .simulate import FAMILIES, FAMILY_LABEL, SimConfig, simulate, write
 
 HUMAN, BENIGN, DISTILL = 0, 1, 2
 DETECTORS = ("transformer", "rules", "gbt")
+# The transformer on a hash-only copy of the test set (training.data.hash_only_copy).
+HASH_ONLY = "transformer_hash_only"
 FPR_KEYS = ("1%", "0.1%")
 CURVE_MAX_EVENTS = 64
 TABLE_COLUMNS = ("family", "true_class", "detector", "test_sessions", "test_accounts",
@@ -174,7 +176,7 @@ def run_holdout(out_dir, families=None, seed: int = 0, train_accounts: int = 500
     from ..serving.bundle import load_bundle, session_probs
     from ..serving.event_log import join_completions
     from .baselines import GBTBaseline, RulesBaseline, baseline_data
-    from .data import split_of
+    from .data import hash_only_copy, prepare, split_of
     from .evaluate_bundle import events_to_detection
     from .train import TrainConfig, train
 
@@ -193,7 +195,13 @@ def run_holdout(out_dir, families=None, seed: int = 0, train_accounts: int = 500
     ev, lab = simulate(SimConfig(seed=test_seed(seed), accounts=test_accounts, days=days))
     te_path, tl_path = write(ev, lab, out / "data" / "test")
     del ev, lab
-    test = baseline_data(load_events(te_path, join=join_completions), read_labels(tl_path), base_cfg.session_gap_s)
+    test_events = load_events(te_path, join=join_completions)
+    test = baseline_data(test_events, read_labels(tl_path), base_cfg.session_gap_s)
+    # The same sessions as a file carrying only upstream hashes would give them.
+    test_hash = prepare(hash_only_copy(test_events), read_labels(tl_path), base_cfg.session_gap_s)
+    del test_events
+    if not (np.array_equal(test_hash.y, test.y) and np.array_equal(test_hash.accounts, test.accounts)):
+        raise RuntimeError("the hash-only copy of the test set has other sessions than the test set")
     y, accounts, fam_of = test.y, test.accounts, test.families
     _, acc_inv = np.unique(accounts, return_inverse=True)
     sizes = {"events": int(len(test.prepared.sr.rows)), "sessions": int(len(y)),
@@ -242,11 +250,14 @@ def run_holdout(out_dir, families=None, seed: int = 0, train_accounts: int = 500
         probs = {"transformer": tf_probs, "rules": rules_probs, "gbt": gbt_probs}
         thr = {"transformer": _thresholds(y, tf_probs, accounts), "rules": rules_thr,
                "gbt": _thresholds(y, gbt_probs, accounts)}
+        tfh_probs, _ = session_probs(bundle, test_hash.sr)
+        thr[HASH_ONLY] = _thresholds(y, tfh_probs, accounts)
 
         m = fam_of == f
         fsess = np.flatnonzero(m)
         det = {d: _family_figures(m, y, probs[d], acc_inv, thr[d], n_boot, rng) for d in DETECTORS}
-        for d in ("rules", "gbt"):
+        det[HASH_ONLY] = _family_figures(m, y, tfh_probs, acc_inv, thr[HASH_ONLY], n_boot, rng)
+        for d in ("rules", "gbt", HASH_ONLY):
             det[d]["events_to_detection"] = None   # no per-event baseline scores (module docstring)
         pe = _per_event_distill(bundle, _subset_rows(test.prepared.sr, fsess))
         starts = np.concatenate([[0], np.cumsum(test.prepared.sr.lengths[fsess])])
@@ -304,6 +315,8 @@ def run_holdout(out_dir, families=None, seed: int = 0, train_accounts: int = 500
         "notes": ["events to detection: transformer only (per-event scores); the baselines give "
                   "one score per session here",
                   "rules cannot predict benign_automation: their recall of a benign family is 0 by construction",
+                  "transformer_hash_only: the same model on a copy of the test set whose frames are only "
+                  "upstream hashes (each the exact signature value, read as a legacy one-band signature)",
                   "thresholds are fixed per detector and per model on the test set's human sessions"],
     }
     timings["total_s"] = round(time.perf_counter() - t_start, 1)
@@ -329,7 +342,7 @@ def _reliability(n_human: int) -> dict:
 def _table(results: dict) -> list[dict]:
     rows = []
     for f, r in results.items():
-        for d in DETECTORS:
+        for d in (*DETECTORS, HASH_ONLY):
             x = r["detectors"][d]
             etd = (x.get("events_to_detection") or {}).get("1%") or {}
             row = {"family": f, "true_class": r["true_class"], "detector": d,
@@ -354,15 +367,18 @@ def _fmt_ci(x, ci) -> str:
 def side_by_side(rep: dict) -> list[str]:
     """One row per held-out family, cells transformer / rules / GBT (also the README's table)."""
     lines = ["| family | class | recall of true class | flagged @1% FPR | flagged @0.1% FPR | "
-             "median events to detection @1% (transformer) |", "| --- | --- | --- | --- | --- | --- |"]
+             "median events to detection @1% (transformer) | transformer on hash-only copy: recall / flagged @1% |",
+             "| --- | --- | --- | --- | --- | --- | --- |"]
     for f, r in rep["families"].items():
         d = r["detectors"]
         trio = {k: " / ".join(_fmt(d[x][k], 2) for x in DETECTORS)
                 for k in ("recall_true_class", "flagged_distillation_1%", "flagged_distillation_0.1%")}
         etd = ((d["transformer"].get("events_to_detection") or {}).get("1%") or {}).get("median_all")
         etd_s = "–" if etd is None else (etd if isinstance(etd, str) else f"{etd:g}")
+        h = d.get(HASH_ONLY)
+        h_s = "–" if h is None else f"{_fmt(h['recall_true_class'], 2)} / {_fmt(h['flagged_distillation_1%'], 2)}"
         lines.append(f"| {f} | {r['true_class']} | {trio['recall_true_class']} | {trio['flagged_distillation_1%']} | "
-                     f"{trio['flagged_distillation_0.1%']} | {etd_s} |")
+                     f"{trio['flagged_distillation_0.1%']} | {etd_s} | {h_s} |")
     return lines
 
 

@@ -164,12 +164,12 @@ POPULAR_FRAME_TEXT = ("Summarise the following article in three bullet points.\n
 
 def _popular_frame(share: float):
     def apply(events, human, rng):
-        from ..model.templates import template_hash
+        from ..model.frames import frame_signature
 
         out = events.copy()
         hit = human.copy()
         hit[human] = rng.random(int(human.sum())) < share
-        out.loc[hit, "template_hash"] = template_hash(POPULAR_FRAME_TEXT)
+        out.loc[hit, "frame_signature"] = frame_signature(POPULAR_FRAME_TEXT)
         out.loc[hit, "elicits_reasoning"] = False   # the frame asks for a summary, not steps
         return out
     return apply
@@ -212,8 +212,8 @@ SHIFTS: tuple[Shift, ...] = (
           _first_events(1), drops_rows=True),
     Shift("first_3_events", "session length", "short visits: each human account's first 3 events only",
           _first_events(3), drops_rows=True),
-    Shift("popular_frame", "template_hash", "humans reusing a popular 'summarise this' frame on 30% of requests",
-          _popular_frame(0.3), ("template_hash", "elicits_reasoning")),
+    Shift("popular_frame", "frame_signature", "humans reusing a popular 'summarise this' frame on 30% of requests",
+          _popular_frame(0.3), ("frame_signature", "elicits_reasoning")),
 )
 SHIFT_NAMES = tuple(s.name for s in SHIFTS)
 

@@ -352,10 +352,10 @@ class SimConfig:
     params: Mapping[str, Mapping[str, object]] | None = None  # per-family parameter overrides
     campaign_scale: float = 1.0            # multiplies every family's campaign_size
     include_prompts: bool = False          # add the raw `prompt` column (small examples only)
-    render_prompts: bool = True            # False: skip phase 2 (template_hash/elicits null)
+    render_prompts: bool = True            # False: skip phase 2 (frame_signature/elicits null)
     natural_pool: int = 20_000             # distinct natural prompts per style (render+hash cost)
     template_slots: int = 8                # distinct slot fillings per template (render+hash cost)
-    hash_key: str | bytes | None = None    # HMAC key for templates.template_hash
+    hash_key: str | bytes | None = None    # signature key for model.frames.frame_signature
     # Accounts whose creation time the gateway does not know (partner keys, legacy
     # accounts): account_created_at null, same share in every family, so a model learns
     # what a missing age means instead of reading it as a brand-new account.
@@ -1343,7 +1343,7 @@ def simulate(cfg: SimConfig = SimConfig()) -> tuple[pd.DataFrame, pd.DataFrame]:
         "ip_prefix": strs(ctx.ip.values, ev["ip"]),
         "account_created_at": pa.array(np.round(ctx.created[ev["acc"]], 3), pa.float64(),
                                        mask=age_unknown[ev["acc"]]),
-        "template_hash": hashes if hashes is not None else pa.nulls(n, pa.string()),
+        "frame_signature": hashes if hashes is not None else pa.nulls(n, pa.string()),
         "elicits_reasoning": flags if flags is not None else pa.nulls(n, pa.bool_()),
     }
     if prompts is not None:
@@ -1408,7 +1408,7 @@ def _render(ctx: _Ctx, src: np.ndarray, slot: np.ndarray, keep_text: bool):
             text = tpl.render(prng)
         h = hash_of.get(text)
         if h is None:
-            h = hash_of[text] = tm.template_hash(text, key) if key is not None else tm.template_hash(text)
+            h = hash_of[text] = tm.frame_signature(text, key)
             flag_of[text] = bool(tm.elicits_reasoning(text))
         u_hash[i] = h
         u_flag[i] = flag_of[text]

@@ -23,7 +23,7 @@ DEGRADE: Action
 BLOCK: Action
 
 class ScoreRequest(_message.Message):
-    __slots__ = ("account_id", "session_id", "event_id", "ts", "prompt_tokens", "max_tokens", "model", "client_fingerprint", "ip_prefix", "account_created_at", "template_hash", "prompt", "elicits_reasoning")
+    __slots__ = ("account_id", "session_id", "event_id", "ts", "prompt_tokens", "max_tokens", "model", "client_fingerprint", "ip_prefix", "account_created_at", "template_hash", "prompt", "elicits_reasoning", "frame_signature", "system_prompt", "system_signature")
     ACCOUNT_ID_FIELD_NUMBER: _ClassVar[int]
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     EVENT_ID_FIELD_NUMBER: _ClassVar[int]
@@ -37,6 +37,9 @@ class ScoreRequest(_message.Message):
     TEMPLATE_HASH_FIELD_NUMBER: _ClassVar[int]
     PROMPT_FIELD_NUMBER: _ClassVar[int]
     ELICITS_REASONING_FIELD_NUMBER: _ClassVar[int]
+    FRAME_SIGNATURE_FIELD_NUMBER: _ClassVar[int]
+    SYSTEM_PROMPT_FIELD_NUMBER: _ClassVar[int]
+    SYSTEM_SIGNATURE_FIELD_NUMBER: _ClassVar[int]
     account_id: str
     session_id: str
     event_id: str
@@ -50,7 +53,10 @@ class ScoreRequest(_message.Message):
     template_hash: str
     prompt: str
     elicits_reasoning: bool
-    def __init__(self, account_id: _Optional[str] = ..., session_id: _Optional[str] = ..., event_id: _Optional[str] = ..., ts: _Optional[float] = ..., prompt_tokens: _Optional[int] = ..., max_tokens: _Optional[int] = ..., model: _Optional[str] = ..., client_fingerprint: _Optional[str] = ..., ip_prefix: _Optional[str] = ..., account_created_at: _Optional[float] = ..., template_hash: _Optional[str] = ..., prompt: _Optional[str] = ..., elicits_reasoning: _Optional[bool] = ...) -> None: ...
+    frame_signature: str
+    system_prompt: str
+    system_signature: str
+    def __init__(self, account_id: _Optional[str] = ..., session_id: _Optional[str] = ..., event_id: _Optional[str] = ..., ts: _Optional[float] = ..., prompt_tokens: _Optional[int] = ..., max_tokens: _Optional[int] = ..., model: _Optional[str] = ..., client_fingerprint: _Optional[str] = ..., ip_prefix: _Optional[str] = ..., account_created_at: _Optional[float] = ..., template_hash: _Optional[str] = ..., prompt: _Optional[str] = ..., elicits_reasoning: _Optional[bool] = ..., frame_signature: _Optional[str] = ..., system_prompt: _Optional[str] = ..., system_signature: _Optional[str] = ...) -> None: ...
 
 class Reason(_message.Message):
     __slots__ = ("code", "evidence")
