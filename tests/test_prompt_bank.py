@@ -178,6 +178,15 @@ def test_paraphrase_keeps_the_shape():
     for t in [t for t in pb.template_pool("classification", 300, rng) if t.shape != "base"][:20]:
         p = pb.paraphrase(t, rng)
         assert p.shape == t.shape and p.family == t.family
+    # frames in another language are reworded in that language, never with English words
+    english = [w.strip() for w in pb._POLITE_PRE + pb._POLITE_POST]
+    ml = [t for k in pb.KINDS for t in pb.template_pool(k, 300, rng) if t.shape.startswith("ml:")]
+    assert len(ml) > 30
+    for t in ml:
+        p = pb.paraphrase(t, rng)
+        assert p.frame != t.frame and p.shape == t.shape
+        assert not any(w in p.frame for w in english), p.frame
+        assert p.render(rng)          # slots intact
 
 
 def test_system_prompts():

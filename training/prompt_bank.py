@@ -1332,6 +1332,8 @@ def paraphrase(template: PromptTemplate, rng: np.random.Generator) -> PromptTemp
     d = _Draw(rng)
     parts = list(template._parts)
     lit_idx = [i for i, p in enumerate(parts) if isinstance(p, str)]
+    if template.shape.startswith("ml:") and lit_idx:
+        return _paraphrase_ml(template, d, parts, lit_idx)
 
     def swap(m: re.Match) -> str:
         w = m.group(0)
@@ -1372,6 +1374,31 @@ def paraphrase(template: PromptTemplate, rng: np.random.Generator) -> PromptTemp
         frame = "".join(p if isinstance(p, str) else "{" + p[0] + (":" + p[1] if p[1] is not None else "") + "}" for p in new)
         if frame != template.frame:
             break
+    return PromptTemplate(_tid(template.kind, frame) + "p", template.kind, frame, family=template.family, shape=template.shape)
+
+
+def _paraphrase_ml(template: PromptTemplate, d: _Draw, parts: list, lit_idx: list[int]) -> PromptTemplate:
+    """Frames in another language get that language's politeness -- an opener at the very
+    start or a closer at the very end -- never English words glued onto them."""
+    L = ML[template.shape[3:]]
+    cjk = template.shape in ("ml:zh", "ml:ja")
+    opens = [x for x in L["chat_open"] if x and not x.rstrip().endswith((":", "："))]
+    closes = [x for x in L["chat_close"] if x]
+    new = list(parts)
+    last = new[-1].rstrip() if isinstance(new[-1], str) else ""
+    cue_end = bool(last) and last[-1] not in ".?!。？！"   # ends in "Answer:" or a stub: nothing goes after it
+    if cue_end or d.chance(0.5):
+        o = d.pick(opens)
+        if isinstance(new[0], str) and new[0][:1].strip():
+            first = new[0]
+            new[0] = o + (first[0].lower() + first[1:] if o.endswith(", ") and not cjk else first)
+        else:                              # the frame opens with a slot: the opener on its own line
+            new.insert(0, o.strip() + "\n")
+    elif last:
+        new[-1] = last + ("" if cjk else " ") + d.pick(closes)
+    else:                                  # the frame ends with a slot: the closer on its own line
+        new.append("\n" + d.pick(closes))
+    frame = "".join(p if isinstance(p, str) else "{" + p[0] + (":" + p[1] if p[1] is not None else "") + "}" for p in new)
     return PromptTemplate(_tid(template.kind, frame) + "p", template.kind, frame, family=template.family, shape=template.shape)
 
 
