@@ -218,6 +218,11 @@ if __name__ == "__main__":
     print(f"cross   same-kind pairs of different templates, new shapes only: {_cross(firsts, True):.4f}")
     print(f"cross   same-kind pairs of different templates, all templates:   {_cross(firsts, False):.4f}")
     rng = np.random.default_rng(seed)
+    for kind in pb.KINDS:   # every template of the kind, base frames included (60 templates x 6 renders)
+        sigs = [[frame_signature(t.render(rng)) for _ in range(6)] for t in pb.template_pool(kind, 60, rng)]
+        w = np.mean([signatures_share_frame(a, b) for g in sigs for a, b in itertools.combinations(g, 2)])
+        x = np.mean([signatures_share_frame(a[0], b[1]) for a, b in itertools.combinations(sigs, 2)])
+        print(f"kind    {kind:22s} within={w:.3f} cross={x:.4f}")
     d = pb._Draw(rng)
     print(f"human   multilingual chat pairs sharing a frame: {_pair_rate([pb._ml_chat(d) for _ in range(600)]):.4f}")
     print(f"human   reworded asks pairs sharing a frame:     {_pair_rate([pb._human_rework(d) for _ in range(400)]):.4f}")
