@@ -14,7 +14,7 @@ from distillguard.training.simulate import (
 
 EVENT_COLUMNS = [
     "event_id", "account_id", "ts", "prompt_tokens", "completion_tokens", "max_tokens", "model",
-    "status", "client_fingerprint", "ip_prefix", "account_created_at", "frame_signature",
+    "status", "client_fingerprint", "ip_prefix", "account_created_at", "frame_signature", "system_signature",
     "elicits_reasoning",
 ]
 HARVEST = "distillation_harvesting"
@@ -324,3 +324,18 @@ def test_cli_family_selection(tmp_path, capsys):
     capsys.readouterr()
     assert main(["simulate", "--accounts", "10", "--families", "harvest_agnetic", "--out", str(tmp_path / "x")]) == 2
     assert "unknown families harvest_agnetic" in capsys.readouterr().err
+
+
+def test_system_prompts_are_signed_per_owner_and_never_written_as_text():
+    from distillguard.model.frames import parse_signature
+
+    events, labels = simulate(SimConfig(seed=2, accounts=1500, days=1.0))
+    assert "system_prompt" not in events.columns
+    m = events.merge(labels, on="account_id")
+    sigs = m["system_signature"].dropna()
+    assert len(sigs) and all(parse_signature(s)[0] == 2 for s in sigs.unique())
+    # One fixed text per owner: every account (benign) and every campaign sends one signature.
+    assert (m.groupby("account_id")["system_signature"].nunique(dropna=True) <= 1).all()
+    harv = m[(m["label"] == HARVEST) & m["system_signature"].notna()]
+    assert (harv.groupby("campaign")["system_signature"].nunique() == 1).all()
+    assert m.loc[m["label"] == "benign_automation", "system_signature"].notna().all()

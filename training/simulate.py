@@ -1344,6 +1344,8 @@ def simulate(cfg: SimConfig = SimConfig()) -> tuple[pd.DataFrame, pd.DataFrame]:
         "account_created_at": pa.array(np.round(ctx.created[ev["acc"]], 3), pa.float64(),
                                        mask=age_unknown[ev["acc"]]),
         "frame_signature": hashes if hashes is not None else pa.nulls(n, pa.string()),
+        "system_signature": (_system_signatures(ctx, fam, ev["acc"], ev["fp"]) if cfg.render_prompts and n
+                             else pa.nulls(n, pa.string())),
         "elicits_reasoning": flags if flags is not None else pa.nulls(n, pa.bool_()),
     }
     if prompts is not None:
@@ -1360,6 +1362,37 @@ def simulate(cfg: SimConfig = SimConfig()) -> tuple[pd.DataFrame, pd.DataFrame]:
         "campaign": pd.array([ctx.campaign_ids[c] if c >= 0 else "" for c in ctx.campaign[present]], dtype="str"),
     }).sort_values("account_id", kind="stable").reset_index(drop=True)
     return events, labels
+
+
+def _system_signatures(ctx: _Ctx, fam: np.ndarray, acc: np.ndarray, fp: np.ndarray) -> pa.Array:
+    """Per event, the signature of its account's fixed system prompt (prompt_bank.system_prompt_for):
+    a campaign's own text (about half send none), an app's per account for benign automation,
+    the provider's web app for humans on a browser; null where none is sent."""
+    from distillguard.model.frames import system_signature
+    from distillguard.training import prompt_bank as pb
+
+    from ..model.features import browser_flag
+
+    key = ctx.cfg.hash_key.encode() if isinstance(ctx.cfg.hash_key, str) else ctx.cfg.hash_key
+    browser = np.array([browser_flag(v) == 1 for v in ctx.fp.values], dtype=bool)
+    sig_of: dict[str, str] = {}
+    out = np.empty(len(acc), dtype=object)
+    pairs, inv = np.unique(np.stack([acc, browser[fp].astype(np.int64)]), axis=1, return_inverse=True)
+    per_pair = []
+    for a, web in pairs.T.tolist():
+        label = FAMILY_LABEL[FAMILIES[fam[a]]]
+        if label == "distillation_harvesting":
+            c = int(ctx.campaign[a])
+            text = pb.system_prompt_for(("campaign", c), "campaign") if c >= 0 else None
+        elif label == "benign_automation":
+            text = pb.system_prompt_for(("acct", int(a)), "app")
+        else:
+            text = pb.system_prompt_for("web", "web") if web else None
+        if text is not None and text not in sig_of:
+            sig_of[text] = system_signature(text, key)
+        per_pair.append(sig_of[text] if text is not None else None)
+    out[:] = [per_pair[i] for i in np.ravel(inv)]
+    return pa.array(out.tolist(), pa.string())
 
 
 def _render(ctx: _Ctx, src: np.ndarray, slot: np.ndarray, keep_text: bool):
