@@ -37,7 +37,7 @@ def _requests(events: int, seed: int):
         out.append(ScoreInput(
             account_id=r.account_id, event_id=r.event_id, ts=float(r.ts), prompt_tokens=int(r.prompt_tokens),
             max_tokens=0 if r.max_tokens is pd.NA else int(r.max_tokens), model=r.model,
-            template_hash=r.template_hash or "", elicits_reasoning=bool(r.elicits_reasoning),
+            frame_signature=r.frame_signature or "", elicits_reasoning=bool(r.elicits_reasoning),
             client_fingerprint=r.client_fingerprint or "",
             account_created_at=0.0 if np.isnan(r.account_created_at) else float(r.account_created_at)))
     return out

@@ -68,10 +68,10 @@ class _Traffic:
         ev, _ = simulate(SimConfig(seed=seed, accounts=accounts, days=days, start=start))
         mt = ev["max_tokens"].fillna(0).astype("int64").to_numpy()
         fields = [{"prompt_tokens": int(p), "max_tokens": int(m), "model": mo, "client_fingerprint": fp,
-                   "ip_prefix": ip, "template_hash": th, "elicits_reasoning": bool(er)}
+                   "ip_prefix": ip, "frame_signature": th, "elicits_reasoning": bool(er)}
                   for p, m, mo, fp, ip, th, er in zip(ev["prompt_tokens"].tolist(), mt.tolist(), ev["model"].tolist(),
                                                       ev["client_fingerprint"].tolist(), ev["ip_prefix"].tolist(),
-                                                      ev["template_hash"].tolist(), ev["elicits_reasoning"].tolist())]
+                                                      ev["frame_signature"].tolist(), ev["elicits_reasoning"].tolist())]
         return cls(acct=ev["account_id"].tolist(), eid=ev["event_id"].tolist(), ts=ev["ts"].to_numpy(),
                    fields=fields, completion=list(zip(ev["completion_tokens"].tolist(), ev["status"].tolist())),
                    created=ev["account_created_at"].to_numpy(), span=days * 86400.0)

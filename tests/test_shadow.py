@@ -55,7 +55,7 @@ def _score_req(r) -> "pb.ScoreRequest":
         prompt_tokens=int(r.prompt_tokens), max_tokens=0 if pd.isna(r.max_tokens) else int(r.max_tokens),
         model=r.model, client_fingerprint=r.client_fingerprint or "", ip_prefix=r.ip_prefix or "",
         account_created_at=0.0 if pd.isna(r.account_created_at) else r.account_created_at,
-        template_hash=r.template_hash or "", elicits_reasoning=bool(r.elicits_reasoning))
+        frame_signature=r.frame_signature or "", elicits_reasoning=bool(r.elicits_reasoning))
 
 
 def _replay(port: int, ev: pd.DataFrame, batch: int = 6) -> list:
