@@ -158,19 +158,26 @@ def test_dialogue_paste_has_speaker_lines():
         assert len(lines) >= 3 and 2 <= len(names) <= 3 and names <= set(pb.FIRST)
 
 
-def test_deterministic_per_seed_with_new_shapes():
+def test_prompt_bank_deterministic_distinct_per_seed():
     def draw(seed):
         rng = np.random.default_rng(seed)
         out = []
         for kind in pb.KINDS:
             pool = pb.template_pool(kind, 300, rng)
+            assert len({t.frame for t in pool}) == 300 and all(t.kind == kind for t in pool)
             out += [(t.template_id, t.shape) for t in pool]
             out += [t.render(rng) for t in pool if t.shape != "base"][:20]
-            out.append(pb.paraphrase(pool[0], rng).frame)
+            p = pb.paraphrase(pool[0], rng)
+            assert p.kind == kind and p.family == pool[0].template_id and p.frame != pool[0].frame
+            out.append(p.frame)
         out += [pb.natural_prompt(rng, s) for s in pb.NATURAL_STYLES for _ in range(30)]
         return out
     assert draw(5) == draw(5)
     assert draw(5) != draw(6)
+    with pytest.raises(ValueError):
+        pb.template_pool("nope", 1, np.random.default_rng(0))
+    with pytest.raises(ValueError):
+        pb.natural_prompt(np.random.default_rng(0), "nope")
 
 
 def test_paraphrase_keeps_the_shape():
