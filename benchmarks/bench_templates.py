@@ -15,7 +15,7 @@ human prompts, so the collision figure is a lower bound on what real chat text g
 Task families (top-level task folders) are split by a hash of their name into `tune` and
 `report`: tune the signature on one, report the other.
 
-Designs measured on the same prompts: `frame_signature_v2` (model.frames, what the model
+Designs measured on the same prompts: `frame_signature_vN` (model.frames, what the model
 reads) and, as the alternative, MinHash sketches of head and tail (`minhash_head_tail`,
 datasketch); `summary.json` holds both, `table.md` shows them side by side.
 
@@ -205,7 +205,7 @@ class Design:
     share: Callable
 
 
-V2 = Design("frame_signature_v2", lambda text, key: T.frame_signature(text, key), T.signatures_share_frame)
+V2 = Design(f"frame_signature_v{T.SIGNATURE_VERSION}", lambda text, key: T.frame_signature(text, key), T.signatures_share_frame)
 
 # The alternative the issue names: locality-sensitive sketches of head and tail. MinHash
 # (datasketch, 64 permutations) over character 4-gram shingles of the first and the last

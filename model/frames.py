@@ -1,4 +1,4 @@
-"""Prompt text -> keyed frame signature (version 2), re-exported by `model.templates`.
+"""Prompt text -> keyed frame signature (version 3), re-exported by `model.templates`.
 
 Pure, stateless functions of one text: the gateway, the online scorer and batch scoring
 must compute the same signature, so nothing here depends on what was seen before (no
@@ -13,16 +13,20 @@ is handled the same way as English:
   units     words of spaced scripts, single characters of unspaced ones (CJK, kana, Thai…),
             punctuation marks; numbers, URLs, e-mails and short quoted spans are masked
             (they are slot content by construction); case and Unicode width folded (NFKC).
-  segments  the units cut at strong delimiters: a line break, a sentence end (. ? ! 。？！),
-            a colon that ends a label ("Question:", "问题：").
+  segments  the units cut at strong delimiters: a line break, a sentence end (. ? ! 。？！ । ۔ ؟),
+            a colon that ends a label ("Question:", "问题："). A sentence end glued to the
+            next word ("…about STEM.{question}", "…选择题。{question}") counts as a line
+            break: prose puts a space there, a template meeting its slot does not.
   bands     HEAD  the first segments, as many as it takes to hold MIN_WEIGHT units
-                  (capped at HEAD_UNITS): the instruction that opens a prompt;
+                  and reach a hard end (capped at HEAD_UNITS; past the cap, the first
+                  sentence of MIN_WEIGHT units): the instruction that opens a prompt;
             TAIL  the same from the end: the question or cue after pasted text;
             SKEL  the sequence of line labels ("passage:|question:|answer:") when a
-                  prompt has at least two distinct ones: the form of a templated prompt
-                  whose every line carries slot content;
-            NAMES HEAD again with capitalised words inside the sentence removed, only when
-                  that removed something: a name or title inside the instruction is a
+                  prompt has at least two distinct ones and its opening is no HEAD of its
+                  own (a labelled first line, or none within the cap): the form of a
+                  templated prompt whose every line carries slot content;
+            NAMES HEAD again with capitalised words inside the sentence (after a lower-case
+                  word of the same script) removed, only when that removed something: a name or title inside the instruction is a
                   slot ("What key details about {name} can be extracted from…").
   rule      two prompts share a frame when any band present in both is equal
             (`same_frame`). The features count repetition per band with the same rule.
@@ -49,7 +53,7 @@ __all__ = ["SIGNATURE_VERSION", "N_BANDS", "BAND_NAMES", "frame_signature", "sys
 
 # Bump whenever anything below changes what a text signs to: signatures of different
 # versions never match, and the feature spec records the version.
-SIGNATURE_VERSION = 2
+SIGNATURE_VERSION = 3      # 3: glued sentence ends, first-sentence heads, SKEL after labelled openings only
 N_BANDS = 4
 BAND_NAMES = ("head", "tail", "skel", "names")
 SIGNATURE_HEX = 40
@@ -77,9 +81,17 @@ _LABEL_RE = re.compile(r"^[ \t#*>\-]*([^\n:：]{1,40})[:：]", re.M)
 # Up to four words with no digits (the vowel signs of Indic scripts are not \w, so any
 # non-space), or up to eight characters of an unspaced script.
 _LABEL_OK = re.compile(rf"(?:[^\s\d]++ ?){{1,4}}|[{_UNSPACED}]{{1,8}}")
-_SENT_END = frozenset(".?!。？！")
+_SENT_END = frozenset(".?!。？！।۔؟")
 _COLONS = frozenset(":：")
-_CAP_RE = re.compile(r"(?<=[^\W\d_] )(?:[A-Z][\w'’-]*)(?: [A-Z][\w'’-]*)*")
+# A capitalised word after a lower-case word of the same script (Latin, Cyrillic, Greek):
+# a Latin subject name inside Cyrillic text ("…пра Arts & Humanities.") is fixed words of a
+# per-subject header, not a name in a slot.
+_CAP_RE = re.compile(r"(?:(?<=[a-zß-ÿ] )[A-ZÀ-Þ][\w'’-]*(?: [A-ZÀ-Þ][\w'’-]*)*"
+                     r"|(?<=[а-яё] )[А-ЯЁ][\w'’-]*(?: [А-ЯЁ][\w'’-]*)*"
+                     r"|(?<=[α-ω] )[Α-Ω][\w'’-]*(?: [Α-Ω][\w'’-]*)*)")
+# Starts with the mark itself, so the scan skips to candidates (a leading lookbehind is
+# tried at every character: 3x slower).
+_GLUE_RE = re.compile(rf"[.!?।۔؟](?<=[^\s\d.!?।۔؟][.!?।۔؟])(?=[^\W\d_{_UNSPACED}])|[。！](?=[{_UNSPACED}])")
 
 
 class SignatureError(ValueError):
@@ -113,6 +125,9 @@ def _band(tag: bytes, canon: str, kb: bytes) -> int:
 
 
 def _normalise(s: str) -> str:
+    # A sentence end glued to the next word ("…about STEM.{question}") is where a template
+    # meets its slot: prose puts a space there. It ends a line, so the head stops at it.
+    s = _GLUE_RE.sub("\\g<0>\n", s)
     if "```" in s:
         s = _FENCE_RE.sub(" ⟦c⟧ ", s)
     s = unicodedata.normalize("NFKC", s)
@@ -124,7 +139,8 @@ def _normalise(s: str) -> str:
 
 # A segment: (units, punct, line_end). punct is the delimiter that closed it: "." (also
 # "!", "。", "！"), "?" ("？"), ":" ("："), or "" at a line end without one.
-_PUNCT = {".": ".", "!": ".", "。": ".", "！": ".", "?": "?", "？": "?", ":": ":", "：": ":"}
+_PUNCT = {".": ".", "!": ".", "。": ".", "！": ".", "।": ".", "۔": ".", "?": "?", "？": "?", "؟": "?",
+          ":": ":", "：": ":"}
 
 
 def _iter_units(line: str):
@@ -190,15 +206,19 @@ def _hard(seg) -> bool:
 
 def _head(segs) -> tuple[str | None, list[str], float]:
     """The opening segments up to MIN_WEIGHT units, carried on through sentence ends in
-    running prose to a hard end: (frame or None when no hard end comes within HEAD_UNITS,
-    the units read, their weight)."""
+    running prose to a hard end: (frame, the units read, their weight). When no hard end
+    comes within HEAD_UNITS the frame is the first sentence of MIN_WEIGHT units (a header
+    sentence run into its slot, "以下是…选择题。{question}…"), else None."""
     units: list[str] = []
     w = 0.0
+    first = None
     for seg in segs:
         units += seg[0]
         w += _weight(seg[0])
         if len(units) > HEAD_UNITS:
-            return None, units[:HEAD_UNITS], w
+            return first, units[:HEAD_UNITS], w
+        if first is None and w >= MIN_WEIGHT and seg[1] == ".":
+            first = " ".join(units)
         if w >= MIN_WEIGHT and _hard(seg):
             return " ".join(units), units, w
     return (" ".join(units) if w > 0 else None), units, w   # the whole (short) text
@@ -228,11 +248,21 @@ def _tail(segs) -> str | None:
     return " ".join(units) if w > 0 else None
 
 
+def _label_of(m) -> str | None:
+    lab = " ".join(m.group(1).lower().split())
+    return lab if len(lab) <= 40 and _LABEL_OK.fullmatch(lab) else None
+
+
+def _leads_with_label(s: str) -> bool:
+    m = _LABEL_RE.match(s.lstrip())
+    return m is not None and _label_of(m) is not None
+
+
 def _labels(s: str) -> str | None:
     seen: list[str] = []
     for m in _LABEL_RE.finditer(s):
-        lab = " ".join(m.group(1).lower().split())
-        if len(lab) > 40 or not _LABEL_OK.fullmatch(lab):
+        lab = _label_of(m)
+        if lab is None:
             continue
         if (not seen or seen[-1] != lab):
             seen.append(lab)
@@ -253,7 +283,12 @@ def _bands(text: str, kb: bytes) -> tuple[int, int, int, int]:
         # empty, whitespace or punctuation only: one defined frame of its own
         return _band(b"empty", " ".join(seen[:8]), kb), 0, 0, 0
     tail = _tail(_segments_rev(tail_n))
-    skel = _labels(head_n if tail_n is head_n else head_n + "\n" + tail_n)
+    # SKEL only where the opening is no frame of its own: no HEAD (a long first line) or a
+    # labelled first line ("Passage: {text}"). After free text that made a HEAD (an
+    # instruction) the labels ("Question:|Answer:") are ones many other templates share,
+    # and the skeleton would merge them.
+    skel = (_labels(head_n if tail_n is head_n else head_n + "\n" + tail_n)
+            if head is None or _leads_with_label(head_n) else None)
     names = 0
     first = head_n.lstrip()[:400]
     masked, k = _CAP_RE.subn("⟦n⟧", first)
@@ -323,7 +358,7 @@ def legacy_signature(template_hash: str) -> str:
 
 
 def to_signature(value: str) -> str:
-    """A stored frame value as a signature: a v2 signature as is, anything else (an upstream
+    """A stored frame value as a signature: a current-version signature as is, anything else (an upstream
     `template_hash`) through `legacy_signature`."""
     if len(value) == SIGNATURE_HEX and value[:2] == f"{SIGNATURE_VERSION:02x}":
         try:
@@ -354,7 +389,7 @@ BAND_MASK = (1 << BAND_BITS) - 1
 
 
 def signature_key(sig: str | None) -> int:
-    """The features' key of a signature (a v2 signature or an upstream template hash)."""
+    """The features' key of a signature (a current-version signature or an upstream template hash)."""
     if not sig:
         return -1
     key = 0

@@ -23,7 +23,7 @@ Decisions worth knowing:
   it is filled from an upstream `template_hash` (a legacy one-band signature), else from
   `prompt`; `system_prompt` fills `system_signature` the same way. `prompt` also fills
   `elicits_reasoning` where that is null. The texts are then dropped.
-- A given signature must parse (40 hex, version 2) and carry the key id of the key the
+- A given signature must parse (40 hex, the current version) and carry the key id of the key the
   loader signs with (`hmac_key`; key id 0 without one): a mismatch is an error naming the
   column and row, never a silent mix of keys. Legacy signatures carry no key id.
 - Prompt text never appears in an error message or a rejects file: a bad `prompt`

@@ -5,7 +5,7 @@ must compute the same values, so nothing here depends on what was seen before. N
 cached or stored; only the signature and the flag leave.
 
 The closed-vocabulary template hash of version 1 is gone: the features read frame
-signature v2 (model/frames.py, docs/templates.md). An upstream `template_hash` column
+signatures (model/frames.py, docs/templates.md). An upstream `template_hash` column
 still loads, as a one-band legacy signature (`legacy_signature`).
 """
 from __future__ import annotations

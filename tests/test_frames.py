@@ -50,6 +50,45 @@ def test_name_inside_instruction_is_a_slot():
     assert T.same_frame(a, b)
 
 
+
+# Per-subject exam headers run into their question without a space or a line break, the
+# shape of lm-eval's `include` tasks in every language.
+# (In Latin text a capitalised subject after a lower-case word reads as a name, a slot:
+# test_name_inside_instruction_is_a_slot; so the English pair is lower-case.)
+GLUED = {"en": ("The following are questions about chemistry.", "The following are questions about world history."),
+         "ru": ("Ніжэй прыведзены пытанні пра Arts & Humanities.", "Ніжэй прыведзены пытанні пра STEM."),
+         "hi": ("निम्नलिखित STEM के बारे में बहुविकल्पीय प्रश्न हैं।", "निम्नलिखित Social Science के बारे में बहुविकल्पीय प्रश्न हैं।"),
+         "zh": ("以下是关于 STEM 的多项选择题（附答案）。", "以下是关于 Social Science 的多项选择题（附答案）。")}
+QUESTIONS = {"en": ("what is the boiling point of water at sea level", "which gas do plants take in"),
+             "ru": ("колькі вады ў акіяне", "хто напісаў гэты раман"),
+             "hi": ("पानी का क्वथनांक क्या है", "पौधे कौन सी गैस लेते हैं"),
+             "zh": ("水在海平面的沸点是多少", "植物吸收哪种气体进行光合作用")}
+
+
+@pytest.mark.parametrize("lang", sorted(GLUED))
+def test_header_glued_to_its_question(lang):
+    header, other = GLUED[lang]
+    q1, q2 = QUESTIONS[lang]
+    form = "{h}{q}\nA. {a}\nB. {b}\nAnswer:"
+    a = form.format(h=header, q=q1, a="one", b="two")
+    b = form.format(h=header, q=q2 + " " + ARTICLE_B, a="three", b="four")
+    assert T.same_frame(a, b)
+    # another subject is another template: the subject word is fixed text, not a slot
+    assert not T.same_frame(a, form.format(h=other, q=q2, a="three", b="four"))
+
+
+def test_shared_labels_after_an_instruction_do_not_merge_templates():
+    a = "The following are multiple choice questions about biology.\nQuestion: what do cells use?\nAnswer:"
+    b = "The following are multiple choice questions about astronomy.\nQuestion: how far is the moon?\nAnswer:"
+    assert not T.same_frame(a, b)
+    assert T.same_frame(a, a.replace("what do cells use?", "which organelle makes energy?"))
+
+
+def test_a_sentence_end_in_prose_is_not_glued():
+    # "e.g." and decimals stay inside the sentence; only a mark glued to a word breaks it
+    a = "Rewrite this e.g. shorter, for a 2.5 minute talk: the committee met on Monday."
+    assert T.same_frame(a, "Rewrite this e.g. shorter, for a 7.25 minute talk: the river flooded twice.")
+
 def test_unrelated_natural_prompts_do_not_share():
     prompts = ["write a python program that checks primes", "write a python program that reverses a list",
                "what's a good gift for my dad who likes fishing", "is it safe to eat eggs past the date",

@@ -18,7 +18,7 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from distillguard.model.frames import frame_signature, key_id, parse_signature, same_frame, sign_prompts
+from distillguard.model.frames import SIGNATURE_VERSION, frame_signature, key_id, parse_signature, same_frame, sign_prompts
 from distillguard.model.frames import signatures_share_frame as share
 from distillguard.model.templates import elicits_reasoning, reasoning_flags
 from distillguard.training import prompt_bank as pb
@@ -412,9 +412,10 @@ def test_popular_frames_share_a_frame():
 def test_signature_format_and_determinism():
     x = "Summarize this article in 3 bullet points:\n" + PASSAGES[1]
     h = frame_signature(x)
-    assert re.fullmatch(r"02[0-9a-f]{38}", h) and frame_signature(str(x)) == h
+    version = f"{SIGNATURE_VERSION:02x}"
+    assert re.fullmatch(version + r"[0-9a-f]{38}", h) and frame_signature(str(x)) == h
     for y in ["", " ", "?", "ok", "日本語のテキストを要約してください", "x" * 50_000, "\n\n\n", PASSAGES[2]]:
-        assert re.fullmatch(r"02[0-9a-f]{38}", frame_signature(y))
+        assert re.fullmatch(version + r"[0-9a-f]{38}", frame_signature(y))
 
 
 def test_keyed_signatures_keep_the_grouping_and_carry_the_key_id():
