@@ -362,14 +362,14 @@ def test_same_template_pairs_share_a_hash(rates):
         assert rates[f"same_template[{kind}]"] >= 0.80, (kind, rates)
 
 
-@pytest.mark.xfail(strict=True, reason="measured 2026-12-02 with frame signature v2: 0.83 (one-paragraph "
+@pytest.mark.xfail(strict=True, reason="measured 2026-12-03 with frame signature v3: 0.82 (one-paragraph "
                    "instructions with slots inside the first sentence and a fixed closing one); issue 14")
 def test_handwritten_templates_share_a_frame(rates):
     assert rates["same_template[handwritten]"] >= 0.90, rates
 
 
-@pytest.mark.xfail(strict=True, reason="measured 2026-12-02: a cue lighter than MIN_WEIGHT ('TL;DR:', 'Summarize "
-                   "this:') over a pasted passage has no band of its own in frame signature v2; issue 14")
+@pytest.mark.xfail(strict=True, reason="measured 2026-12-03: a cue lighter than MIN_WEIGHT ('TL;DR:', 'Summarize "
+                   "this:') over a pasted passage has no band of its own in frame signature v3; issue 14")
 def test_light_cues_over_a_paste_share_a_frame():
     for frame in ("TL;DR:\n\n{passage}", "Summarize this:\n\n{passage}"):
         sigs = [frame_signature(frame.format(passage=p)) for p in PASSAGES]
