@@ -53,10 +53,6 @@ def add_parser(sub) -> None:
     p.add_argument("--accelerator", choices=("cpu", "gpu", "auto"), default="cpu",
                    help="cpu (default), gpu (CUDA, nccl), auto (a GPU when torch sees one)")
     add_on_error_args(p, "OUT.rejects.jsonl, beside the bundle directory")
-    p.add_argument("--hash-only-share", type=float, default=0.25, metavar="S",
-                   help="share of training accounts also trained on as a hash-only copy (frames as exact "
-                        "upstream template hashes), so files and callers carrying only template_hash are "
-                        "scored by a model that saw them; 0 turns it off (default 0.25)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.set_defaults(fn=run)
 
@@ -70,7 +66,7 @@ def train_config(a):
     return TrainConfig(seed=a.seed, epochs=a.epochs, batch_size=a.batch_size, lr=a.lr,
                        session_gap_s=a.session_gap_hours * 3600.0, network=net,
                        checkpoint_dir=a.checkpoint_dir, devices=a.devices, strategy=a.strategy,
-                       accelerator=a.accelerator, hash_only_share=a.hash_only_share)
+                       accelerator=a.accelerator)
 
 
 def run(a) -> int:

@@ -34,28 +34,3 @@ def test_same_seed_same_data_gives_same_weights_and_metrics(sim_data, tmp_path):
     mb = json.loads((tmp_path / "b" / "metadata.json").read_text())["metrics"]["test"]
     assert ma == mb
 
-
-def test_hash_only_copies_are_training_accounts_with_the_same_sessions(sim_data):
-    from distillguard.model.frames import FLAG_LEGACY, parse_signature
-    from distillguard.model.labels_io import read_labels
-    from distillguard.model.readers import load_events
-    from distillguard.training.data import hash_only_training_copy, prepare
-
-    events_path, labels_path = sim_data
-    events, labels = load_events(events_path), read_labels(labels_path)
-    copy, n_accounts = hash_only_training_copy(events, labels, 1800.0, 0, (0.7, 0.15), 0.25)
-    uniq = np.unique(events["account_id"].to_numpy(zero_copy_only=False))
-    assert 0.10 * len(uniq) < n_accounts < 0.30 * len(uniq)
-    assert len(np.unique(copy.accounts)) == n_accounts
-    # every copy is a training account: it never leaks into validation or test
-    assert (split_of(copy.accounts, 0, (0.7, 0.15)) == 0).all()
-    # the same sessions and labels as the originals of those accounts; only frames differ
-    orig = prepare(events, labels, 1800.0)
-    keep = np.isin(orig.accounts, copy.accounts)
-    assert sorted(copy.session_ids.tolist()) == sorted(orig.session_ids[keep].tolist())
-    assert copy.conflicts.num_rows == 0 and copy.unmatched.num_rows == 0
-    assert hash_only_training_copy(events, labels, 1800.0, 0, (0.7, 0.15), 0.0) == (None, 0)
-    # the copy's frames are legacy one-band signatures: no band-wise matching
-    from distillguard.training.data import hash_only_copy
-    sigs = hash_only_copy(events.slice(0, 200))["frame_signature"].drop_null().to_pylist()
-    assert sigs and all(parse_signature(s)[2] & FLAG_LEGACY for s in sigs)

@@ -1,7 +1,6 @@
 """Training data: sessionized features, session labels (training.labels), account-disjoint split, windows."""
 from __future__ import annotations
 
-import hashlib
 import zlib
 from dataclasses import dataclass, field
 
@@ -61,34 +60,6 @@ def hash_only_copy(events: pa.Table) -> pa.Table:
     return normalise(t, source="hash-only copy")
 
 
-def hash_only_training_copy(events: pa.Table, labels: pa.Table, gap_s: float, seed: int,
-                            fractions, share: float) -> tuple[Prepared, int]:
-    """A seeded `share` of the training accounts (split 0 of `split_of`) prepared once more
-    from their `hash_only_copy`, to train beside the originals: (their sessions, accounts).
-
-    A caller or file that carries only an upstream `template_hash` gives one exact value
-    per frame (no band-wise matching), so the repetition features of a templated harvest
-    read lower than on signatures; a model that never saw that form misses it (measured:
-    B -> A hash-only recall 0.73 against 0.77 on signatures). The copies keep their
-    account ids, so they stay in the training split; their conflicts and unmatched label
-    rows are the originals' and are not counted twice."""
-    if share <= 0:
-        return None, 0
-    acc = pc.unique(events["account_id"]).to_numpy(zero_copy_only=False)
-    # Not crc32 with another prefix: CRC is affine, so crc32(p1 + a) ^ crc32(p2 + a) is the
-    # same for every `a`, and this draw would be tied to split_of's (no account picked).
-    u = np.array([int.from_bytes(hashlib.blake2b(f"hash-only:{seed}:{a}".encode(), digest_size=8).digest(), "big")
-                  / 2**64 for a in acc])
-    pick = acc[(split_of(acc, seed, fractions) == 0) & (u < share)]
-    if len(pick) == 0:
-        return None, 0
-    sub = events.filter(pc.is_in(events["account_id"], value_set=pa.array(pick, events["account_id"].type)))
-    p = prepare(hash_only_copy(sub), labels, gap_s)
-    p.conflicts, p.unmatched = p.conflicts.slice(0, 0), p.unmatched.slice(0, 0)
-    p.n_unlabelled, p.n_label_rows = 0, 0
-    return p, len(pick)
-
-
 def prepare(events: pa.Table, labels: pa.Table, gap_s: float, on_conflict: str = "exclude") -> Prepared:
     """Canonical events + label rows (labels_io.read_labels) -> labelled sessions.
 
@@ -117,15 +88,6 @@ def _select_sessions(sr: windows.SessionRows, idx: np.ndarray) -> windows.Sessio
     lengths = sr.lengths[idx]
     rows = np.concatenate([sr.rows[sr.starts[i]:sr.starts[i + 1]] for i in idx]) if len(idx) else sr.rows[:0]
     return windows.SessionRows(rows=rows, starts=np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64))
-
-
-def first_sessions(p: Prepared, n: int) -> Prepared:
-    """The first `n` sessions of `p` (e.g. the originals, before appended copies)."""
-    from dataclasses import replace
-
-    sr = windows.SessionRows(rows=p.sr.rows[:p.sr.starts[n]], starts=p.sr.starts[:n + 1])
-    return replace(p, sr=sr, y=p.y[:n], accounts=p.accounts[:n], families=p.families[:n],
-                   session_ids=p.session_ids[:n], sources=p.sources[:n])
 
 
 def concat_prepared(a: Prepared, b: Prepared) -> Prepared:

@@ -35,9 +35,6 @@ class TrainConfig:
     weight_decay: float = 0.01
     session_gap_s: float = DEFAULT_GAP_S
     split_fractions: tuple = (0.7, 0.15)     # train, val; the rest is test (account-disjoint)
-    # Share of training accounts also trained on as a hash-only copy (frames as exact
-    # upstream hashes: training.data.hash_only_training_copy). Validation and test are untouched.
-    hash_only_share: float = 0.25
     network: NetworkConfig = field(default_factory=lambda: NetworkConfig(ple_bins=DEFAULT_PLE_BINS))
     checkpoint_dir: str = "runs/checkpoints"
     # Processes and where they run. devices > 1 trains data-parallel (DDP): every process
@@ -208,8 +205,7 @@ def train(events_path: str | Path | list, labels_path: str | Path | list, out: s
     from ..serving.bundle import load_bundle, session_probs
     from . import calibration, evaluate
     from . import labels as labels_mod
-    from .data import (SessionDataModule, concat_prepared, first_sessions, hash_only_training_copy, prepare,
-                       split_of)
+    from .data import SessionDataModule, concat_prepared, prepare, split_of
     from .export import update_metadata, write_bundle
     from .lightning_module import SessionClassifier
 
@@ -241,11 +237,6 @@ def train(events_path: str | Path | list, labels_path: str | Path | list, out: s
                      "min_class_sessions": mix.min_class_sessions}
     if launcher:
         write_label_reports(p.conflicts, p.unmatched, out)
-    hcopy, hcopy_accounts = hash_only_training_copy(events, labels, cfg.session_gap_s, cfg.seed,
-                                                    cfg.split_fractions, cfg.hash_only_share)
-    n_original = len(p.y)
-    if hcopy is not None:
-        p = concat_prepared(p, hcopy)
     split = split_of(p.accounts, cfg.seed, cfg.split_fractions)
     for part, name in enumerate(("train", "val")):
         if not (split == part).any():
@@ -289,16 +280,11 @@ def train(events_path: str | Path | list, labels_path: str | Path | list, out: s
     net = best.net.eval()
     train_s = time.perf_counter() - t0
 
-    n_copies = len(p.y) - n_original
-    if n_copies:    # the copies only train: validation, calibration and test read the originals
-        p, split = first_sessions(p, n_original), split[:n_original]
     simulated = p.sources == labels_mod.SIMULATED
     label_files = [f for lp in _paths(labels_path) for f in input_files(lp)]
     fingerprint = {"sha256": file_sha256([f for e in _paths(events_path) for f in input_files(e)] + label_files), "events": len(events),
                    "sessions": int(len(p.y)), "unlabelled_sessions": p.n_unlabelled,
                    "sessions_per_class": {LABELS[i]: int((p.y == i).sum()) for i in range(len(LABELS))},
-                   "hash_only_copies": {"accounts": hcopy_accounts, "sessions": n_copies,
-                                        "share": cfg.hash_only_share},
                    "labels": {"sha256": file_sha256(label_files), "files": len(label_files),
                               "rows": int(labels.num_rows),
                               "conflicting_sessions": int(p.conflicts.num_rows),
