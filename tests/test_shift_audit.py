@@ -215,14 +215,16 @@ def test_cli_shift_writes_the_report_and_fails_on_violation_when_asked(control, 
 
 DEFAULT_SET = SimConfig(seed=1013, accounts=5000, days=3.0)   # ~3,200 human sessions
 
-# Measured 2026-12-02 on serving/default_bundle (0.1.0+6932b073.a769ad94), DEFAULT_SET, seed 0;
-# base human flag rate 0.0242 (3226 human sessions).
+# Measured 2026-12-03 on serving/default_bundle (frame signature v3), DEFAULT_SET, seed 0;
+# base human flag rate 0.0074 (3226 human sessions). The base fell from 0.0242 with v2, so
+# the same absolute rise is a larger ratio: max_tokens_set now crosses the bar (2.2x, 1.7%).
 KNOWN_FAILURES = {
-    "max_tokens_high": "0.0242 to 0.2266 (9.4x)",
-    "age_under_day": "0.0242 to 0.1392 (5.8x)",
-    "age_under_week": "0.0242 to 0.1122 (4.6x)",
-    "output_long": "0.0242 to 0.0890 (3.7x)",
-    "single_request": "0.0242 to 0.0918 (3.8x)",
+    "max_tokens_set": "0.0074 to 0.0167 (2.2x)",
+    "max_tokens_high": "0.0074 to 0.1221 (16.4x)",
+    "age_under_day": "0.0074 to 0.0555 (7.5x)",
+    "age_under_week": "0.0074 to 0.0474 (6.4x)",
+    "output_long": "0.0074 to 0.0409 (5.5x)",
+    "single_request": "0.0074 to 0.0248 (3.3x)",
 }
 
 
@@ -230,7 +232,7 @@ def _default_param(name):
     if name not in KNOWN_FAILURES:
         return name
     return pytest.param(name, marks=pytest.mark.xfail(
-        strict=True, reason=f"measured 2026-12-02: {name} raises the human flag rate from "
+        strict=True, reason=f"measured 2026-12-03: {name} raises the human flag rate from "
                             f"{KNOWN_FAILURES[name]}; fixed by the model/decision issues 14-15"))
 
 
