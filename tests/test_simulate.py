@@ -75,7 +75,9 @@ def test_event_columns_and_types(sim):
         vals = events[c]
         assert vals.notna().all() and all(isinstance(v, str) and v for v in vals.iloc[:2000]), c
     assert events["ip_prefix"].str.fullmatch(r"\d+\.\d+\.\d+\.0/24").all()
-    assert events["frame_signature"].str.fullmatch(r"02[0-9a-f]{38}").all()
+    from distillguard.model.frames import SIGNATURE_VERSION
+
+    assert events["frame_signature"].str.fullmatch(rf"{SIGNATURE_VERSION:02x}[0-9a-f]{{38}}").all()
     assert events["elicits_reasoning"].dtype == bool and events["elicits_reasoning"].any()
     assert events["account_created_at"].dtype == np.float64
     known = events["account_created_at"].notna()
@@ -327,13 +329,13 @@ def test_cli_family_selection(tmp_path, capsys):
 
 
 def test_system_prompts_are_signed_per_owner_and_never_written_as_text():
-    from distillguard.model.frames import parse_signature
+    from distillguard.model.frames import SIGNATURE_VERSION, parse_signature
 
     events, labels = simulate(SimConfig(seed=2, accounts=1500, days=1.0))
     assert "system_prompt" not in events.columns
     m = events.merge(labels, on="account_id")
     sigs = m["system_signature"].dropna()
-    assert len(sigs) and all(parse_signature(s)[0] == 2 for s in sigs.unique())
+    assert len(sigs) and all(parse_signature(s)[0] == SIGNATURE_VERSION for s in sigs.unique())
     # One fixed text per owner: every account (benign) and every campaign sends one signature.
     assert (m.groupby("account_id")["system_signature"].nunique(dropna=True) <= 1).all()
     harv = m[(m["label"] == HARVEST) & m["system_signature"].notna()]
