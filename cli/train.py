@@ -36,6 +36,10 @@ def add_parser(sub) -> None:
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--lr", type=float, default=2e-3)
     p.add_argument("--window", type=int, default=32, help="events the model sees (W)")
+    p.add_argument("--attention-span", type=int, default=None, metavar="S",
+                   help="sliding attention: each layer attends to the last S events (default: the "
+                        "largest S whose receptive field, layers x (S-1) + 1, fits the window; "
+                        "0 = whole-window attention with absolute positions)")
     p.add_argument("--d-model", type=int, default=32)
     p.add_argument("--layers", type=int, default=2)
     p.add_argument("--heads", type=int, default=4)
@@ -58,11 +62,16 @@ def add_parser(sub) -> None:
 
 
 def train_config(a):
-    from ..model.network import NetworkConfig
+    from ..model.network import NetworkConfig, widest_span
     from ..training.train import DEFAULT_PLE_BINS, TrainConfig
 
-    net = NetworkConfig(window=a.window, d_model=a.d_model, n_layer=a.layers, n_head=a.heads,
-                        ple_bins=DEFAULT_PLE_BINS if a.ple_bins is None else a.ple_bins)
+    span = widest_span(a.window, a.layers) if a.attention_span is None else a.attention_span
+    try:
+        net = NetworkConfig(window=a.window, d_model=a.d_model, n_layer=a.layers, n_head=a.heads,
+                            ple_bins=DEFAULT_PLE_BINS if a.ple_bins is None else a.ple_bins,
+                            attention_span=span)
+    except ValueError as e:
+        raise SystemExit(f"distillguard train: {e}") from None
     return TrainConfig(seed=a.seed, epochs=a.epochs, batch_size=a.batch_size, lr=a.lr,
                        session_gap_s=a.session_gap_hours * 3600.0, network=net,
                        checkpoint_dir=a.checkpoint_dir, devices=a.devices, strategy=a.strategy,

@@ -51,29 +51,37 @@ def last_windows(sr: SessionRows, window: int) -> tuple[np.ndarray, np.ndarray]:
     return sr.starts[1:] - length, length
 
 
-def per_event_windows(sr: SessionRows, window: int):
-    """Windows that give score(t) for every event.
+def _ragged_arange(counts: np.ndarray) -> np.ndarray:
+    """[0..counts[0]), [0..counts[1]), ... laid end to end."""
+    return np.arange(int(counts.sum())) - np.repeat(np.cumsum(counts) - counts, counts)
 
-    Returns (begin, length, win_of, pos, event): windows are (begin, length); scored
-    event k is `event[k]`, read at row `pos[k]` of window `win_of[k]`. A session's first window covers its first min(n, W)
-    events and scores all of them at once (causal attention); each later event t gets its
-    own window [t-W+1, t].
+
+def per_event_windows(sr: SessionRows, window: int, receptive: int | None = None, chunk: int = 256):
+    """Windows that give score(t) for every event: (begin, length, first), window k covering
+    rows begin[k] .. begin[k]+length[k]-1 and scoring the events at its rows first[k].. (the
+    rows before `first` are context only). Every event is scored by exactly one window.
+
+    receptive None (whole-window attention, absolute positions): a session's first window
+    covers its first min(n, W) events and scores them all at once; each later event t gets
+    its own window [t-W+1, t] (first = W-1).
+    receptive R (sliding attention): a session is cut into chunks of `chunk` scored events,
+    each carrying the R-1 rows before it (fewer at the session's start): one pass per chunk,
+    ~(chunk + R - 1) / chunk rows computed per event instead of W.
     """
     lengths = sr.lengths
-    head_len = np.minimum(lengths, window)
-    head_begin = sr.starts[:-1]
-    # every event of the head windows
-    n_head = int(head_len.sum())
-    head_win = np.repeat(np.arange(len(lengths)), head_len)
-    head_pos = np.arange(n_head) - np.repeat(np.cumsum(head_len) - head_len, head_len)
-    head_event = head_begin[head_win] + head_pos
-    # tail events t >= W of each session
-    tail_len = lengths - head_len
-    tail_event = np.repeat(head_begin + window, tail_len) + (
-        np.arange(int(tail_len.sum())) - np.repeat(np.cumsum(tail_len) - tail_len, tail_len))
-    begin = np.concatenate([head_begin, tail_event - window + 1])
-    length = np.concatenate([head_len, np.full(len(tail_event), window)])
-    win_of = np.concatenate([head_win, len(lengths) + np.arange(len(tail_event))])
-    pos = np.concatenate([head_pos, np.full(len(tail_event), window - 1)])
-    event = np.concatenate([head_event, tail_event])
-    return begin, length, win_of, pos, event
+    s0 = sr.starts[:-1]
+    if receptive is None:
+        head_len = np.minimum(lengths, window)
+        tail_len = lengths - head_len
+        tail_event = np.repeat(s0 + window, tail_len) + _ragged_arange(tail_len)
+        begin = np.concatenate([s0, tail_event - window + 1])
+        length = np.concatenate([head_len, np.full(len(tail_event), window)])
+        first = np.concatenate([np.zeros(len(s0), np.int64), np.full(len(tail_event), window - 1)])
+        keep = length > 0
+        return begin[keep], length[keep], first[keep]
+    n_chunks = -(-lengths // chunk)                         # ceil; 0 for an empty session
+    owner = np.repeat(np.arange(len(lengths)), n_chunks)
+    out_begin = s0[owner] + _ragged_arange(n_chunks) * chunk
+    out_end = np.minimum(out_begin + chunk, sr.starts[1:][owner])
+    begin = np.maximum(out_begin - (receptive - 1), s0[owner])
+    return begin, out_end - begin, out_begin - begin

@@ -33,6 +33,8 @@ from . import policy as policy_mod
 EPS = 1e-12
 # Windows per onnxruntime call in batch scoring and evaluation.
 ORT_BATCH = 512
+# Padded rows per ORT call in per-event scoring (chunks of up to 256 + 30 rows).
+PER_EVENT_ROWS = 8192
 
 
 class BundleError(RuntimeError):
@@ -61,6 +63,14 @@ class Bundle:
     @property
     def window(self) -> int:
         return int(self.metadata["model_config"]["window"])
+
+    @property
+    def receptive_field(self) -> int | None:
+        """Rows a sliding-attention bundle's output depends on; None for whole-window attention
+        (absolute positions: an output depends on where its window starts)."""
+        cfg = self.metadata["model_config"]
+        span = int(cfg.get("attention_span", 0) or 0)
+        return int(cfg["n_layer"]) * (span - 1) + 1 if span else None
 
     @property
     def labels(self) -> tuple[str, ...]:
@@ -160,14 +170,21 @@ def apply_temperature(probs, T: float) -> np.ndarray:
 # --------------------------------------------------------------------------- scores
 
 def predict_windows(bundle: Bundle, rows: np.ndarray, begin: np.ndarray, length: np.ndarray,
-                    batch: int = ORT_BATCH):
+                    batch: int = ORT_BATCH, max_rows: int | None = None):
     """Yield (sel, probs) blocks: probs (len(sel), T, C) for windows `sel`, all windows once.
 
-    Windows are visited in order of length (less padding per ORT call), `batch` at a time.
+    Windows are visited in order of length (less padding per ORT call), `batch` at a time,
+    fewer when `max_rows` (padded rows per call) would be exceeded: long chunks in batches
+    of 512 made intermediates of hundreds of MB and ran slower.
     """
     order = np.argsort(length, kind="stable")
-    for i in range(0, len(order), batch):
-        sel = order[i:i + batch]
+    i = 0
+    while i < len(order):
+        n = batch
+        if max_rows is not None:
+            n = max(1, min(batch, max_rows // max(int(length[order[min(i + batch, len(order)) - 1]]), 1)))
+        sel = order[i:i + n]
+        i += n
         yield sel, bundle.predict(windows.gather(rows, begin[sel], length[sel]))
 
 
@@ -193,18 +210,13 @@ def last_window_probs(bundle: Bundle, rows: np.ndarray, ends: np.ndarray, length
 def per_event_probs(bundle: Bundle, sr: windows.SessionRows) -> np.ndarray:
     """score(t) at every event: (n_events, C), row k for event sr.rows[k].
 
-    Each window of `windows.per_event_windows` is predicted once (in `predict_windows`'
-    order and blocks) and each event reads its own row of its window."""
-    begin, length, win_of, pos, event = windows.per_event_windows(sr, bundle.window)
+    Each window of `windows.per_event_windows` (chunks of a session for a sliding-attention
+    bundle, one window per late event otherwise) is predicted once and each of its scored
+    rows lands on its event."""
+    begin, length, first = windows.per_event_windows(sr, bundle.window, bundle.receptive_field)
     probs = np.empty((len(sr.rows), len(bundle.labels)), dtype=np.float32)
-    # Where each window lands in predict_windows' visiting order: block and row in block.
-    rank = np.empty(len(begin), dtype=np.int64)
-    rank[np.argsort(length, kind="stable")] = np.arange(len(begin))
-    k_rank = rank[win_of]
-    k_block = k_rank // ORT_BATCH
-    by_block = np.argsort(k_block, kind="stable")
-    bounds = np.searchsorted(k_block[by_block], np.arange(len(begin) // ORT_BATCH + 2))
-    for b, (_, p) in enumerate(predict_windows(bundle, sr.rows, begin, length)):
-        ks = by_block[bounds[b]:bounds[b + 1]]
-        probs[event[ks]] = p[k_rank[ks] - b * ORT_BATCH, pos[ks]]
+    for sel, p in predict_windows(bundle, sr.rows, begin, length, max_rows=PER_EVENT_ROWS):
+        t = np.arange(p.shape[1])
+        scored = (t[None, :] >= first[sel, None]) & (t[None, :] < length[sel, None])   # (n, T)
+        probs[(begin[sel, None] + t[None, :])[scored]] = p[scored]
     return probs

@@ -6,7 +6,7 @@ import pytest
 from distillguard.model.network import NetworkConfig
 from distillguard.training.train import TrainConfig
 
-TINY_NET = NetworkConfig(window=16, d_model=16, n_head=2, n_layer=1, d_ff=32, ple_bins=8)
+TINY_NET = NetworkConfig(window=16, d_model=16, n_head=2, n_layer=2, d_ff=32, ple_bins=8, attention_span=8)
 
 
 def tiny_train_config(tmp: Path, seed: int = 0, epochs: int = 2) -> TrainConfig:

@@ -90,3 +90,25 @@ def test_version_names_data_and_weights_not_install_paths(tiny_bundle):
     with torch.no_grad():
         next(twin.parameters()).add_(1e-3)
     assert weights_sha256(twin) != weights_sha256(net)
+
+
+def test_per_event_chunks_give_the_scores_of_one_window_per_event(tiny_bundle):
+    """Batch per-event scoring of a sliding-attention bundle reads chunks of a session with
+    R-1 rows of context; each event's score must equal the score of its own window of the
+    last W rows (what the online scorer computes), sessions longer than a chunk included."""
+    from distillguard.model import windows
+    from distillguard.serving.bundle import last_window_probs, load_bundle, per_event_probs
+
+    b = load_bundle(tiny_bundle)
+    assert b.receptive_field is not None and b.receptive_field <= b.window
+    rng = np.random.default_rng(0)
+    lengths = np.array([1, 5, b.window, 300, 700, 3])
+    starts = np.concatenate([[0], np.cumsum(lengths)])
+    rows = rng.standard_normal((int(lengths.sum()), len(b.metadata["feature_spec"]["names"]))).astype(np.float32)
+    sr = windows.SessionRows(rows=rows, starts=starts)
+    got = per_event_probs(b, sr)
+    ends = np.concatenate([np.arange(s + 1, e + 1) for s, e in zip(starts[:-1], starts[1:])])
+    owner_start = np.repeat(starts[:-1], lengths)
+    want = np.concatenate([last_window_probs(b, rows, ends[i:i + 256], (ends - owner_start)[i:i + 256])
+                           for i in range(0, len(ends), 256)])
+    np.testing.assert_allclose(got, want, atol=1e-5)

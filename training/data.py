@@ -107,26 +107,37 @@ def concat_prepared(a: Prepared, b: Prepared) -> Prepared:
 
 
 def training_windows(sr: windows.SessionRows, sessions: np.ndarray, window: int,
-                     rng: np.random.Generator, tail_per_session: int = 3):
-    """(begin, length, session) windows: each session's head window plus a few random
-    full windows ending later in long sessions (where the harvest evidence accumulates)."""
+                     rng: np.random.Generator, tail_per_session: int = 3, receptive: int | None = None):
+    """(begin, length, session, first) windows: each session's head window plus a few random
+    windows ending later in long sessions (where the harvest evidence accumulates); the loss
+    reads rows first.. of a window.
+
+    Whole-window attention (receptive None): windows of W rows, every row trained (a row's
+    score is a legal causal score of the window's rows). Sliding attention (receptive R):
+    windows of W + R - 1 rows; a late window trains only its last W rows, the ones whose
+    receptive field lies inside it, so training sees exactly the outputs scoring computes."""
+    ctx = 0 if receptive is None else receptive - 1
+    span = window + ctx
     lengths = sr.lengths[sessions]
     begin = [sr.starts[:-1][sessions]]
-    length = [np.minimum(lengths, window)]
+    length = [np.minimum(lengths, span)]
     owner = [sessions]
-    long = sessions[lengths > window]
+    first = [np.zeros(len(sessions), np.int64)]
+    long = sessions[lengths > span]
     for _ in range(tail_per_session):
         n = sr.lengths[long]
-        end = sr.starts[:-1][long] + window + (rng.random(len(long)) * (n - window)).astype(np.int64)
-        begin.append(end - window)
-        length.append(np.full(len(long), window))
+        end = sr.starts[:-1][long] + span + (rng.random(len(long)) * (n - span)).astype(np.int64)
+        begin.append(end - span)
+        length.append(np.full(len(long), span))
         owner.append(long)
-    return np.concatenate(begin), np.concatenate(length), np.concatenate(owner)
+        first.append(np.full(len(long), ctx, np.int64))
+    return np.concatenate(begin), np.concatenate(length), np.concatenate(owner), np.concatenate(first)
 
 
 class WindowDataset(Dataset):
-    def __init__(self, rows, begin, length, y, window):
+    def __init__(self, rows, begin, length, y, window, first=None):
         self.rows, self.begin, self.length, self.y, self.window = rows, begin, length, y, window
+        self.first = np.zeros(len(begin), np.int64) if first is None else first
 
     def __len__(self):
         return len(self.begin)
@@ -134,7 +145,8 @@ class WindowDataset(Dataset):
     def __getitems__(self, idx):
         idx = np.asarray(idx)
         x = windows.gather(self.rows, self.begin[idx], self.length[idx])
-        return (torch.from_numpy(x), torch.from_numpy(self.length[idx]), torch.from_numpy(self.y[idx]))
+        return (torch.from_numpy(x), torch.from_numpy(self.length[idx]), torch.from_numpy(self.y[idx]),
+                torch.from_numpy(self.first[idx]))
 
     def __getitem__(self, i):
         return self.__getitems__([i])
@@ -145,15 +157,17 @@ def _identity(batch):
 
 
 class SessionDataModule(L.LightningDataModule):
-    def __init__(self, prepared: Prepared, split: np.ndarray, window: int, batch_size: int, seed: int):
+    def __init__(self, prepared: Prepared, split: np.ndarray, window: int, batch_size: int, seed: int,
+                 receptive: int | None = None):
         super().__init__()
         self.p, self.split, self.window, self.batch_size, self.seed = prepared, split, window, batch_size, seed
+        self.receptive = receptive
 
     def _dataset(self, part: int, rng) -> WindowDataset:
         sessions = np.flatnonzero(self.split == part)
         tails = 3 if part == 0 else 1
-        b, ln, owner = training_windows(self.p.sr, sessions, self.window, rng, tails)
-        return WindowDataset(self.p.sr.rows, b, ln, self.p.y[owner], self.window)
+        b, ln, owner, first = training_windows(self.p.sr, sessions, self.window, rng, tails, self.receptive)
+        return WindowDataset(self.p.sr.rows, b, ln, self.p.y[owner], self.window, first)
 
     def setup(self, stage=None):
         rng = np.random.default_rng(self.seed)

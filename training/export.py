@@ -20,9 +20,15 @@ from ..model.network import ScoringGraph, SessionTransformer
 from ..model.schema import LABELS
 
 
+# Longest input a sliding-attention graph accepts (its attention is (T, T) per head).
+MAX_SLIDING_LEN = 4096
+
+
 def export_onnx(net: SessionTransformer, path: Path) -> None:
-    """Dynamic batch and length (1..W). The example uses batch 2 and length W: a batch of
-    1 would be specialised to a constant by the dynamo exporter (design doc pitfalls)."""
+    """Dynamic batch and length (1..W; 1..MAX_SLIDING_LEN for a sliding-attention network,
+    which batch scoring runs over chunks longer than W). The example uses batch 2 and
+    length W: a batch of 1 would be specialised to a constant by the dynamo exporter
+    (design doc pitfalls)."""
     if net.cfg.ple_bins and not bool(net.ple_inv_w.any()):
         raise ValueError("the network's piecewise-linear encoding has no bin edges (set_ple_edges was "
                          "never called): it would ignore its input")
@@ -30,7 +36,7 @@ def export_onnx(net: SessionTransformer, path: Path) -> None:
     W = net.cfg.window
     x = torch.zeros(2, W, net.cfg.n_features)
     batch = torch.export.Dim("batch", min=1, max=65536)
-    time = torch.export.Dim("time", min=1, max=W)
+    time = torch.export.Dim("time", min=1, max=MAX_SLIDING_LEN if net.cfg.attention_span else W)
     with warnings.catch_warnings(), open(os.devnull, "w") as devnull:
         warnings.simplefilter("ignore")
         import contextlib

@@ -20,11 +20,12 @@ class SessionClassifier(L.LightningModule):
         return self.net(x)
 
     def _common_step(self, batch, stage: str):
-        x, length, y = batch
+        x, length, y, first = batch
         logits = self.net(x)                                        # (B, T, C)
         B, T, C = logits.shape
-        valid = torch.arange(T, device=x.device)[None, :] < length[:, None]   # (B, T)
-        # Every valid position is a legal causal score of its session prefix: train them all.
+        t = torch.arange(T, device=x.device)[None, :]
+        # Rows before `first` are context whose own outputs scoring never computes (data.training_windows).
+        valid = (t < length[:, None]) & (t >= first[:, None])       # (B, T)
         target = y[:, None].expand(B, T)
         loss_all = F.cross_entropy(logits.reshape(-1, C), target.reshape(-1),
                                    weight=self.class_weights, reduction="none").view(B, T)

@@ -24,6 +24,7 @@ log = logging.getLogger(__name__)
 # held out of training this lifted the share flagged (agentic 0.01 -> 0.22, topic sweep
 # 0.82 -> 0.94, mixed 0.87 -> 1.00 at 1% human FPR) and flagged fewer benign agent loops.
 DEFAULT_PLE_BINS = 16
+DEFAULT_SPAN = 16
 
 
 @dataclass
@@ -35,7 +36,10 @@ class TrainConfig:
     weight_decay: float = 0.01
     session_gap_s: float = DEFAULT_GAP_S
     split_fractions: tuple = (0.7, 0.15)     # train, val; the rest is test (account-disjoint)
-    network: NetworkConfig = field(default_factory=lambda: NetworkConfig(ple_bins=DEFAULT_PLE_BINS))
+    # Sliding attention (span 16, receptive field 31 <= W = 32): one pass gives every
+    # event's score, offline as online (model.network).
+    network: NetworkConfig = field(default_factory=lambda: NetworkConfig(ple_bins=DEFAULT_PLE_BINS,
+                                                                         attention_span=DEFAULT_SPAN))
     checkpoint_dir: str = "runs/checkpoints"
     # Processes and where they run. devices > 1 trains data-parallel (DDP): every process
     # reads its own shard of the training windows, `batch_size` is per process and the
@@ -241,7 +245,8 @@ def train(events_path: str | Path | list, labels_path: str | Path | list, out: s
     for part, name in enumerate(("train", "val")):
         if not (split == part).any():
             raise SchemaError(f"too few labelled accounts ({len(np.unique(p.accounts))}) for a {name} split")
-    dm = SessionDataModule(p, split, cfg.network.window, cfg.batch_size, cfg.seed)
+    dm = SessionDataModule(p, split, cfg.network.window, cfg.batch_size, cfg.seed,
+                           cfg.network.receptive_field if cfg.network.attention_span else None)
     net_cfg = asdict(cfg.network)
     model = SessionClassifier(net_cfg, dm.class_weights().tolist(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     if cfg.network.ple_bins:
