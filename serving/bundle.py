@@ -105,10 +105,22 @@ class Bundle:
         T = self.temperature
         return p if T == 1.0 else apply_temperature(p, T).astype(np.float32)
 
-    def decide(self, probs: np.ndarray, rows: np.ndarray):
-        """Probabilities (n, C) and the feature rows they were read at (n, F) -> (labels,
-        actions, reasons) under this bundle's policy (`policy.decide`)."""
-        return policy_mod.decide(probs, rows, self.labels, self.policy)
+    @cached_property
+    def occlusion_baseline(self) -> np.ndarray | None:
+        """(F,) the value each input is set to when its group is occluded (validation human
+        medians, fixed at training); None for bundles from before explanations."""
+        b = self.metadata.get("occlusion_baseline")
+        return None if b is None else np.asarray(b, dtype=np.float32)
+
+    def decide_events(self, probs: np.ndarray, rows: np.ndarray, seg: np.ndarray, state: np.ndarray,
+                      windows_of=None, describe_at=None):
+        """`policy.decide_events` under this bundle's policy. windows_of(idx) -> (x, length):
+        the windows ending at events idx (their last W rows), which explanations occlude;
+        None, or a bundle without an occlusion baseline: rule checks on the row."""
+        explain = None
+        if windows_of is not None and self.occlusion_baseline is not None:
+            explain = lambda idx: policy_mod.top_groups(explain_windows(self, *windows_of(idx)))  # noqa: E731
+        return policy_mod.decide_events(probs, rows, self.labels, self.policy, seg, state, explain, describe_at)
 
 
 def load_bundle(path: str | Path, threads: int = 1) -> Bundle:
@@ -205,6 +217,93 @@ def last_window_probs(bundle: Bundle, rows: np.ndarray, ends: np.ndarray, length
     win_len = np.minimum(lengths, bundle.window)
     x = windows.gather(rows, ends - win_len, win_len)
     return bundle.predict(x)[np.arange(len(lengths)), win_len - 1]
+
+
+def explain_windows(bundle: Bundle, x: np.ndarray, length: np.ndarray) -> np.ndarray:
+    """Windows (n, T, F) ending at explained events (row length-1) -> (n, n_groups): how much
+    setting each reason group's inputs to the occlusion baseline, in every row of the
+    window, lowers the event's log-odds of distillation (positive: the group pushed it up)."""
+    G = len(policy_mod.GROUPS)
+    base = bundle.occlusion_baseline
+    xs = np.repeat(np.asarray(x, dtype=np.float32), G + 1, axis=0)           # (n (G+1), T, F)
+    for g, cols in enumerate(policy_mod.GROUP_COLUMNS):
+        xs[g + 1::G + 1][:, :, cols] = base[cols]
+    at = np.repeat(np.asarray(length) - 1, G + 1)
+    d = bundle.labels.index("distillation_harvesting")
+    p = np.empty(len(xs), dtype=np.float64)
+    for i in range(0, len(xs), ORT_BATCH):
+        p[i:i + ORT_BATCH] = bundle.predict(xs[i:i + ORT_BATCH])[np.arange(len(xs[i:i + ORT_BATCH])), at[i:i + ORT_BATCH], d]
+    z = policy_mod.log_odds(p, 30.0).reshape(-1, G + 1)
+    return z[:, :1] - z[:, 1:]
+
+
+@dataclass
+class EventVerdicts:
+    """`score_events`' output, one entry per event (rows of `sr`)."""
+    probs: np.ndarray          # (n, C) calibrated
+    labels: list
+    actions: list
+    reasons: list              # [(code, evidence), ...] ([] where not described)
+    session_score: np.ndarray  # (n,) float64
+
+
+def score_events(bundle: Bundle, sr: windows.SessionRows, describe_at: np.ndarray | None = None) -> EventVerdicts:
+    """Every event's probabilities and verdict, sessions seen from their first event: the
+    one offline path (batch scoring, evaluation, training's thresholds read it)."""
+    probs = per_event_probs(bundle, sr)
+    n = len(sr.lengths)
+    seg = np.repeat(np.arange(n), sr.lengths)
+    s0 = sr.starts[:-1][seg]
+
+    def windows_of(idx):
+        begin = np.maximum(s0[idx], idx - bundle.window + 1)
+        length = idx - begin + 1
+        return windows.gather(sr.rows, begin, length), length
+
+    names, acts, reasons, score = bundle.decide_events(probs, sr.rows, seg, policy_mod.empty_decisions(n),
+                                                       windows_of, describe_at)
+    return EventVerdicts(probs, names, acts, reasons, score)
+
+
+@dataclass
+class SessionVerdicts:
+    """Per session (sessions of `sr`, from their first event): the verdict at its last
+    event, as `score` writes it, and what the served policy did over the whole session."""
+    probs: np.ndarray           # (n, C) at the last event
+    rows: np.ndarray            # (n, F) the last event's feature row
+    labels: list
+    actions: list               # at the last event
+    reasons: list
+    session_score: np.ndarray   # (n,) at the last event
+    peak_score: np.ndarray      # (n,) highest session_score at any event
+    worst_action: np.ndarray    # (n,) rank (policy.Action order) of the harshest action at any event
+    first_strong: np.ndarray    # (n,) events until the first DEGRADE or BLOCK (inf: never)
+    events: EventVerdicts
+
+
+def session_verdicts(bundle: Bundle, sr: windows.SessionRows) -> SessionVerdicts:
+    last = sr.starts[1:] - 1
+    at_last = np.zeros(len(sr.rows), dtype=bool)
+    at_last[last] = True
+    v = score_events(bundle, sr, describe_at=at_last)
+    rank = np.array([policy_mod._RANK[a] for a in v.actions], dtype=np.int64) if v.actions else np.zeros(0, np.int64)
+    starts = sr.starts[:-1]
+    n = len(starts)
+    peak = np.maximum.reduceat(v.session_score, starts) if n else np.zeros(0)
+    worst = np.maximum.reduceat(rank, starts) if n else np.zeros(0, np.int64)
+    strong = rank >= policy_mod.DEGRADE
+    seg = np.repeat(np.arange(n), sr.lengths)
+    first = np.full(n, np.inf)
+    hit = np.flatnonzero(strong)
+    if len(hit):
+        # the first strong event of each session: reversed assignment keeps the smallest index
+        first[seg[hit[::-1]]] = (hit[::-1] - starts[seg[hit[::-1]]] + 1).astype(np.float64)
+    labels = np.asarray(v.labels, dtype=object)
+    acts = np.asarray(v.actions, dtype=object)
+    return SessionVerdicts(probs=v.probs[last], rows=sr.rows[last], labels=labels[last].tolist(),
+                           actions=acts[last].tolist(), reasons=[v.reasons[i] for i in last],
+                           session_score=v.session_score[last], peak_score=peak, worst_action=worst,
+                           first_strong=first, events=v)
 
 
 def per_event_probs(bundle: Bundle, sr: windows.SessionRows) -> np.ndarray:

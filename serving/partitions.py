@@ -19,46 +19,48 @@ import pyarrow.compute as pc
 from ..model import readers, windows
 from ..model.sessions import assign_sessions
 from . import policy
-from .bundle import Bundle, per_event_probs, session_probs
+from .bundle import Bundle, score_events
 from .event_log import join_completions
 
 SESSION_COLUMNS = ("session_id", "account_id", "n_events", "p_human", "p_benign_automation",
-                   "p_distillation_harvesting", "label", "action", "reasons")
+                   "p_distillation_harvesting", "label", "action", "reasons", "session_score")
 EVENT_COLUMNS = ("session_id", "account_id", "event_index", "event_id", "ts", "p_human",
-                 "p_benign_automation", "p_distillation_harvesting", "label", "action", "reasons")
+                 "p_benign_automation", "p_distillation_harvesting", "label", "action", "reasons",
+                 "session_score")
 
 
 def score_sessions(bundle: Bundle, table: pa.Table, per_event: bool = False) -> pa.Table:
     """Canonical events (any order) -> output table (session rows, or event rows).
 
     The per-partition function of both engines: one account-hash partition in, its rows
-    out (whole accounts, so whole sessions)."""
+    out (whole accounts, so whole sessions). Either way every event is scored: a session's
+    verdict accumulates evidence over its events (`serving.policy`)."""
     table = assign_sessions(table, gap_s=bundle.gap_s)
     sr = windows.featurize(table)
+    last = sr.starts[1:] - 1
+    at_last = None
+    if not per_event:
+        at_last = np.zeros(len(sr.rows), dtype=bool)
+        at_last[last] = True
+    v = score_events(bundle, sr, describe_at=at_last)
+    reasons = [policy.format_reasons(r) for r in v.reasons] if per_event else \
+        [policy.format_reasons(v.reasons[i]) for i in last]
     if per_event:
-        probs = per_event_probs(bundle, sr)
-        rows = sr.rows
-        seg_len = sr.lengths
-        event_index = np.arange(len(table)) - np.repeat(sr.starts[:-1], seg_len)
+        sel = slice(None)
+        event_index = np.arange(len(table)) - np.repeat(sr.starts[:-1], sr.lengths)
     else:
-        probs, rows = session_probs(bundle, sr)
-    labels, acts, reasons = bundle.decide(probs, rows)
-    reasons = [policy.format_reasons(r) for r in reasons]
-    p_cols = {f"p_{name}": pa.array(probs[:, i].astype(np.float64)) for i, name in enumerate(bundle.labels)}
+        sel = last
+    p_cols = {f"p_{name}": pa.array(v.probs[sel, i].astype(np.float64)) for i, name in enumerate(bundle.labels)}
+    common = {**p_cols, "label": pa.array(np.asarray(v.labels, dtype=object)[sel].tolist(), pa.string()),
+              "action": pa.array(np.asarray(v.actions, dtype=object)[sel].tolist(), pa.string()),
+              "reasons": pa.array(reasons, pa.string()), "session_score": pa.array(v.session_score[sel])}
     if per_event:
-        cols = {
-            "session_id": table["session_id"], "account_id": table["account_id"],
-            "event_index": pa.array(event_index), "event_id": table["event_id"], "ts": table["ts"],
-            **p_cols, "label": pa.array(labels, pa.string()), "action": pa.array(acts, pa.string()),
-            "reasons": pa.array(reasons, pa.string()),
-        }
+        cols = {"session_id": table["session_id"], "account_id": table["account_id"],
+                "event_index": pa.array(event_index), "event_id": table["event_id"], "ts": table["ts"], **common}
         return pa.table({k: cols[k] for k in EVENT_COLUMNS})
-    last = pa.array(sr.starts[1:] - 1)
-    cols = {
-        "session_id": pc.take(table["session_id"], last), "account_id": pc.take(table["account_id"], last),
-        "n_events": pa.array(sr.lengths), **p_cols, "label": pa.array(labels, pa.string()),
-        "action": pa.array(acts, pa.string()), "reasons": pa.array(reasons, pa.string()),
-    }
+    at = pa.array(last)
+    cols = {"session_id": pc.take(table["session_id"], at), "account_id": pc.take(table["account_id"], at),
+            "n_events": pa.array(sr.lengths), **common}
     return pa.table({k: cols[k] for k in SESSION_COLUMNS})
 
 

@@ -9,8 +9,11 @@ last and is kept as is). Keys are namespaced by the ring's raw-field format
 the same sessions. The value is exactly what `MemoryStore` keeps in a slab slot:
 
     16 hex chars   version token (random, new at every write)
-    prefix         format (2), generation, flagged, ring size, length, events in the
+    prefix         format (3), generation, flagged, ring size, length, events in the
                    session, created_at, last_ts, the writer's feature-spec hash
+    decisions      the policy's decision state of the served bundle and of the shadow
+                   (`policy.DECISION_DTYPE` x 2: accumulated evidence and its runs), kept
+                   across feature specs like the ring (format 2 values have none: reset)
     aggregates     the `features.State` scalars and the frame table (spec-dependent)
     ring           `length` records of the raw ring columns (oldest first)
 
@@ -62,19 +65,23 @@ import numpy as np
 
 from ..model import features
 from ..model.features import RawEvents
-from .state import _RAW_DTYPES, _RING_DTYPES, _RING_RAW, RAW_FORMAT, MemoryStore, SessionKey, SessionMeta, \
-    _reset_aggregates
+from . import policy
+from .state import _RAW_DTYPES, _RING_DTYPES, _RING_RAW, DECIDERS, RAW_FORMAT, MemoryStore, SessionKey, \
+    SessionMeta, _reset_aggregates
 
 log = logging.getLogger("distillguard.redis_store")
 
-FORMAT = 2
+FORMAT = 3
+FORMATS_READ = (2, 3)     # 2: before the decision state
 TOKEN_LEN = 16
 PREFIX = np.dtype([("format", "u1"), ("generation", "<i8"), ("flagged", "u1"), ("ring", "<i2"),
                    ("length", "<i2"), ("n_events", "<i8"), ("session_created_at", "<f8"),
                    ("session_last_ts", "<f8"), ("spec", "S16")])
 AGGREGATES = np.dtype([(name, np.dtype(dt).newbyteorder("<")) for name, dt in features.STATE_SCALARS]
                       + [("tcount", "<i8", (features.N_FRAME_SLOTS,))])
-HEADER = np.dtype(PREFIX.descr + AGGREGATES.descr)
+DECISIONS = np.dtype([("decision", policy.DECISION_DTYPE, (DECIDERS,))])
+HEADER = np.dtype(PREFIX.descr + DECISIONS.descr + AGGREGATES.descr)
+HEADER_V2 = np.dtype(PREFIX.descr + AGGREGATES.descr)
 RECORD = np.dtype([(name, np.dtype(dt).newbyteorder("<")) for name, dt in _RING_DTYPES.items()])
 
 # Per key, ARGV holds 4 values: expected token ("" = absent), op, ttl in ms, new value.
@@ -301,6 +308,7 @@ class RedisStore(MemoryStore):
         for name, _ in features.STATE_SCALARS:
             h[name] = getattr(self.agg, name)[slot]
         h["tcount"] = self.agg.tcount[slot]
+        h["decision"] = self.decision[slot]
         rec = np.empty(n, dtype=RECORD)
         for name in _RING_DTYPES:
             rec[name] = self.ring[name][slot, :n]
@@ -319,15 +327,18 @@ class RedisStore(MemoryStore):
             return None
         token = bytes(value[:TOKEN_LEN])
         h = np.frombuffer(value, dtype=PREFIX, count=1, offset=TOKEN_LEN)[0]
-        if int(h["format"]) != FORMAT:
-            raise ValueError(f"session {key}: stored format {int(h['format'])}, this code reads {FORMAT}")
+        fmt = int(h["format"])
+        if fmt not in FORMATS_READ:
+            raise ValueError(f"session {key}: stored format {fmt}, this code reads {', '.join(map(str, FORMATS_READ))}")
         n = int(h["length"])
-        # The ring is the value's tail; what lies between prefix and ring is the writer's
-        # aggregates, read only when the writer had our feature spec.
+        # The ring is the value's tail; what lies between prefix (+ decisions) and ring is the
+        # writer's aggregates, read only when the writer had our feature spec.
         rec = np.frombuffer(value, dtype=RECORD, count=n, offset=len(value) - n * RECORD.itemsize)
+        header = HEADER if fmt == 3 else HEADER_V2
+        dec_len = DECISIONS.itemsize if fmt == 3 else 0
         same_spec = (bytes(h["spec"]).decode() == self.spec_hash
-                     and len(value) == TOKEN_LEN + HEADER.itemsize + n * RECORD.itemsize)
-        agg = np.frombuffer(value, dtype=AGGREGATES, count=1, offset=TOKEN_LEN + PREFIX.itemsize)[0] \
+                     and len(value) == TOKEN_LEN + header.itemsize + n * RECORD.itemsize)
+        agg = np.frombuffer(value, dtype=AGGREGATES, count=1, offset=TOKEN_LEN + PREFIX.itemsize + dec_len)[0] \
             if same_spec else None
         if not self._free:
             self._evict_one()
@@ -343,6 +354,8 @@ class RedisStore(MemoryStore):
             _reset_aggregates(self.agg, s)
             self.rebuilt["lossy" if int(h["n_events"]) > n else "lossless"] += 1
         self.created_at[s], self.last_ts[s] = h["session_created_at"], h["session_last_ts"]
+        self.decision[s] = (np.frombuffer(value, dtype=DECISIONS, count=1, offset=TOKEN_LEN + PREFIX.itemsize)[0]
+                            ["decision"] if fmt == 3 else policy.empty_decisions(DECIDERS))
         if n > self.ring_size:
             # Written by a process with a longer ring: fold the surplus, as `append` would.
             extra = n - self.ring_size

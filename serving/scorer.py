@@ -29,10 +29,10 @@ from pathlib import Path
 
 import numpy as np
 
-from ..model import features, frames, templates
+from ..model import features, frames, templates, windows
 from ..model.schema import LABELS
 from . import policy
-from .bundle import Bundle, last_window_probs, load_bundle
+from .bundle import Bundle, load_bundle
 from .state import SessionStore, event_key
 from .stores import open_store
 
@@ -130,6 +130,7 @@ class Verdict:
     events_in_session: int
     model_version: str
     session_id: str
+    session_score: float = 0.0      # accumulated evidence in [0, 1]; the action derives from it
     shadow: bool = False
     duplicate: bool = False
     # With a shadow model loaded (Scorer.set_shadow): its verdict on the same event; None
@@ -386,8 +387,9 @@ class Scorer:
         if not slots:
             return
         slots_a = np.asarray(slots, dtype=np.int64)
-        probs, rows, shadow_verdicts = self._window_scores(bundle, slots_a, evs, shadow)
-        labels, acts, reasons = bundle.decide(probs, rows)
+        probs, rows, x, win_len = self._window_scores(bundle, slots_a, evs)
+        labels, acts, reasons, score = self._decide(bundle, 0, slots_a, probs, rows, x, win_len)
+        shadow_verdicts = None if shadow is None else self._shadow_verdicts(shadow, slots_a, x, win_len, rows)
         st.append(slots_a, evs, [ek for _, ek in keys])
         j = 0
         for i in idx:
@@ -403,33 +405,47 @@ class Scorer:
                                      "model_version": bundle.version}))
             st.set_flagged(key, flagged)
             out[i] = Verdict(probs=tuple(float(p) for p in probs[j]), label=labels[j], action=acts[j],
-                             reasons=reasons[j],
+                             reasons=reasons[j], session_score=float(score[j]),
                              events_in_session=st.events_seen(meta.slot), model_version=bundle.version,
                              session_id=meta.name, shadow=self.shadow or bundle.policy.shadow,
                              shadow_verdict=shadow_verdicts[j] if shadow_verdicts is not None else None)
             j += 1
 
-    def _window_scores(self, bundle: Bundle, slots: np.ndarray, new: list[dict] | None,
-                       shadow: Bundle | None = None):
+    def _window_scores(self, bundle: Bundle, slots: np.ndarray, new: list[dict] | None):
         """Rows of each session's held events (+ its new request) -> probabilities at the
-        last row of each session's window of the last W rows, that row, and the shadow's
-        verdicts on the same rows (None without a shadow or when it failed)."""
+        last row of each session's window of the last W rows, that row, and the windows
+        (x (n, T, F) right-padded, lengths): explanations and the shadow reuse them."""
         st = self.store
         raw, seg, lengths = st.ring_events(slots, new)
         rows = features.compute(st.agg.take(slots), seg, raw)
         ends = np.cumsum(lengths)
-        last = rows[ends - 1]
-        p = last_window_probs(bundle, rows, ends, lengths)
-        return p, last, (None if shadow is None else self._shadow_verdicts(shadow, rows, ends, lengths, last))
+        win_len = np.minimum(lengths, bundle.window)
+        x = windows.gather(rows, ends - win_len, win_len)
+        p = bundle.predict(x)[np.arange(len(lengths)), win_len - 1]
+        return p, rows[ends - 1], x, win_len
 
-    def _shadow_verdicts(self, shadow: Bundle, rows, ends, lengths, last) -> list[ShadowVerdict] | None:
-        """The shadow's verdicts (its own window and policy); a failure is logged and
-        counted, never passed on: the champion's answer does not depend on the shadow."""
+    def _decide(self, bundle: Bundle, which: int, slots: np.ndarray, probs, rows, x, win_len):
+        """One request per session: the policy's sequential decision on its state
+        (`which`: 0 the served bundle's, 1 the shadow's), the state written back."""
+        st = self.store
+        state = st.decision[slots, which]
+        names, acts, reasons, score = bundle.decide_events(
+            probs, rows, np.arange(len(slots)), state, lambda idx: (x[idx], win_len[idx]))
+        st.decision[slots, which] = state
+        return names, acts, reasons, score
+
+    def _shadow_verdicts(self, shadow: Bundle, slots, x, win_len, last) -> list[ShadowVerdict] | None:
+        """The shadow's verdicts (its own window, policy and decision state); a failure is
+        logged and counted, never passed on: the champion's answer does not depend on it."""
         try:
-            p = last_window_probs(shadow, rows, ends, lengths)
-            labels, acts, reasons = shadow.decide(p, last)
+            if shadow.window < x.shape[1]:    # the shadow reads its own (shorter) window
+                keep = np.minimum(win_len, shadow.window)
+                x = windows.gather(x.reshape(-1, x.shape[2]), np.arange(len(x)) * x.shape[1] + win_len - keep, keep)
+                win_len = keep
+            p = shadow.predict(x)[np.arange(len(win_len)), win_len - 1]
+            labels, acts, reasons, _ = self._decide(shadow, 1, slots, p, last, x, win_len)
             p = p[:, [shadow.labels.index(c) for c in LABELS]]
-            return [ShadowVerdict(probs=tuple(float(x) for x in p[j]), label=labels[j], action=acts[j],
+            return [ShadowVerdict(probs=tuple(float(v) for v in p[j]), label=labels[j], action=acts[j],
                                   reasons=reasons[j], model_version=shadow.version) for j in range(len(p))]
         except Exception:
             self.shadow_errors += 1
@@ -443,15 +459,18 @@ class Scorer:
             return None
 
     def _verdict_at(self, bundle: Bundle, meta, pos: int, duplicate: bool = False) -> Verdict:
-        """Recompute the score at held event `pos` (a retry, or GetSession's latest)."""
+        """A retry's (or GetSession's) answer: the probabilities recomputed at held event
+        `pos`, the action, reasons and session_score the session's decision state last gave
+        (the accumulator does not move for a request it has already counted)."""
         st = self.store
         ring, seg, _ = st.ring_events(np.array([meta.slot]))
         rows = features.compute(st.agg.take([meta.slot]), seg, ring)
         lo = max(0, pos - bundle.window + 1)
         probs = bundle.predict(rows[None, lo:pos + 1])[:, -1]
-        labels, acts, reasons = bundle.decide(probs, rows[pos:pos + 1])
-        return Verdict(probs=tuple(float(p) for p in probs[0]), label=labels[0], action=acts[0],
-                       reasons=reasons[0], events_in_session=st.events_seen(meta.slot),
+        acts, reasons, score = policy.current_verdict(st.decision[[meta.slot], 0], rows[pos:pos + 1])
+        label = bundle.labels[int(probs[0].argmax())]
+        return Verdict(probs=tuple(float(p) for p in probs[0]), label=label, action=acts[0],
+                       reasons=reasons[0], session_score=float(score[0]), events_in_session=st.events_seen(meta.slot),
                        model_version=bundle.version, session_id=meta.name,
                        shadow=self.shadow or bundle.policy.shadow,
                        duplicate=duplicate)

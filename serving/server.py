@@ -66,7 +66,7 @@ def _response(v: Verdict) -> "pb.ScoreResponse":
         label=v.label, action=_ACTIONS[v.action], shadow=v.shadow,
         reasons=[pb.Reason(code=c, evidence=e) for c, e in v.reasons],
         events_in_session=v.events_in_session, model_version=v.model_version,
-        session_id=v.session_id, duplicate=v.duplicate)
+        session_id=v.session_id, duplicate=v.duplicate, session_score=v.session_score)
 
 
 class RpcRefusal(Exception):

@@ -11,6 +11,7 @@ eviction order (unflagged least recently used first, then flagged):
   generation, flagged        implicit-session number k, flagged-list membership
   length, created_at, last_ts, agg__*   the slot's scalars and running aggregates
                              (agg__tcount sparse: session index, bucket, count)
+  decision                   the policy's decision state, (n, 2) records as bytes
   ring__*                    the held raw events, only the `length` valid ones, flattened
   meta                       JSON: format, feature-spec hash, model version, ring size,
                              session gap, capacity, event-time watermark, written_at
@@ -43,7 +44,8 @@ import numpy as np
 
 from ..model import features
 from ..model.features import STATE_FIELDS, RawEvents
-from .state import _RAW_DTYPES, _RING_DTYPES, _RING_RAW, RAW_FORMAT, MemoryStore, _reset_aggregates
+from . import policy
+from .state import _RAW_DTYPES, _RING_DTYPES, _RING_RAW, DECIDERS, RAW_FORMAT, MemoryStore, _reset_aggregates
 from ..model.files import publish_atomically
 
 log = logging.getLogger("distillguard.snapshot")
@@ -103,6 +105,8 @@ def save(store: MemoryStore, path: str | Path, *, feature_spec_hash: str, model_
         "generation": np.fromiter((m.generation for _, m, _ in entries), dtype=np.int64, count=n),
         "flagged": np.fromiter((f for _, _, f in entries), dtype=np.bool_, count=n),
         "length": lengths.astype(np.int16), "created_at": store.created_at[slots], "last_ts": store.last_ts[slots],
+        # (n, DECIDERS) structured records as raw bytes: npz stores them without pickling
+        "decision": np.ascontiguousarray(store.decision[slots]).view(np.uint8).reshape(n, -1),
     }
     for name in STATE_FIELDS:
         if name == "tcount":
@@ -194,6 +198,14 @@ def load(path: str | Path, store: MemoryStore, *, feature_spec_hash: str) -> dic
                                or tc_b.max() >= store.agg.tcount.shape[1])):
             raise SnapshotError(f"{path}: template counts out of range")
         watermark = float(meta["watermark"])
+        # The policy's decision state (snapshots from before it have none: reset).
+        decision = None
+        if "decision" in a:
+            raw = a["decision"]
+            width = DECIDERS * policy.DECISION_DTYPE.itemsize
+            if raw.dtype != np.uint8 or raw.shape != (n, width):
+                raise SnapshotError(f"{path}: decision has {raw.dtype} {raw.shape}, expected uint8 ({n}, {width})")
+            decision = np.ascontiguousarray(raw).view(policy.DECISION_DTYPE).reshape(n, DECIDERS)
     except KeyError as e:
         raise SnapshotError(f"{path}: missing array {e}") from e
     keys = list(zip(accts, sids))
@@ -212,6 +224,8 @@ def load(path: str | Path, store: MemoryStore, *, feature_spec_hash: str) -> dic
         raise SnapshotError(f"{path}: {e}") from e
     store.created_at[slots] = per_session["created_at"][keep]
     store.last_ts[slots] = per_session["last_ts"][keep]
+    if decision is not None:
+        store.decision[slots] = decision[keep]
     if same_spec:
         for f in STATE_FIELDS:
             if f != "tcount":

@@ -8,6 +8,8 @@ Each live session owns one slot of a preallocated slab:
 Feature rows of the ring + a new request are `features.compute(agg, ring + new)`: the
 same function and the same numbers as batch scoring.
 
+  decision  the policy's decision state (accumulated evidence, runs, last explanation) of
+         the served bundle and of the shadow (`serving.policy.DECISION_DTYPE`).
 Bytes per live session are fixed whatever its length (about 2 KB with R = 31; see
 `bytes_per_session`). Slabs are allocated lazily by the OS (np.zeros), so capacity costs
 nothing until sessions arrive.
@@ -42,6 +44,9 @@ import numpy as np
 from ..model import features
 from ..model.features import RawEvents, State
 from ..model.sessions import DEFAULT_GAP_S, is_new_session
+from . import policy
+
+DECIDERS = 2      # decision states per session: the served bundle's and the shadow's
 
 # Ring columns: RawEvents fields plus the bookkeeping the scorer needs per held event.
 _RING_DTYPES = {
@@ -129,6 +134,10 @@ class MemoryStore:
         self.created_at = np.full(n, np.nan, dtype=np.float64)
         self.agg = features.empty_state(n)
         self.last_ts = np.zeros(n, dtype=np.float64)
+        # The policy's decision state per session: [:, 0] the served bundle's, [:, 1] the
+        # shadow's. Not feature state: a reload (any spec) keeps it, a new session resets it.
+        # np.zeros, like the other slabs (lazily allocated); a slot is reset before first use.
+        self.decision = np.zeros((n, DECIDERS), dtype=policy.DECISION_DTYPE)
         self._free = list(range(n - 1, -1, -1))
         self._normal: OrderedDict[SessionKey, SessionMeta] = OrderedDict()
         self._flagged: OrderedDict[SessionKey, SessionMeta] = OrderedDict()
@@ -150,7 +159,7 @@ class MemoryStore:
         ring = sum(np.dtype(dt).itemsize for dt in _RING_DTYPES.values()) * self.ring_size
         agg = sum(getattr(self.agg, f.name).itemsize * (getattr(self.agg, f.name).size // self.capacity)
                   for f in fields(State))
-        return ring + agg + 2 + 8 + 8
+        return ring + agg + 2 + 8 + 8 + DECIDERS * policy.DECISION_DTYPE.itemsize
 
     # ------------------------------------------------------------------ lookup
     def get(self, key: SessionKey) -> SessionMeta | None:
@@ -197,6 +206,7 @@ class MemoryStore:
         self.agg.last_status[slot] = -1
         self.agg.tcount[slot] = 0
         self.created_at[slot] = np.nan
+        self.decision[slot] = policy.empty_decisions(DECIDERS)
 
     def is_flagged(self, key: SessionKey) -> bool:
         return key in self._flagged
@@ -275,6 +285,7 @@ class MemoryStore:
         self.agg.last_status[slots] = -1
         self.agg.tcount[slots] = 0
         self.created_at[slots] = np.nan
+        self.decision[slots] = policy.empty_decisions(DECIDERS)
         return slots
 
     # ------------------------------------------------------------------ ring access

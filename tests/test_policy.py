@@ -1,15 +1,111 @@
 import numpy as np
+import pytest
 
 from distillguard.model import features
 from distillguard.model.schema import LABELS
-from distillguard.serving.policy import DEFAULT_THRESHOLDS, actions, decide, reason_evidence
+from distillguard.serving.policy import (BLOCK, CHALLENGE, DEGRADE, GROUP_CODES, PolicyConfig, decide_events,
+                                         empty_decisions, reason_evidence)
 
 IDX = {n: i for i, n in enumerate(features.FEATURE_NAMES)}
+TH = {"throttle": 0.3, "challenge": 0.4, "degrade": 0.5, "block": 0.6}
 
 
-def test_actions_escalate_with_p_distill():
-    p = np.array([0.1, 0.5, 0.8, 0.95, 0.99])
-    assert actions(p, DEFAULT_THRESHOLDS) == ["ALLOW", "THROTTLE", "CHALLENGE", "DEGRADE", "BLOCK"]
+def _rows(n, age_days=None, repeat=0.0, n_prev=None):
+    rows = np.zeros((n, features.N_FEATURES), np.float32)
+    if age_days is None:
+        rows[:, IDX["account_age_missing"]] = 1
+    else:
+        rows[:, IDX["log_account_age_days"]] = np.log1p(age_days) / 6
+    rows[:, IDX["frac_template_repeat"]] = repeat
+    rows[:, IDX["log_n_prev"]] = np.log1p(np.arange(n) if n_prev is None else n_prev) / 7
+    return rows
+
+
+def _probs(p_distill):
+    p = np.asarray(p_distill, dtype=np.float64)
+    return np.stack([1 - p, np.zeros_like(p), p], axis=1)
+
+
+def _run(p_distill, rows=None, cfg=None, explain=None):
+    """One session, all events in one call (as batch scoring)."""
+    p = np.asarray(p_distill, dtype=np.float64)
+    rows = _rows(len(p), repeat=0.9) if rows is None else rows
+    cfg = cfg or PolicyConfig(thresholds=TH)
+    return decide_events(_probs(p), rows, LABELS, cfg, np.zeros(len(p), np.int64), empty_decisions(1), explain)
+
+
+def test_one_spiky_request_never_blocks_and_decays():
+    """A person's session with one request the model is sure about: the evidence rises by
+    at most clip - drift, never to DEGRADE, and falls back on the next ordinary requests."""
+    cfg = PolicyConfig(thresholds=TH)
+    p = [0.01] * 5 + [0.999999] + [0.01] * 20
+    _, acts, _, score = _run(p, cfg=cfg)
+    assert max(score) <= (cfg.evidence_clip - cfg.evidence_drift) / cfg.evidence_cap + 1e-9
+    assert not {"DEGRADE", "BLOCK"} & set(acts)
+    assert score[-1] < score[5]
+
+
+def test_a_harvester_who_looks_clean_for_a_while_stays_flagged():
+    _, acts, _, score = _run([0.9999] * 12 + [0.05] * 6)
+    assert acts[11] == "BLOCK"
+    assert acts[-1] == "BLOCK" and score[-1] >= TH["block"]
+
+
+def test_short_sessions_and_single_crossings_stop_at_challenge():
+    # min_events: two certain requests are not enough for DEGRADE/BLOCK
+    cfg = PolicyConfig(thresholds={"throttle": 0.05, "challenge": 0.1, "degrade": 0.15, "block": 0.2})
+    _, acts, _, score = _run([0.9999] * 2, cfg=cfg)
+    assert score[-1] >= cfg.thresholds["block"] and acts == ["CHALLENGE", "CHALLENGE"]
+    # consecutive: the first event at the DEGRADE bar is one in a row, not two
+    _, acts, _, _ = _run([0.0] * 3 + [0.9999] * 3, cfg=cfg)
+    assert acts[3] == "CHALLENGE" and acts[4] in ("DEGRADE", "BLOCK")
+
+
+def test_enforcement_needs_a_behavioural_reason():
+    """An explanation naming only context (a young account) caps the action at CHALLENGE."""
+    young = np.full((1, 3), -1, np.int8)
+    young[0, 0] = GROUP_CODES.index("YOUNG_ACCOUNT")
+    timing = young.copy()
+    timing[0, 1] = GROUP_CODES.index("MACHINE_TIMING")
+    p = [0.9999] * 10
+    _, acts, reasons, _ = _run(p, explain=lambda idx: np.repeat(young, len(idx), axis=0))
+    assert set(acts[3:]) == {"CHALLENGE"} and reasons[-1][0][0] == "YOUNG_ACCOUNT"
+    _, acts, reasons, _ = _run(p, explain=lambda idx: np.repeat(timing, len(idx), axis=0))
+    assert acts[-1] == "BLOCK" and [c for c, _ in reasons[-1]] == ["YOUNG_ACCOUNT", "MACHINE_TIMING"]
+
+
+def test_every_acted_on_verdict_has_a_reason_and_allow_has_none():
+    rng = np.random.default_rng(0)
+    n_sess, per = 40, 30
+    p = rng.beta(0.5, 0.5, size=n_sess * per)
+    rows = rng.random((n_sess * per, features.N_FEATURES)).astype(np.float32)
+    seg = np.repeat(np.arange(n_sess), per)
+    _, acts, reasons, _ = decide_events(_probs(p), rows, LABELS, PolicyConfig(thresholds=TH), seg,
+                                        empty_decisions(n_sess))
+    assert {"ALLOW", "THROTTLE"} <= set(acts)
+    for a, r in zip(acts, reasons):
+        assert bool(r) == (a != "ALLOW"), (a, r)
+
+
+def test_event_by_event_with_carried_state_equals_one_pass():
+    """Online (one request per call, state carried) == offline (all events at once)."""
+    rng = np.random.default_rng(1)
+    n_sess, per = 6, 40
+    p = np.clip(rng.beta(0.7, 0.5, size=n_sess * per), 0, 1)
+    rows = rng.random((n_sess * per, features.N_FEATURES)).astype(np.float32)
+    seg = np.repeat(np.arange(n_sess), per)
+    explain = lambda idx: np.tile(np.array([[2, 0, -1]], np.int8), (len(idx), 1))   # noqa: E731
+    cfg = PolicyConfig(thresholds=TH, explain_every=5)
+    one = decide_events(_probs(p), rows, LABELS, cfg, seg, empty_decisions(n_sess), explain)
+    state = empty_decisions(n_sess)
+    acts, score, reasons = [None] * len(p), np.zeros(len(p)), [None] * len(p)
+    for t in range(per):           # interleaved sessions, one event each per call
+        idx = np.arange(n_sess) * per + t
+        _, a, r, sc = decide_events(_probs(p[idx]), rows[idx], LABELS, cfg, np.arange(n_sess), state, explain)
+        for j, i in enumerate(idx):
+            acts[i], score[i], reasons[i] = a[j], sc[j], r[j]
+    assert acts == one[1] and reasons == one[2]
+    np.testing.assert_allclose(score, one[3], atol=1e-12)
 
 
 def test_reasons_come_with_evidence_and_need_enough_events():
@@ -23,51 +119,43 @@ def test_reasons_come_with_evidence_and_need_enough_events():
     codes0 = dict(ev[0])
     assert codes0["TEMPLATE_REPETITION"] == "18/20 earlier requests reuse a frame (1 distinct)"
     assert codes0["OUTPUT_SATURATION"] == "80% of outputs at max_tokens"
-    assert "OUTPUT_SATURATION" in codes0 and "YOUNG_ACCOUNT" not in codes0
+    assert "YOUNG_ACCOUNT" not in codes0
     assert ev[1] == []
 
 
-def test_decide_returns_label_action_reasons():
-    probs = np.array([[0.9, 0.05, 0.05], [0.01, 0.01, 0.98]])
-    rows = np.zeros((2, features.N_FEATURES), np.float32)
-    rows[0, IDX["account_age_missing"]] = 1
-    rows[1, IDX["log_account_age_days"]] = np.log1p(1.0) / 6
-    labels, acts, reasons = decide(probs, rows, LABELS, DEFAULT_THRESHOLDS)
-    assert labels == ["human", "distillation_harvesting"] and acts == ["ALLOW", "BLOCK"]
-    assert reasons[0] == [] and reasons[1][0] == ("YOUNG_ACCOUNT", "account 1.0 days old")
-
-
-def _rows(n, age_days=None):
-    rows = np.zeros((n, features.N_FEATURES), np.float32)
-    if age_days is None:
-        rows[:, IDX["account_age_missing"]] = 1
-    else:
-        rows[:, IDX["log_account_age_days"]] = np.log1p(age_days) / 6
-    return rows
-
-
 def test_benign_automation_is_never_blocked_by_default():
-    from distillguard.serving.policy import PolicyConfig
+    probs = np.array([[0.05, 0.55, 0.40]] * 10)
+    # evidence "none": session_score is p_distill itself, 0.40 above every threshold here
+    cfg = PolicyConfig(thresholds={"throttle": 0.05, "challenge": 0.1, "degrade": 0.15, "block": 0.2},
+                       evidence="none")
+    seg, rows = np.zeros(10, np.int64), _rows(10, repeat=0.9)
+    labels, acts, _, _ = decide_events(probs, rows, LABELS, cfg, seg, empty_decisions(1))
+    assert labels[-1] == "benign_automation" and set(acts) <= {"ALLOW", "THROTTLE"}
+    cfg.benign_max_action = "BLOCK"
+    _, acts, _, _ = decide_events(probs, rows, LABELS, cfg, seg, empty_decisions(1))
+    assert acts[-1] == "BLOCK"
 
-    # a policy whose thresholds sit below the benign argmax region, to reach the cap
-    cfg = PolicyConfig(thresholds={"throttle": 0.1, "challenge": 0.2, "degrade": 0.3, "block": 0.35})
-    probs = np.array([[0.05, 0.55, 0.40]])
-    labels, acts, _ = decide(probs, _rows(1), LABELS, cfg)
-    assert labels == ["benign_automation"] and acts == ["THROTTLE"]
-    labels, acts, _ = decide(probs, _rows(1), LABELS, PolicyConfig(thresholds=cfg.thresholds,
-                                                                    benign_max_action="BLOCK"))
-    assert acts == ["BLOCK"]
+
+def test_young_account_release_is_off_by_default_and_works_when_set():
+    p = [0.3] * 6                                  # below every threshold of TH but throttle
+    rows = _rows(6, age_days=1.0)
+    cfg = PolicyConfig(thresholds={"throttle": 0.9, "challenge": 0.95, "degrade": 0.97, "block": 0.99})
+    assert set(_run(p, rows, cfg)[1]) == {"ALLOW"}
+    cfg.young_throttle_at = 0.25
+    assert set(_run(p, rows, cfg)[1]) == {"THROTTLE"}
+    assert set(_run(p, _rows(6, age_days=30.0), cfg)[1]) == {"ALLOW"}
 
 
-def test_young_accounts_get_a_graduated_release():
-    from distillguard.serving.policy import PolicyConfig
-
-    cfg = PolicyConfig()
-    probs = np.array([[0.65, 0.05, 0.30]])          # below the normal THROTTLE bar (0.5)
-    assert decide(probs, _rows(1, age_days=1.0), LABELS, cfg)[1] == ["THROTTLE"]
-    assert decide(probs, _rows(1, age_days=30.0), LABELS, cfg)[1] == ["ALLOW"]
-    assert decide(probs, _rows(1), LABELS, cfg)[1] == ["ALLOW"]          # unknown age: no rule
-    assert decide(np.array([[0.9, 0.05, 0.05]]), _rows(1, age_days=1.0), LABELS, cfg)[1] == ["ALLOW"]
+def test_legacy_metadata_keeps_its_per_event_thresholds():
+    """A bundle from before the accumulator set thresholds on p_distill: it is read with
+    evidence 'none' (session_score = the event's p_distill), never a CUSUM it was not fixed on."""
+    cfg = PolicyConfig.from_metadata({"thresholds": TH})
+    assert cfg.evidence == "none"
+    _, acts, _, score = _run([0.45, 0.45, 0.7, 0.7], cfg=cfg)
+    np.testing.assert_allclose(score, [0.45, 0.45, 0.7, 0.7])
+    assert acts[:2] == ["CHALLENGE", "CHALLENGE"] and acts[3] == "BLOCK"
+    with pytest.raises(ValueError, match="evidence"):
+        PolicyConfig(evidence="sprt")
 
 
 def test_policy_round_trips_through_bundle_metadata(tiny_bundle):

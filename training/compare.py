@@ -91,19 +91,18 @@ class _Scored:
     flagged: np.ndarray   # (n,) bool: served action != ALLOW
     accounts: np.ndarray  # (n,) str
     families: np.ndarray  # (n,) str, '' unknown
+    score: np.ndarray | None = None   # (n,) session_score (what recall ranks by)
 
 
 def _score(bundle, prepared) -> _Scored:
-    from ..serving.bundle import session_probs
-    from ..serving.policy import Action
+    from ..serving.bundle import session_verdicts
 
     if tuple(bundle.labels) != LABELS:
         raise ValueError(f"model bundle {bundle.path}: labels {bundle.labels} differ from {LABELS}")
-    probs, rows = session_probs(bundle, prepared.sr)
-    _, acts, _ = bundle.decide(probs, rows)
-    return _Scored(y=prepared.y, pred=probs.argmax(axis=1), probs=probs.astype(np.float64),
-                   flagged=np.asarray(acts) != Action.ALLOW.value, accounts=prepared.accounts,
-                   families=prepared.families)
+    sv = session_verdicts(bundle, prepared.sr)
+    return _Scored(y=prepared.y, pred=sv.probs.argmax(axis=1), probs=sv.probs.astype(np.float64),
+                   flagged=sv.worst_action > 0, accounts=prepared.accounts,
+                   families=prepared.families, score=sv.session_score)
 
 
 def resolve_bundle(path: str | os.PathLike) -> tuple[Path, str | None]:
@@ -129,7 +128,8 @@ def _share(w: np.ndarray, mask: np.ndarray, hit: np.ndarray) -> np.ndarray:
 def _stats(w: np.ndarray, s: _Scored, family_names: list[str]) -> dict[str, np.ndarray]:
     """Every compared figure for session weights w [B, n] -> name -> [B]."""
     present = np.bincount(s.y, minlength=3) > 0
-    m = evaluate._metrics_from_weights(w, s.y, s.pred, s.probs[:, evaluate.DISTILL], present, (_FPR,))
+    score = s.probs[:, evaluate.DISTILL] if s.score is None else s.score
+    m = evaluate._metrics_from_weights(w, s.y, s.pred, score, present, (_FPR,))
     out: dict[str, np.ndarray] = {"human_fpr": _share(w, s.y == evaluate.HUMAN, s.flagged)}
     for k, name in enumerate(LABELS):
         out[f"recall.{name}"] = m["recall"][:, k]

@@ -35,7 +35,7 @@ import numpy as np
 
 from ..model.files import publish_text
 from ..model.schema import LABELS
-from .holdout import (FPR_KEYS, _etd_summary, _family_figures, _fmt, _json_default, _per_event_distill,
+from .holdout import (FPR_KEYS, _etd_summary, _family_figures, _fmt, _json_default, _per_event_score,
                       _share_ci, _subset_rows, _thresholds)
 
 HUMAN, DISTILL = LABELS.index("human"), LABELS.index("distillation_harvesting")
@@ -99,20 +99,48 @@ def upper95(share: float | None, ci: list | None, n: int) -> float | None:
     return None if ci is None else float(ci[1])
 
 
+def _median_inf(x: np.ndarray) -> float | None:
+    """Median with never = inf (the design doc's events-to-detection rule); None if empty."""
+    if len(x) == 0:
+        return None
+    v = float(np.median(x))
+    return v if np.isfinite(v) else None
+
+
+def _served_figures(y, acc_inv, acted_any, blocked_any, strong_any, first_strong, n_boot, rng) -> dict:
+    """What the served policy did over whole sessions: humans acted on / blocked at any
+    request (with the upper 95% bound the targets are stated on), harvesting sessions that
+    reached DEGRADE or BLOCK and after how many events."""
+    human, dist = y == HUMAN, y == DISTILL
+    out = {}
+    for name, v in (("human_acted_on_at_any_event", acted_any), ("human_blocked_at_any_event", blocked_any)):
+        share = float(v[human].mean()) if human.any() else None
+        ci = _share_ci(v[human].astype(float), acc_inv[human], n_boot, rng)
+        out[name] = share
+        out[f"{name}_upper95"] = upper95(share, ci, int(human.sum()))
+    out["distillation_degrade_or_block_at_any_event"] = float(strong_any[dist].mean()) if dist.any() else None
+    out["distillation_median_events_to_degrade_or_block"] = _median_inf(first_strong[dist])
+    return out
+
+
 def score_set(bundle, p, *, n_boot: int, seed: int, per_family: bool = True, progress=None) -> dict:
     """Every figure of one (model, test set) cell; `p` is a training.data.Prepared."""
-    from ..serving.bundle import apply_temperature, session_probs
+    from ..serving.bundle import apply_temperature, session_verdicts
     from .calibration import expected_calibration_error
     from .evaluate import compute_metrics
     from .evaluate_bundle import events_to_detection
 
-    probs, last_rows = session_probs(bundle, p.sr)
+    sv = session_verdicts(bundle, p.sr)
+    probs, score = sv.probs, sv.session_score
     y, accounts, fam = p.y, p.accounts, p.families.astype(str)
     _, acc_inv = np.unique(accounts, return_inverse=True)
-    m = compute_metrics(y, probs, accounts, n_boot=n_boot, seed=seed)
-    thr = _thresholds(y, probs, accounts)
-    _, actions, _ = bundle.decide(probs, last_rows)
-    acted = np.asarray(actions) != "ALLOW"
+    m = compute_metrics(y, probs, accounts, n_boot=n_boot, seed=seed, scores=score)
+    thr = _thresholds(y, probs, accounts, score)
+    acted = np.asarray(sv.actions) != "ALLOW"
+    # The served policy over the whole session: what a person meets at any request.
+    acted_any = sv.worst_action > 0
+    blocked_any = sv.worst_action == 4
+    strong_any = np.isfinite(sv.first_strong)
     top_distill = probs.argmax(axis=1) == DISTILL
     rng = np.random.default_rng(seed)
     human = y == HUMAN
@@ -127,6 +155,7 @@ def score_set(bundle, p, *, n_boot: int, seed: int, per_family: bool = True, pro
         "human_acted_on_by_policy_ci95": _share_ci(acted[human].astype(float), acc_inv[human], n_boot, rng),
         "human_top_class_distillation": float(top_distill[human].mean()) if human.any() else None,
         "distillation_acted_on_by_policy": float(acted[y == DISTILL].mean()) if (y == DISTILL).any() else None,
+        **_served_figures(y, acc_inv, acted_any, blocked_any, strong_any, sv.first_strong, n_boot, rng),
         "ece_served": expected_calibration_error(probs, y)["ece"],
         # The network's own output: temperature scaling is invertible (serving.bundle).
         "ece_raw": expected_calibration_error(apply_temperature(probs, 1.0 / bundle.temperature), y)["ece"],
@@ -139,7 +168,7 @@ def score_set(bundle, p, *, n_boot: int, seed: int, per_family: bool = True, pro
         mask = fam == f
         counts = np.bincount(y[mask], minlength=len(LABELS))
         n = int(mask.sum())
-        fig = _family_figures(mask, y, probs, acc_inv, thr, n_boot, rng)
+        fig = _family_figures(mask, y, probs, acc_inv, thr, n_boot, rng, score)
         for k in FPR_KEYS:
             fig[f"flagged_distillation_{k}_upper95"] = upper95(fig[f"flagged_distillation_{k}"],
                                                                fig[f"flagged_distillation_{k}_ci95"], n)
@@ -147,12 +176,15 @@ def score_set(bundle, p, *, n_boot: int, seed: int, per_family: bool = True, pro
         if t1 is not None:
             sess = np.flatnonzero(mask)
             sub = _subset_rows(p.sr, sess)
-            etd = _etd_summary(events_to_detection(_per_event_distill(bundle, sub), sub.starts, t1))
+            etd = _etd_summary(events_to_detection(_per_event_score(bundle, sub), sub.starts, t1))
         out["families"][str(f)] = {
             "true_class": LABELS[int(counts.argmax())], "sessions": n,
             "accounts": int(len(np.unique(accounts[mask]))),
             **fig,
             "acted_on_by_policy": float(acted[mask].mean()),
+            "acted_on_at_any_event": float(acted_any[mask].mean()),
+            "degrade_or_block_at_any_event": float(strong_any[mask].mean()),
+            "median_events_to_degrade_or_block": _median_inf(sv.first_strong[mask]),
             "top_class_distillation": float(top_distill[mask].mean()),
             "events_to_detection_1%": etd,
         }

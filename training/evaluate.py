@@ -270,6 +270,7 @@ def compute_metrics(
     seed: int = 0,
     families: np.ndarray | None = None,
     events_to_detection: np.ndarray | None = None,
+    scores: np.ndarray | None = None,
 ) -> dict:
     """Detection metrics for session scores; the result is strict-JSON serialisable.
 
@@ -280,12 +281,19 @@ def compute_metrics(
     threshold (np.inf = never, NaN = not computed); summarised over the
     distillation_harvesting sessions, since for other classes a detection is a false alarm.
 
+    scores: optional [n] the score recall and FPR rank sessions by (the served
+    `session_score`, the accumulated evidence the action derives from); default
+    p(distillation_harvesting). Macro-F1 and the confusion matrix use the argmax of probs.
+
     Undefined figures (a class absent from y_true, no human sessions, ...) are None.
     """
     y, probs, acc = _check_inputs(y_true, probs, accounts)
     n = y.size
     pred = probs.argmax(axis=1)
-    scores = probs[:, DISTILL]
+    score_name = "p_distillation_harvesting" if scores is None else "session_score"
+    scores = probs[:, DISTILL] if scores is None else np.asarray(scores, dtype=np.float64)
+    if scores.shape != (probs.shape[0],):
+        raise ValueError(f"scores must have shape ({probs.shape[0]},), got {scores.shape}")
     acc_names, acc_inv = np.unique(acc, return_inverse=True)
     n_acc = acc_names.size
     support = np.bincount(y, minlength=3)
@@ -367,6 +375,7 @@ def compute_metrics(
     metrics: dict[str, Any] = {
         "labels": list(LABELS),
         "prediction": "argmax",
+        "ranking_score": score_name,
         "set_sizes": {
             "sessions": n,
             "accounts": int(n_acc),
@@ -706,3 +715,49 @@ def write_report(
     report = out / "report.md"
     publish_text(report, _markdown(metrics, title))
     return report
+
+
+# --------------------------------------------------------------------------- confidence by evidence
+
+EVIDENCE_BUCKETS = ((1, 1), (2, 3), (4, 8), (9, 32), (33, None))
+
+
+def evidence_buckets(y, n_events, probs, worst_action, buckets=EVIDENCE_BUCKETS) -> list[dict]:
+    """Per bucket of events seen (1, 2-3, 4-8, 9-32, 33+): sessions per class, calibration
+    of the last event's probabilities (ECE), and what the served policy did at any request
+    (worst_action: rank in Action order, 0 ALLOW .. 4 BLOCK): humans acted on and blocked,
+    harvesting sessions degraded or blocked."""
+    from .calibration import expected_calibration_error
+
+    y = np.asarray(y)
+    n_events = np.asarray(n_events)
+    worst = np.asarray(worst_action)
+    out = []
+    for lo, hi in buckets:
+        m = (n_events >= lo) & ((n_events <= hi) if hi is not None else True)
+        h, d = m & (y == HUMAN), m & (y == DISTILL)
+        out.append({
+            "events": f"{lo}" if lo == hi else f"{lo}+" if hi is None else f"{lo}-{hi}",
+            "sessions": int(m.sum()),
+            "sessions_per_class": {name: int((m & (y == k)).sum()) for k, name in enumerate(LABELS)},
+            "ece": expected_calibration_error(probs[m], y[m])["ece"] if m.sum() else None,
+            "human_acted_on": float((worst[h] > 0).mean()) if h.any() else None,
+            "human_blocked": float((worst[h] == 4).mean()) if h.any() else None,
+            "distillation_degrade_or_block": float((worst[d] >= 3).mean()) if d.any() else None,
+        })
+    return out
+
+
+def evidence_buckets_markdown(rows: list[dict]) -> str:
+    f = lambda v: "—" if v is None else f"{v:.4f}"   # noqa: E731
+    lines = ["\n## Confidence by evidence\n",
+             "Sessions by events seen; the served policy's actions at any request of the session, "
+             "ECE of the last event's probabilities.\n",
+             "| events | sessions | human / benign / harvesting | ECE | humans acted on | humans blocked "
+             "| harvesting degraded or blocked |", "|---|---|---|---|---|---|---|"]
+    for r in rows:
+        c = r["sessions_per_class"]
+        lines.append(f"| {r['events']} | {r['sessions']} | {c['human']} / {c['benign_automation']} / "
+                     f"{c['distillation_harvesting']} | {f(r['ece'])} | {f(r['human_acted_on'])} | "
+                     f"{f(r['human_blocked'])} | {f(r['distillation_degrade_or_block'])} |")
+    return "\n".join(lines) + "\n"

@@ -29,7 +29,7 @@ def run_evaluation(model, events_path, labels_path, report_dir, progress: bool =
                    n_boot: int = 200, seed: int = 0, on_error: str = "fail", rejects_path=None) -> Path:
     """Writes the report into report_dir; with on_error="skip" the bad event rows are left
     out and listed in `rejects_path` (default report_dir/rejects.jsonl)."""
-    from ..serving.bundle import load_bundle, per_event_probs, session_probs
+    from ..serving.bundle import load_bundle, session_verdicts
     from ..serving.event_log import join_completions
 
     bundle = load_bundle(model)
@@ -39,22 +39,22 @@ def run_evaluation(model, events_path, labels_path, report_dir, progress: bool =
     p = prepare(events, labels, bundle.gap_s)
     if len(p.y) == 0:
         raise SchemaError(f"{labels_path}: no label matches any session of {events_path}")
-    probs, _ = session_probs(bundle, p.sr)
-    m = evaluate.compute_metrics(p.y, probs, p.accounts, n_boot=0, families=p.families)
+    sv = session_verdicts(bundle, p.sr)
+    probs, score = sv.probs, sv.session_score
+    m = evaluate.compute_metrics(p.y, probs, p.accounts, n_boot=0, families=p.families, scores=score)
     thr = m["recall_at_human_fpr"]["1%"]["threshold"]
-    etd = None
-    if thr is not None:
-        pe = per_event_probs(bundle, p.sr)
-        etd = events_to_detection(pe[:, bundle.labels.index("distillation_harvesting")], p.sr.starts, thr)
+    etd = None if thr is None else events_to_detection(sv.events.session_score, p.sr.starts, thr)
     m = evaluate.compute_metrics(p.y, probs, p.accounts, n_boot=n_boot, seed=seed, families=p.families,
-                                 events_to_detection=etd)
+                                 events_to_detection=etd, scores=score)
     m["model"] = {"bundle": str(Path(model)), "version": bundle.version}
+    m["by_evidence"] = evaluate.evidence_buckets(p.y, p.sr.lengths, probs, sv.worst_action)
     m["calibration"] = _calibration_section(bundle, p.y, probs, Path(report_dir))
     calibration_md = m["calibration"].pop("markdown")
     report = evaluate.write_report(m, p.y, probs, report_dir,
                                    title=f"distillguard evaluation of {Path(events_path).name}")
     with open(report, "a") as f:
         f.write(calibration_md)
+        f.write(evaluate.evidence_buckets_markdown(m["by_evidence"]))
     write_html([report], Path(report_dir) / "report.html")
     return report
 

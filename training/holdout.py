@@ -81,13 +81,14 @@ def _subset_rows(sr, sessions: np.ndarray, max_len: int | None = None):
     return SessionRows(rows=rows, starts=np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64))
 
 
-def _per_event_distill(bundle, sr) -> np.ndarray:
-    from ..serving.bundle import per_event_probs
+def _per_event_score(bundle, sr) -> np.ndarray:
+    """session_score at every event (sessions from their first event): what the served
+    action derives from, so what detection is counted on."""
+    from ..serving.bundle import score_events
 
     if len(sr.rows) == 0:
-        return np.zeros(0, dtype=np.float32)
-    probs = per_event_probs(bundle, sr)
-    return probs[:, bundle.labels.index("distillation_harvesting")]
+        return np.zeros(0, dtype=np.float64)
+    return score_events(bundle, sr, describe_at=np.zeros(len(sr.rows), dtype=bool)).session_score
 
 
 def _share_ci(values: np.ndarray, acc_inv: np.ndarray, n_boot: int, rng) -> list[float] | None:
@@ -103,11 +104,12 @@ def _share_ci(values: np.ndarray, acc_inv: np.ndarray, n_boot: int, rng) -> list
     return [float(np.quantile(shares, 0.025)), float(np.quantile(shares, 0.975))]
 
 
-def _thresholds(y, probs, accounts) -> dict:
-    """Thresholds at 1% / 0.1% human-session FPR on this set (evaluate.compute_metrics's rule)."""
+def _thresholds(y, probs, accounts, scores=None) -> dict:
+    """Thresholds at 1% / 0.1% human-session FPR on this set (evaluate.compute_metrics's
+    rule) on `scores` (default p(distillation_harvesting))."""
     from .evaluate import compute_metrics
 
-    m = compute_metrics(y, probs, accounts, n_boot=0)
+    m = compute_metrics(y, probs, accounts, n_boot=0, scores=scores)
     out = {}
     for k in FPR_KEYS:
         e = m["recall_at_human_fpr"][k]
@@ -117,9 +119,9 @@ def _thresholds(y, probs, accounts) -> dict:
     return out
 
 
-def _family_figures(fam_mask, y, probs, acc_inv, thr: dict, n_boot: int, rng) -> dict:
+def _family_figures(fam_mask, y, probs, acc_inv, thr: dict, n_boot: int, rng, scores=None) -> dict:
     pred = probs.argmax(axis=1)
-    score = probs[:, DISTILL]
+    score = probs[:, DISTILL] if scores is None else scores
     yf, acc = y[fam_mask], acc_inv[fam_mask]
     correct = (pred[fam_mask] == yf).astype(np.float64)
     out = {"recall_true_class": float(correct.mean()),
@@ -173,7 +175,7 @@ def run_holdout(out_dir, families=None, seed: int = 0, train_accounts: int = 500
     """
     from ..model.labels_io import read_labels
     from ..model.readers import load_events
-    from ..serving.bundle import load_bundle, session_probs
+    from ..serving.bundle import load_bundle, session_verdicts
     from ..serving.event_log import join_completions
     from .baselines import GBTBaseline, RulesBaseline, baseline_data
     from .data import hash_only_copy, prepare, split_of
@@ -246,20 +248,24 @@ def run_holdout(out_dir, families=None, seed: int = 0, train_accounts: int = 500
         gbt_probs = gbt.predict_proba(test)
 
         bundle = load_bundle(model_dir)
-        tf_probs, _ = session_probs(bundle, test.prepared.sr)
+        # The transformer ranks sessions by session_score (the served accumulated evidence).
+        tf = session_verdicts(bundle, test.prepared.sr)
+        tf_probs = tf.probs
         probs = {"transformer": tf_probs, "rules": rules_probs, "gbt": gbt_probs}
-        thr = {"transformer": _thresholds(y, tf_probs, accounts), "rules": rules_thr,
+        scores = {"transformer": tf.session_score, "rules": None, "gbt": None}
+        thr = {"transformer": _thresholds(y, tf_probs, accounts, tf.session_score), "rules": rules_thr,
                "gbt": _thresholds(y, gbt_probs, accounts)}
-        tfh_probs, _ = session_probs(bundle, test_hash.sr)
-        thr[HASH_ONLY] = _thresholds(y, tfh_probs, accounts)
+        tfh = session_verdicts(bundle, test_hash.sr)
+        tfh_probs = tfh.probs
+        thr[HASH_ONLY] = _thresholds(y, tfh_probs, accounts, tfh.session_score)
 
         m = fam_of == f
         fsess = np.flatnonzero(m)
-        det = {d: _family_figures(m, y, probs[d], acc_inv, thr[d], n_boot, rng) for d in DETECTORS}
-        det[HASH_ONLY] = _family_figures(m, y, tfh_probs, acc_inv, thr[HASH_ONLY], n_boot, rng)
+        det = {d: _family_figures(m, y, probs[d], acc_inv, thr[d], n_boot, rng, scores[d]) for d in DETECTORS}
+        det[HASH_ONLY] = _family_figures(m, y, tfh_probs, acc_inv, thr[HASH_ONLY], n_boot, rng, tfh.session_score)
         for d in ("rules", "gbt", HASH_ONLY):
             det[d]["events_to_detection"] = None   # no per-event baseline scores (module docstring)
-        pe = _per_event_distill(bundle, _subset_rows(test.prepared.sr, fsess))
+        pe = _per_event_score(bundle, _subset_rows(test.prepared.sr, fsess))
         starts = np.concatenate([[0], np.cumsum(test.prepared.sr.lengths[fsess])])
         det["transformer"]["events_to_detection"] = {
             k: (_etd_summary(events_to_detection(pe, starts, thr["transformer"][k]["threshold"]))
@@ -267,7 +273,7 @@ def run_holdout(out_dir, families=None, seed: int = 0, train_accounts: int = 500
 
         t1 = thr["transformer"]["1%"]["threshold"]
         if t1 is not None and len(dist_sessions):
-            etd64 = events_to_detection(_per_event_distill(bundle, dist_prefix), dist_prefix.starts, t1)
+            etd64 = events_to_detection(_per_event_score(bundle, dist_prefix), dist_prefix.starts, t1)
             full_curves.append(_recall_curve(etd64))
             if FAMILY_LABEL[f] == "distillation_harvesting":
                 heldout_etd64.append(etd64[fam_of[dist_sessions] == f])

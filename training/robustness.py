@@ -53,7 +53,7 @@ def _point(bundle, knob: Knob, value, seed: int, accounts: int, days: float) -> 
     import pyarrow as pa
 
     from ..model.schema import normalise
-    from ..serving.bundle import session_probs
+    from ..serving.bundle import session_verdicts
     from .data import prepare
     from .evaluate import compute_metrics
 
@@ -61,8 +61,9 @@ def _point(bundle, knob: Knob, value, seed: int, accounts: int, days: float) -> 
     ev, lab = simulate(cfg)
     events = normalise(pa.Table.from_pandas(ev, preserve_index=False), source="simulated")
     p = prepare(events, pa.Table.from_pandas(lab, preserve_index=False), bundle.gap_s)
-    probs, _ = session_probs(bundle, p.sr)
-    m = compute_metrics(p.y, probs, p.accounts, n_boot=0, families=p.families)
+    sv = session_verdicts(bundle, p.sr)
+    probs = sv.probs
+    m = compute_metrics(p.y, probs, p.accounts, n_boot=0, families=p.families, scores=sv.session_score)
     dist = LABELS.index("distillation_harvesting")
     target = np.isin(p.families, knob.families)
     block = bundle.thresholds["block"]
@@ -70,18 +71,19 @@ def _point(bundle, knob: Knob, value, seed: int, accounts: int, days: float) -> 
         "value": list(value) if isinstance(value, tuple) else value,
         "harvest_sessions": int(target.sum()),
         "human_sessions": int((p.y == LABELS.index("human")).sum()),
-        "recall_at_1pct_fpr": _recall(m, "1%", probs, p.y, target),
-        "recall_at_0.1pct_fpr": _recall(m, "0.1%", probs, p.y, target),
-        "recall_at_block_threshold": float((probs[target, dist] >= block).mean()) if target.any() else None,
+        "recall_at_1pct_fpr": _recall(m, "1%", sv.session_score, target),
+        "recall_at_0.1pct_fpr": _recall(m, "0.1%", sv.session_score, target),
+        # the served policy: sessions it BLOCKed at some request
+        "recall_at_block_threshold": float((sv.worst_action[target] == 4).mean()) if target.any() else None,
         "reliable_0.1pct": bool(m["recall_at_human_fpr"]["0.1%"]["reliable"]),
     }
 
 
-def _recall(m: dict, key: str, probs, y, target) -> float | None:
+def _recall(m: dict, key: str, score, target) -> float | None:
     thr = m["recall_at_human_fpr"][key]["threshold"]
     if thr is None or not target.any():
         return None
-    return float((probs[target, LABELS.index("distillation_harvesting")] > thr).mean())
+    return float((score[target] > thr).mean())
 
 
 def run_robustness(model, out_dir, knobs=KNOBS, seed: int = 101, accounts: int = 1500, days: float = 3.0,

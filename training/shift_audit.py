@@ -261,15 +261,19 @@ def _prepare(frame: pd.DataFrame, labels_tbl, gap_s: float):
 
 
 def _score(bundle, frame: pd.DataFrame, labels_tbl):
-    """-> (y, accounts, probs (n, C), actions) per labelled session."""
-    from ..serving.bundle import session_probs
+    """-> (y, accounts, probs (n, C), actions, session_score, peak session_score) per
+    labelled session; the action is the harshest the served policy gave at any request
+    (what the person met), session_score the last event's (what recall ranks by)."""
+    from ..serving.bundle import session_verdicts
+    from ..serving.policy import Action
 
     p = _prepare(frame, labels_tbl, bundle.gap_s)
     if len(p.y) == 0:
-        return p.y, p.accounts, np.zeros((0, len(bundle.labels)), np.float32), np.zeros(0, object)
-    probs, rows = session_probs(bundle, p.sr)
-    _, acts, _ = bundle.decide(probs, rows)
-    return p.y, p.accounts, probs, np.asarray(acts, dtype=object)
+        e = np.zeros(0)
+        return p.y, p.accounts, np.zeros((0, len(bundle.labels)), np.float32), np.zeros(0, object), e, e
+    sv = session_verdicts(bundle, p.sr)
+    acts = np.array([a.value for a in Action], dtype=object)[sv.worst_action]
+    return p.y, p.accounts, sv.probs, acts, sv.session_score, sv.peak_score
 
 
 def _ci_share(values: np.ndarray, accounts: np.ndarray, n_boot: int, rng) -> dict:
@@ -280,25 +284,26 @@ def _ci_share(values: np.ndarray, accounts: np.ndarray, n_boot: int, rng) -> dic
     return {"value": float(v.mean()) if len(v) else None, "ci95": _share_ci(v, inv, n_boot, rng)}
 
 
-def _human_figures(probs, acts, accounts, base_thr: dict, n_boot: int, rng, throttle_at: float) -> dict:
+def _human_figures(probs, acts, accounts, base_thr: dict, n_boot: int, rng, throttle_at: float,
+                   score, peak) -> dict:
     flagged = acts != "ALLOW"
     out = {"human_sessions": int(len(acts)), "human_accounts": int(len(np.unique(accounts))),
            "flag_rate": _ci_share(flagged, accounts, n_boot, rng),
            # Flagged below the normal THROTTLE bar: only the young-account rule acted.
-           "flagged_by_young_account_rule_only": int((flagged & (probs[:, DISTILL] < throttle_at)).sum()),
+           "flagged_by_young_account_rule_only": int((flagged & (peak < throttle_at)).sum()),
            "top_class_distillation": _ci_share(probs.argmax(axis=1) == DISTILL, accounts, n_boot, rng),
            "actions": {a: int((acts == a).sum()) for a in ("ALLOW", "THROTTLE", "CHALLENGE", "DEGRADE", "BLOCK")}}
     for k in FPR_KEYS:
         t = base_thr[k]
         out[f"above_base_threshold_{k}"] = (None if t is None else
-                                            _ci_share(probs[:, DISTILL] > t, accounts, n_boot, rng))
+                                            _ci_share(score > t, accounts, n_boot, rng))
     return out
 
 
-def _recall_refixed(y, probs, accounts) -> dict:
+def _recall_refixed(y, probs, accounts, score) -> dict:
     from .evaluate import compute_metrics
 
-    e = compute_metrics(y, probs, accounts, n_boot=0)["recall_at_human_fpr"]["1%"]
+    e = compute_metrics(y, probs, accounts, n_boot=0, scores=score)["recall_at_human_fpr"]["1%"]
     return {"threshold": e["threshold"], "recall": e["recall"], "achieved_human_fpr": e["achieved_human_fpr"]}
 
 
@@ -339,20 +344,20 @@ def run_shift_audit(bundle_path, events: pd.DataFrame, labels: pd.DataFrame, out
     lab_human = pa.Table.from_pandas(lab[lab["label"] == "human"], preserve_index=False)
 
     t0 = time.perf_counter()
-    y, acc, probs, acts = _score(bundle, base, lab_all)
+    y, acc, probs, acts, score, peak = _score(bundle, base, lab_all)
     h = y == HUMAN
     if not (y == DISTILL).any():
         raise ValueError("the base set has no distillation session: recall cannot be measured")
     from .evaluate import compute_metrics
 
-    m = compute_metrics(y, probs, acc, n_boot=0)["recall_at_human_fpr"]
+    m = compute_metrics(y, probs, acc, n_boot=0, scores=score)["recall_at_human_fpr"]
     base_thr = {k: m[k]["threshold"] for k in FPR_KEYS}
     rng = np.random.default_rng([seed, 0])
     throttle_at = float(bundle.policy.thresholds["throttle"])
-    base_fig = _human_figures(probs[h], acts[h], acc[h], base_thr, n_boot, rng, throttle_at)
-    base_fig["distill_recall_1%_refixed"] = _recall_refixed(y, probs, acc)
+    base_fig = _human_figures(probs[h], acts[h], acc[h], base_thr, n_boot, rng, throttle_at, score[h], peak[h])
+    base_fig["distill_recall_1%_refixed"] = _recall_refixed(y, probs, acc, score)
     base_fig["seconds"] = round(time.perf_counter() - t0, 2)
-    other = (y[~h], acc[~h], probs[~h])
+    other = (y[~h], acc[~h], probs[~h], score[~h])
     sizes = {"events": int(len(base)), "human_events": int(human.sum()), "sessions": int(len(y)),
              "sessions_per_class": {n: int((y == i).sum()) for i, n in enumerate(LABELS)},
              "accounts": int(len(np.unique(acc)))}
@@ -367,11 +372,12 @@ def run_shift_audit(bundle_path, events: pd.DataFrame, labels: pd.DataFrame, out
         srng = zlib.crc32(s.name.encode())
         shifted = s.apply(base, human, np.random.default_rng([seed, 1, srng]))
         hum = shifted[shifted["account_id"].isin(human_accounts).to_numpy()]
-        yh, acch, probsh, actsh = _score(bundle, hum, lab_human)
+        yh, acch, probsh, actsh, scoreh, peakh = _score(bundle, hum, lab_human)
         fig = _human_figures(probsh, actsh, acch, base_thr, n_boot, np.random.default_rng([seed, 2, srng]),
-                             throttle_at)
+                             throttle_at, scoreh, peakh)
         fig["distill_recall_1%_refixed"] = _recall_refixed(
-            np.concatenate([yh, other[0]]), np.concatenate([probsh, other[2]]), np.concatenate([acch, other[1]]))
+            np.concatenate([yh, other[0]]), np.concatenate([probsh, other[2]]), np.concatenate([acch, other[1]]),
+            np.concatenate([scoreh, other[3]]))
         fig["flag_rate_x_base"] = _ratio(fig["flag_rate"]["value"], base_fig["flag_rate"]["value"])
         a1, b1 = fig["above_base_threshold_1%"], base_fig["above_base_threshold_1%"]
         fig["above_1%_x_base"] = _ratio(a1 and a1["value"], b1 and b1["value"])

@@ -206,7 +206,7 @@ def train(events_path: str | Path | list, labels_path: str | Path | list, out: s
     import torch
     from lightning.pytorch.callbacks import ModelCheckpoint
 
-    from ..serving.bundle import load_bundle, session_probs
+    from ..serving.bundle import load_bundle, per_event_probs
     from . import calibration, evaluate
     from . import labels as labels_mod
     from .data import SessionDataModule, concat_prepared, prepare, split_of
@@ -305,28 +305,41 @@ def train(events_path: str | Path | list, labels_path: str | Path | list, out: s
     # Write once to score validation/test with the exported ONNX graph itself, so the
     # thresholds and metrics describe exactly what serving runs; then rewrite metadata.
     common = dict(train_config=train_config, data_fingerprint=fingerprint, session_gap_s=cfg.session_gap_s)
-    from ..serving.policy import DEFAULT_THRESHOLDS, PolicyConfig
+    from ..serving.policy import DEFAULT_THRESHOLDS, PolicyConfig, session_scores
     write_bundle(out, net, thresholds=DEFAULT_THRESHOLDS, metrics={}, **common)
-    bundle = load_bundle(out)
-    raw_probs, _ = session_probs(bundle, p.sr)
+    bundle = load_bundle(out, threads=0)
+    raw_events = per_event_probs(bundle, p.sr)
+    last = p.sr.starts[1:] - 1
+    raw_probs = raw_events[last]
     dist = LABELS.index("distillation_harvesting")
     val, test = split == 1, split == 2
-    # Calibrate on validation sessions, then fix the action thresholds on the calibrated
-    # scores of validation humans: what serving reads is what the thresholds were set on.
+    human = p.y == LABELS.index("human")
+    # Calibrate on validation sessions (score at the last event), accumulate the calibrated
+    # per-event scores into session_score (serving.policy), then fix the action thresholds
+    # on validation humans' *highest* session_score: a threshold's human rate is then the
+    # share of people acted on at any request, the cost a user sees.
     T = calibration.fit_temperature(raw_probs[val], p.y[val])
     probs = calibration.apply_temperature(raw_probs, T)
-    th = calibration.action_thresholds(probs[val & (p.y == LABELS.index("human")), dist])
+    policy = PolicyConfig()
+    seg = np.repeat(np.arange(len(p.y)), p.sr.lengths)
+    score = session_scores(calibration.apply_temperature(raw_events, T)[:, dist], seg, policy, len(p.y))
+    peak = np.maximum.reduceat(score, p.sr.starts[:-1]) if len(score) else score
+    th = calibration.action_thresholds(peak[val & human])
+    # Occluding a reason group sets its inputs to what a typical person's requests show.
+    baseline = np.median(p.sr.rows[np.repeat((split == 0) & human, p.sr.lengths)], axis=0)
     metrics = {"train_seconds": round(train_s, 1), "best_val_loss": float(best_score),
                "epochs": cfg.epochs, "distributed": distributed,
                "calibration_val": calibration.calibration_summary(raw_probs[val], p.y[val], T)}
     if test.any():
         metrics["test"] = evaluate.compute_metrics(p.y[test], probs[test], p.accounts[test], n_boot=100,
-                                                   seed=cfg.seed, families=p.families[test])
+                                                   seed=cfg.seed, families=p.families[test],
+                                                   scores=score[last][test])
         metrics["test_ece"] = calibration.expected_calibration_error(probs[test], p.y[test])["ece"]
     thresholds = th["thresholds"]
     policy = PolicyConfig(thresholds=thresholds)
     update_metadata(out, thresholds=thresholds, threshold_details=th["details"], metrics=metrics,
-                    calibration={"method": "temperature", "temperature": T}, policy=policy.to_dict())
+                    calibration={"method": "temperature", "temperature": T}, policy=policy.to_dict(),
+                    occlusion_baseline=[float(v) for v in baseline])
     return {"bundle": str(out), "thresholds": thresholds, "metrics": metrics, "fingerprint": fingerprint,
             "rejects": rejects, "conflicts": p.conflicts, "unmatched": p.unmatched,
             "label_reports": label_report_paths(out)}

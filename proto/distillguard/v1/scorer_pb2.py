@@ -24,45 +24,45 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1c\x64istillguard/v1/scorer.proto\x12\x0f\x64istillguard.v1\"\x80\x03\n\x0cScoreRequest\x12\x12\n\naccount_id\x18\x01 \x01(\t\x12\x12\n\nsession_id\x18\x02 \x01(\t\x12\x10\n\x08\x65vent_id\x18\x03 \x01(\t\x12\n\n\x02ts\x18\x04 \x01(\x01\x12\x15\n\rprompt_tokens\x18\x05 \x01(\x03\x12\x12\n\nmax_tokens\x18\x06 \x01(\x03\x12\r\n\x05model\x18\x07 \x01(\t\x12\x1a\n\x12\x63lient_fingerprint\x18\x08 \x01(\t\x12\x11\n\tip_prefix\x18\t \x01(\t\x12\x1a\n\x12\x61\x63\x63ount_created_at\x18\n \x01(\x01\x12\x15\n\rtemplate_hash\x18\x0b \x01(\t\x12\x0e\n\x06prompt\x18\x0c \x01(\t\x12\x1e\n\x11\x65licits_reasoning\x18\r \x01(\x08H\x00\x88\x01\x01\x12\x17\n\x0f\x66rame_signature\x18\x0e \x01(\t\x12\x15\n\rsystem_prompt\x18\x0f \x01(\t\x12\x18\n\x10system_signature\x18\x10 \x01(\tB\x14\n\x12_elicits_reasoning\"(\n\x06Reason\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\x12\x10\n\x08\x65vidence\x18\x02 \x01(\t\"\xab\x02\n\rScoreResponse\x12\x0f\n\x07p_human\x18\x01 \x01(\x01\x12\x1b\n\x13p_benign_automation\x18\x02 \x01(\x01\x12!\n\x19p_distillation_harvesting\x18\x03 \x01(\x01\x12\r\n\x05label\x18\x04 \x01(\t\x12\'\n\x06\x61\x63tion\x18\x05 \x01(\x0e\x32\x17.distillguard.v1.Action\x12\x0e\n\x06shadow\x18\x06 \x01(\x08\x12(\n\x07reasons\x18\x07 \x03(\x0b\x32\x17.distillguard.v1.Reason\x12\x19\n\x11\x65vents_in_session\x18\x08 \x01(\x03\x12\x15\n\rmodel_version\x18\t \x01(\t\x12\x12\n\nsession_id\x18\n \x01(\t\x12\x11\n\tduplicate\x18\x0b \x01(\x08\"\x89\x01\n\x0f\x43ompleteRequest\x12\x12\n\naccount_id\x18\x01 \x01(\t\x12\x12\n\nsession_id\x18\x02 \x01(\t\x12\x10\n\x08\x65vent_id\x18\x03 \x01(\t\x12\x19\n\x11\x63ompletion_tokens\x18\x04 \x01(\x03\x12\x0e\n\x06status\x18\x05 \x01(\x05\x12\x11\n\tlatency_s\x18\x06 \x01(\x01\"#\n\x10\x43ompleteResponse\x12\x0f\n\x07\x61pplied\x18\x01 \x01(\x08\"D\n\x11ScoreBatchRequest\x12/\n\x08requests\x18\x01 \x03(\x0b\x32\x1d.distillguard.v1.ScoreRequest\"G\n\x12ScoreBatchResponse\x12\x31\n\tresponses\x18\x01 \x03(\x0b\x32\x1e.distillguard.v1.ScoreResponse\"4\n\nSessionRef\x12\x12\n\naccount_id\x18\x01 \x01(\t\x12\x12\n\nsession_id\x18\x02 \x01(\t\"\x83\x01\n\x0c\x45ventSummary\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12\n\n\x02ts\x18\x02 \x01(\x01\x12\x15\n\rprompt_tokens\x18\x03 \x01(\x03\x12\x19\n\x11\x63ompletion_tokens\x18\x04 \x01(\x03\x12\x11\n\tcompleted\x18\x05 \x01(\x08\x12\x10\n\x08\x66\x65\x61tures\x18\x06 \x03(\x02\"\xc8\x01\n\x0bSessionInfo\x12\r\n\x05\x66ound\x18\x01 \x01(\x08\x12\x12\n\nsession_id\x18\x02 \x01(\t\x12\x19\n\x11\x65vents_in_session\x18\x03 \x01(\x03\x12.\n\x06latest\x18\x04 \x01(\x0b\x32\x1e.distillguard.v1.ScoreResponse\x12\x34\n\rrecent_events\x18\x05 \x03(\x0b\x32\x1d.distillguard.v1.EventSummary\x12\x15\n\rfeature_names\x18\x06 \x03(\t\"#\n\x12\x45ndSessionResponse\x12\r\n\x05\x65nded\x18\x01 \x01(\x08\"\x1d\n\rReloadRequest\x12\x0c\n\x04path\x18\x01 \x01(\t\"B\n\x0eReloadResponse\x12\x15\n\rmodel_version\x18\x01 \x01(\t\x12\x19\n\x11\x66\x65\x61ture_spec_hash\x18\x02 \x01(\t\"\x8a\x01\n\x0f\x46\x65\x65\x64\x62\x61\x63kRequest\x12\x12\n\naccount_id\x18\x01 \x01(\t\x12\x12\n\nsession_id\x18\x02 \x01(\t\x12\x15\n\rcorrect_label\x18\x03 \x01(\t\x12\x0e\n\x06reason\x18\x04 \x01(\t\x12\x13\n\x0breported_by\x18\x05 \x01(\t\x12\x13\n\x0bincident_id\x18\x06 \x01(\t\"g\n\x10\x46\x65\x65\x64\x62\x61\x63kResponse\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x13\n\x0bincident_id\x18\x02 \x01(\t\x12\x15\n\rmodel_version\x18\x03 \x01(\t\x12\x13\n\x0blabelled_at\x18\x04 \x01(\t*`\n\x06\x41\x63tion\x12\x16\n\x12\x41\x43TION_UNSPECIFIED\x10\x00\x12\t\n\x05\x41LLOW\x10\x01\x12\x0c\n\x08THROTTLE\x10\x02\x12\r\n\tCHALLENGE\x10\x03\x12\x0b\n\x07\x44\x45GRADE\x10\x04\x12\t\n\x05\x42LOCK\x10\x05\x32\xb3\x04\n\x06Scorer\x12\x46\n\x05Score\x12\x1d.distillguard.v1.ScoreRequest\x1a\x1e.distillguard.v1.ScoreResponse\x12O\n\x08\x43omplete\x12 .distillguard.v1.CompleteRequest\x1a!.distillguard.v1.CompleteResponse\x12U\n\nScoreBatch\x12\".distillguard.v1.ScoreBatchRequest\x1a#.distillguard.v1.ScoreBatchResponse\x12G\n\nGetSession\x12\x1b.distillguard.v1.SessionRef\x1a\x1c.distillguard.v1.SessionInfo\x12N\n\nEndSession\x12\x1b.distillguard.v1.SessionRef\x1a#.distillguard.v1.EndSessionResponse\x12I\n\x06Reload\x12\x1e.distillguard.v1.ReloadRequest\x1a\x1f.distillguard.v1.ReloadResponse\x12U\n\x0eReportFeedback\x12 .distillguard.v1.FeedbackRequest\x1a!.distillguard.v1.FeedbackResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1c\x64istillguard/v1/scorer.proto\x12\x0f\x64istillguard.v1\"\x80\x03\n\x0cScoreRequest\x12\x12\n\naccount_id\x18\x01 \x01(\t\x12\x12\n\nsession_id\x18\x02 \x01(\t\x12\x10\n\x08\x65vent_id\x18\x03 \x01(\t\x12\n\n\x02ts\x18\x04 \x01(\x01\x12\x15\n\rprompt_tokens\x18\x05 \x01(\x03\x12\x12\n\nmax_tokens\x18\x06 \x01(\x03\x12\r\n\x05model\x18\x07 \x01(\t\x12\x1a\n\x12\x63lient_fingerprint\x18\x08 \x01(\t\x12\x11\n\tip_prefix\x18\t \x01(\t\x12\x1a\n\x12\x61\x63\x63ount_created_at\x18\n \x01(\x01\x12\x15\n\rtemplate_hash\x18\x0b \x01(\t\x12\x0e\n\x06prompt\x18\x0c \x01(\t\x12\x1e\n\x11\x65licits_reasoning\x18\r \x01(\x08H\x00\x88\x01\x01\x12\x17\n\x0f\x66rame_signature\x18\x0e \x01(\t\x12\x15\n\rsystem_prompt\x18\x0f \x01(\t\x12\x18\n\x10system_signature\x18\x10 \x01(\tB\x14\n\x12_elicits_reasoning\"(\n\x06Reason\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\x12\x10\n\x08\x65vidence\x18\x02 \x01(\t\"\xc2\x02\n\rScoreResponse\x12\x0f\n\x07p_human\x18\x01 \x01(\x01\x12\x1b\n\x13p_benign_automation\x18\x02 \x01(\x01\x12!\n\x19p_distillation_harvesting\x18\x03 \x01(\x01\x12\r\n\x05label\x18\x04 \x01(\t\x12\'\n\x06\x61\x63tion\x18\x05 \x01(\x0e\x32\x17.distillguard.v1.Action\x12\x0e\n\x06shadow\x18\x06 \x01(\x08\x12(\n\x07reasons\x18\x07 \x03(\x0b\x32\x17.distillguard.v1.Reason\x12\x19\n\x11\x65vents_in_session\x18\x08 \x01(\x03\x12\x15\n\rmodel_version\x18\t \x01(\t\x12\x12\n\nsession_id\x18\n \x01(\t\x12\x11\n\tduplicate\x18\x0b \x01(\x08\x12\x15\n\rsession_score\x18\x0c \x01(\x01\"\x89\x01\n\x0f\x43ompleteRequest\x12\x12\n\naccount_id\x18\x01 \x01(\t\x12\x12\n\nsession_id\x18\x02 \x01(\t\x12\x10\n\x08\x65vent_id\x18\x03 \x01(\t\x12\x19\n\x11\x63ompletion_tokens\x18\x04 \x01(\x03\x12\x0e\n\x06status\x18\x05 \x01(\x05\x12\x11\n\tlatency_s\x18\x06 \x01(\x01\"#\n\x10\x43ompleteResponse\x12\x0f\n\x07\x61pplied\x18\x01 \x01(\x08\"D\n\x11ScoreBatchRequest\x12/\n\x08requests\x18\x01 \x03(\x0b\x32\x1d.distillguard.v1.ScoreRequest\"G\n\x12ScoreBatchResponse\x12\x31\n\tresponses\x18\x01 \x03(\x0b\x32\x1e.distillguard.v1.ScoreResponse\"4\n\nSessionRef\x12\x12\n\naccount_id\x18\x01 \x01(\t\x12\x12\n\nsession_id\x18\x02 \x01(\t\"\x83\x01\n\x0c\x45ventSummary\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12\n\n\x02ts\x18\x02 \x01(\x01\x12\x15\n\rprompt_tokens\x18\x03 \x01(\x03\x12\x19\n\x11\x63ompletion_tokens\x18\x04 \x01(\x03\x12\x11\n\tcompleted\x18\x05 \x01(\x08\x12\x10\n\x08\x66\x65\x61tures\x18\x06 \x03(\x02\"\xc8\x01\n\x0bSessionInfo\x12\r\n\x05\x66ound\x18\x01 \x01(\x08\x12\x12\n\nsession_id\x18\x02 \x01(\t\x12\x19\n\x11\x65vents_in_session\x18\x03 \x01(\x03\x12.\n\x06latest\x18\x04 \x01(\x0b\x32\x1e.distillguard.v1.ScoreResponse\x12\x34\n\rrecent_events\x18\x05 \x03(\x0b\x32\x1d.distillguard.v1.EventSummary\x12\x15\n\rfeature_names\x18\x06 \x03(\t\"#\n\x12\x45ndSessionResponse\x12\r\n\x05\x65nded\x18\x01 \x01(\x08\"\x1d\n\rReloadRequest\x12\x0c\n\x04path\x18\x01 \x01(\t\"B\n\x0eReloadResponse\x12\x15\n\rmodel_version\x18\x01 \x01(\t\x12\x19\n\x11\x66\x65\x61ture_spec_hash\x18\x02 \x01(\t\"\x8a\x01\n\x0f\x46\x65\x65\x64\x62\x61\x63kRequest\x12\x12\n\naccount_id\x18\x01 \x01(\t\x12\x12\n\nsession_id\x18\x02 \x01(\t\x12\x15\n\rcorrect_label\x18\x03 \x01(\t\x12\x0e\n\x06reason\x18\x04 \x01(\t\x12\x13\n\x0breported_by\x18\x05 \x01(\t\x12\x13\n\x0bincident_id\x18\x06 \x01(\t\"g\n\x10\x46\x65\x65\x64\x62\x61\x63kResponse\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x13\n\x0bincident_id\x18\x02 \x01(\t\x12\x15\n\rmodel_version\x18\x03 \x01(\t\x12\x13\n\x0blabelled_at\x18\x04 \x01(\t*`\n\x06\x41\x63tion\x12\x16\n\x12\x41\x43TION_UNSPECIFIED\x10\x00\x12\t\n\x05\x41LLOW\x10\x01\x12\x0c\n\x08THROTTLE\x10\x02\x12\r\n\tCHALLENGE\x10\x03\x12\x0b\n\x07\x44\x45GRADE\x10\x04\x12\t\n\x05\x42LOCK\x10\x05\x32\xb3\x04\n\x06Scorer\x12\x46\n\x05Score\x12\x1d.distillguard.v1.ScoreRequest\x1a\x1e.distillguard.v1.ScoreResponse\x12O\n\x08\x43omplete\x12 .distillguard.v1.CompleteRequest\x1a!.distillguard.v1.CompleteResponse\x12U\n\nScoreBatch\x12\".distillguard.v1.ScoreBatchRequest\x1a#.distillguard.v1.ScoreBatchResponse\x12G\n\nGetSession\x12\x1b.distillguard.v1.SessionRef\x1a\x1c.distillguard.v1.SessionInfo\x12N\n\nEndSession\x12\x1b.distillguard.v1.SessionRef\x1a#.distillguard.v1.EndSessionResponse\x12I\n\x06Reload\x12\x1e.distillguard.v1.ReloadRequest\x1a\x1f.distillguard.v1.ReloadResponse\x12U\n\x0eReportFeedback\x12 .distillguard.v1.FeedbackRequest\x1a!.distillguard.v1.FeedbackResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'distillguard.v1.scorer_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_ACTION']._serialized_start=1873
-  _globals['_ACTION']._serialized_end=1969
+  _globals['_ACTION']._serialized_start=1896
+  _globals['_ACTION']._serialized_end=1992
   _globals['_SCOREREQUEST']._serialized_start=50
   _globals['_SCOREREQUEST']._serialized_end=434
   _globals['_REASON']._serialized_start=436
   _globals['_REASON']._serialized_end=476
   _globals['_SCORERESPONSE']._serialized_start=479
-  _globals['_SCORERESPONSE']._serialized_end=778
-  _globals['_COMPLETEREQUEST']._serialized_start=781
-  _globals['_COMPLETEREQUEST']._serialized_end=918
-  _globals['_COMPLETERESPONSE']._serialized_start=920
-  _globals['_COMPLETERESPONSE']._serialized_end=955
-  _globals['_SCOREBATCHREQUEST']._serialized_start=957
-  _globals['_SCOREBATCHREQUEST']._serialized_end=1025
-  _globals['_SCOREBATCHRESPONSE']._serialized_start=1027
-  _globals['_SCOREBATCHRESPONSE']._serialized_end=1098
-  _globals['_SESSIONREF']._serialized_start=1100
-  _globals['_SESSIONREF']._serialized_end=1152
-  _globals['_EVENTSUMMARY']._serialized_start=1155
-  _globals['_EVENTSUMMARY']._serialized_end=1286
-  _globals['_SESSIONINFO']._serialized_start=1289
-  _globals['_SESSIONINFO']._serialized_end=1489
-  _globals['_ENDSESSIONRESPONSE']._serialized_start=1491
-  _globals['_ENDSESSIONRESPONSE']._serialized_end=1526
-  _globals['_RELOADREQUEST']._serialized_start=1528
-  _globals['_RELOADREQUEST']._serialized_end=1557
-  _globals['_RELOADRESPONSE']._serialized_start=1559
-  _globals['_RELOADRESPONSE']._serialized_end=1625
-  _globals['_FEEDBACKREQUEST']._serialized_start=1628
-  _globals['_FEEDBACKREQUEST']._serialized_end=1766
-  _globals['_FEEDBACKRESPONSE']._serialized_start=1768
-  _globals['_FEEDBACKRESPONSE']._serialized_end=1871
-  _globals['_SCORER']._serialized_start=1972
-  _globals['_SCORER']._serialized_end=2535
+  _globals['_SCORERESPONSE']._serialized_end=801
+  _globals['_COMPLETEREQUEST']._serialized_start=804
+  _globals['_COMPLETEREQUEST']._serialized_end=941
+  _globals['_COMPLETERESPONSE']._serialized_start=943
+  _globals['_COMPLETERESPONSE']._serialized_end=978
+  _globals['_SCOREBATCHREQUEST']._serialized_start=980
+  _globals['_SCOREBATCHREQUEST']._serialized_end=1048
+  _globals['_SCOREBATCHRESPONSE']._serialized_start=1050
+  _globals['_SCOREBATCHRESPONSE']._serialized_end=1121
+  _globals['_SESSIONREF']._serialized_start=1123
+  _globals['_SESSIONREF']._serialized_end=1175
+  _globals['_EVENTSUMMARY']._serialized_start=1178
+  _globals['_EVENTSUMMARY']._serialized_end=1309
+  _globals['_SESSIONINFO']._serialized_start=1312
+  _globals['_SESSIONINFO']._serialized_end=1512
+  _globals['_ENDSESSIONRESPONSE']._serialized_start=1514
+  _globals['_ENDSESSIONRESPONSE']._serialized_end=1549
+  _globals['_RELOADREQUEST']._serialized_start=1551
+  _globals['_RELOADREQUEST']._serialized_end=1580
+  _globals['_RELOADRESPONSE']._serialized_start=1582
+  _globals['_RELOADRESPONSE']._serialized_end=1648
+  _globals['_FEEDBACKREQUEST']._serialized_start=1651
+  _globals['_FEEDBACKREQUEST']._serialized_end=1789
+  _globals['_FEEDBACKRESPONSE']._serialized_start=1791
+  _globals['_FEEDBACKRESPONSE']._serialized_end=1894
+  _globals['_SCORER']._serialized_start=1995
+  _globals['_SCORER']._serialized_end=2558
 # @@protoc_insertion_point(module_scope)

@@ -67,7 +67,7 @@ class Reason(_message.Message):
     def __init__(self, code: _Optional[str] = ..., evidence: _Optional[str] = ...) -> None: ...
 
 class ScoreResponse(_message.Message):
-    __slots__ = ("p_human", "p_benign_automation", "p_distillation_harvesting", "label", "action", "shadow", "reasons", "events_in_session", "model_version", "session_id", "duplicate")
+    __slots__ = ("p_human", "p_benign_automation", "p_distillation_harvesting", "label", "action", "shadow", "reasons", "events_in_session", "model_version", "session_id", "duplicate", "session_score")
     P_HUMAN_FIELD_NUMBER: _ClassVar[int]
     P_BENIGN_AUTOMATION_FIELD_NUMBER: _ClassVar[int]
     P_DISTILLATION_HARVESTING_FIELD_NUMBER: _ClassVar[int]
@@ -79,6 +79,7 @@ class ScoreResponse(_message.Message):
     MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     DUPLICATE_FIELD_NUMBER: _ClassVar[int]
+    SESSION_SCORE_FIELD_NUMBER: _ClassVar[int]
     p_human: float
     p_benign_automation: float
     p_distillation_harvesting: float
@@ -90,7 +91,8 @@ class ScoreResponse(_message.Message):
     model_version: str
     session_id: str
     duplicate: bool
-    def __init__(self, p_human: _Optional[float] = ..., p_benign_automation: _Optional[float] = ..., p_distillation_harvesting: _Optional[float] = ..., label: _Optional[str] = ..., action: _Optional[_Union[Action, str]] = ..., shadow: _Optional[bool] = ..., reasons: _Optional[_Iterable[_Union[Reason, _Mapping]]] = ..., events_in_session: _Optional[int] = ..., model_version: _Optional[str] = ..., session_id: _Optional[str] = ..., duplicate: _Optional[bool] = ...) -> None: ...
+    session_score: float
+    def __init__(self, p_human: _Optional[float] = ..., p_benign_automation: _Optional[float] = ..., p_distillation_harvesting: _Optional[float] = ..., label: _Optional[str] = ..., action: _Optional[_Union[Action, str]] = ..., shadow: _Optional[bool] = ..., reasons: _Optional[_Iterable[_Union[Reason, _Mapping]]] = ..., events_in_session: _Optional[int] = ..., model_version: _Optional[str] = ..., session_id: _Optional[str] = ..., duplicate: _Optional[bool] = ..., session_score: _Optional[float] = ...) -> None: ...
 
 class CompleteRequest(_message.Message):
     __slots__ = ("account_id", "session_id", "event_id", "completion_tokens", "status", "latency_s")
