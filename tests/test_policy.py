@@ -151,9 +151,10 @@ def test_legacy_metadata_keeps_its_per_event_thresholds():
     evidence 'none' (session_score = the event's p_distill), never a CUSUM it was not fixed on."""
     cfg = PolicyConfig.from_metadata({"thresholds": TH})
     assert cfg.evidence == "none"
-    _, acts, _, score = _run([0.45, 0.45, 0.7, 0.7], cfg=cfg)
-    np.testing.assert_allclose(score, [0.45, 0.45, 0.7, 0.7])
-    assert acts[:2] == ["CHALLENGE", "CHALLENGE"] and acts[3] == "BLOCK"
+    _, acts, _, score = _run([0.45, 0.45, 0.7, 0.7, 0.7, 0.7], cfg=cfg)
+    np.testing.assert_allclose(score, [0.45, 0.45, 0.7, 0.7, 0.7, 0.7])
+    # the gates still apply: BLOCK once 4 earlier requests back a behavioural rule
+    assert acts[:2] == ["CHALLENGE", "CHALLENGE"] and acts[-1] == "BLOCK"
     with pytest.raises(ValueError, match="evidence"):
         PolicyConfig(evidence="sprt")
 
