@@ -281,6 +281,9 @@ def _njit_cached(fn):
         numba.config.CACHE_DIR = saved
 
 
+njit_cached = _njit_cached   # for other folders' numba kernels (serving.policy)
+
+
 @_njit_cached
 def _kernel(seg, ts, pt, ct, mx, stt, tk, er, br, ca,
             n, first_ts, last_ts, last_c, last_m, last_s, s_lgap, s_lgap2, n_gaps, n_burst, n_ovl,

@@ -227,13 +227,27 @@ def reason_evidence(rows: np.ndarray) -> list[list[tuple[str, str]]]:
 
 def top_groups(drops: np.ndarray, min_drop: float = 0.5) -> np.ndarray:
     """drops (n, n_groups): how much occluding each group lowered an event's log-odds ->
-    (n, N_REASONS) group indices: the largest drops of at least `min_drop` (the largest
-    one always, so a flagged event always names what moved it most)."""
+    (n, N_REASONS) group indices, largest drop first: the drops of at least `min_drop`, and
+    the largest one whenever it lowers the score at all. An event no single group moved
+    (its evidence spread over many) names none, and gets the MODEL_SCORE reason."""
     order = np.argsort(-drops, axis=1, kind="stable")[:, :N_REASONS]
     top = np.take_along_axis(drops, order, axis=1)
     keep = top >= min_drop
-    keep[:, 0] = True
+    keep[:, 0] = top[:, 0] > 0
     return np.where(keep, order, -1).astype(np.int8)
+
+
+def actions(score: np.ndarray, thresholds: dict) -> list[str]:
+    """Escalation alone (no gates): the highest threshold `score` reaches, per entry."""
+    return _ACTIONS[_escalate(np.asarray(score), thresholds)].tolist()
+
+
+def _escalate(score: np.ndarray, thresholds: dict) -> np.ndarray:
+    a = np.zeros(len(score), dtype=np.int64)
+    # From the lowest threshold up, so the highest reached wins.
+    for key, action in reversed(ESCALATION):
+        a[score >= thresholds[key]] = _RANK[action.value]
+    return a
 
 
 def format_reasons(reasons: list[tuple[str, str]]) -> str:
@@ -314,13 +328,8 @@ def _schedule(a0, seg, last, since, every):
     return explain, carry
 
 
-def _jit(fn):
-    from ..model.features import _njit_cached
-    return _njit_cached(fn)
-
-
-_scan_jit = _jit(_scan)
-_schedule_jit = _jit(_schedule)
+_scan_jit = features.njit_cached(_scan)
+_schedule_jit = features.njit_cached(_schedule)
 
 
 def current_verdict(state: np.ndarray, rows: np.ndarray) -> tuple[list, list, np.ndarray]:
@@ -372,9 +381,7 @@ def decide_events(probs: np.ndarray, rows: np.ndarray, labels, policy: "PolicyCo
     state["evidence"], state["run"], state["n"] = ev, np.minimum(run, 32767), n
     names = np.asarray(labels, dtype=object)[probs.argmax(axis=1)]
     # step 2: escalation, then the gates that do not need reasons
-    a = np.zeros(len(score), dtype=np.int64)
-    for key, action in reversed(ESCALATION):
-        a[score >= th[key]] = _RANK[action.value]
+    a = _escalate(score, th)
     strong = a >= DEGRADE
     enough = (count >= policy.min_events) | (score >= policy.short_block_at)
     a[strong & ~(enough & (runs >= policy.consecutive))] = CHALLENGE

@@ -93,7 +93,8 @@ def test_the_tolerance_decides_and_human_fpr_has_its_own(rejected, trigger_happy
     assert cmp["metrics"]["human_fpr"]["challenger"] == 1.0
     assert cmp["verdict"] == "REJECT" and len(cmp["failing"]) == 1 and cmp["failing"][0].startswith("human_fpr:")
     assert {c["name"]: c["status"] for c in cmp["criteria"]}["recall.human"] == "within"
-    assert judge(cmp["metrics"], 0.01, fpr_tolerance=0.999)["verdict"] == "PROMOTE"
+    # a tolerance as large as the whole shortfall (the champion may flag no human at all)
+    assert judge(cmp["metrics"], 0.01, fpr_tolerance=1.0)["verdict"] == "PROMOTE"
     # the other way round it improves: the champion flags everything
     back = compare_bundles(tiny_bundle, trigger_happy, *sim_data, tmp_path / "d", CompareConfig(n_boot=20))
     assert back["verdict"] == "PROMOTE" and back["improved"][0].startswith("human_fpr:")

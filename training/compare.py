@@ -69,8 +69,9 @@ class CompareConfig:
     def __post_init__(self):
         for name in ("tolerance", "fpr_tolerance"):
             v = getattr(self, name)
-            if v is not None and not (0.0 <= v < 1.0):
-                raise ValueError(f"--{name.replace('_', '-')} must be in [0, 1), got {v}")
+            # 1.0 lets any shortfall through (a rate cannot fall by more): the gate off
+            if v is not None and not (0.0 <= v <= 1.0):
+                raise ValueError(f"--{name.replace('_', '-')} must be in [0, 1], got {v}")
         if self.n_boot < 0:
             raise ValueError(f"--n-boot must be >= 0, got {self.n_boot}")
 
