@@ -183,7 +183,9 @@ def test_online_scores_equal_batch_per_event_scores(tmp_path):
 
     thr = load_bundle(DEFAULT_BUNDLE).thresholds
     names = {v: k for k, v in pb.Action.items()}
-    worst, compared_actions = 0.0, 0
+    worst, worst_score, compared_actions = 0.0, 0.0, 0
+    near = set()      # sessions whose session_score came within 1e-4 of a threshold: the
+    #                   decision state (runs, explanations) may differ from there on
     for r in ev.sort_values("ts", kind="stable").itertuples():
         resp = stub.Score(pb.ScoreRequest(
             account_id=r.account_id, event_id=r.event_id, ts=r.ts, prompt_tokens=int(r.prompt_tokens),
@@ -197,8 +199,11 @@ def test_online_scores_equal_batch_per_event_scores(tmp_path):
         got = np.array([resp.p_human, resp.p_benign_automation, resp.p_distillation_harvesting])
         want = o[["p_human", "p_benign_automation", "p_distillation_harvesting"]].to_numpy(float)
         worst = max(worst, float(np.abs(got - want).max()))
+        worst_score = max(worst_score, abs(resp.session_score - o.session_score))
         assert resp.label == o.label
-        if min(abs(o.p_distillation_harvesting - t) for t in thr.values()) > 1e-4:
+        if min(abs(o.session_score - t) for t in thr.values()) <= 1e-4:
+            near.add(o.session_id)
+        if o.session_id not in near:
             assert names[resp.action] == o.action
             assert ";".join(f"{x.code}:{x.evidence}" for x in resp.reasons) == (o.reasons or "")
             compared_actions += 1
@@ -206,5 +211,6 @@ def test_online_scores_equal_batch_per_event_scores(tmp_path):
                                          completion_tokens=int(r.completion_tokens), status=int(r.status)))
     channel.close()
     srv.stop(0)
-    assert worst < 1e-5
+    assert worst < 1e-5 and worst_score < 1e-5
     assert compared_actions > 0.95 * len(ev)
+    assert (offline.action != "ALLOW").sum() > 20      # the accumulator and gates were exercised

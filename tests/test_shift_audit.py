@@ -219,12 +219,9 @@ DEFAULT_SET = SimConfig(seed=1013, accounts=5000, days=3.0)   # ~3,200 human ses
 # base human flag rate 0.0074 (3226 human sessions). The base fell from 0.0242 with v2, so
 # the same absolute rise is a larger ratio: max_tokens_set now crosses the bar (2.2x, 1.7%).
 KNOWN_FAILURES = {
-    "max_tokens_set": "0.0074 to 0.0167 (2.2x)",
-    "max_tokens_high": "0.0074 to 0.1221 (16.4x)",
-    "age_under_day": "0.0074 to 0.0555 (7.5x)",
-    "age_under_week": "0.0074 to 0.0474 (6.4x)",
-    "output_long": "0.0074 to 0.0409 (5.5x)",
-    "single_request": "0.0074 to 0.0248 (3.3x)",
+    # Measured 2026-12-03 with the sequential policy (session_score, gates, young-account
+    # release off): the other five shifts of issue 13's list now pass.
+    "output_long": "0.0000 to 0.0115 (acted on at any request)",
 }
 
 
@@ -233,7 +230,7 @@ def _default_param(name):
         return name
     return pytest.param(name, marks=pytest.mark.xfail(
         strict=True, reason=f"measured 2026-12-03: {name} raises the human flag rate from "
-                            f"{KNOWN_FAILURES[name]}; fixed by the model/decision issues 14-15"))
+                            f"{KNOWN_FAILURES[name]}; left by issue 15 (docs/verdicts.md)"))
 
 
 @pytest.fixture(scope="module")

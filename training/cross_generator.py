@@ -127,7 +127,7 @@ def score_set(bundle, p, *, n_boot: int, seed: int, per_family: bool = True, pro
     """Every figure of one (model, test set) cell; `p` is a training.data.Prepared."""
     from ..serving.bundle import apply_temperature, session_verdicts
     from .calibration import expected_calibration_error
-    from .evaluate import compute_metrics
+    from .evaluate import compute_metrics, evidence_buckets
     from .evaluate_bundle import events_to_detection
 
     sv = session_verdicts(bundle, p.sr)
@@ -155,6 +155,7 @@ def score_set(bundle, p, *, n_boot: int, seed: int, per_family: bool = True, pro
         "human_acted_on_by_policy_ci95": _share_ci(acted[human].astype(float), acc_inv[human], n_boot, rng),
         "human_top_class_distillation": float(top_distill[human].mean()) if human.any() else None,
         "distillation_acted_on_by_policy": float(acted[y == DISTILL].mean()) if (y == DISTILL).any() else None,
+        "by_evidence": evidence_buckets(y, p.sr.lengths, probs, sv.worst_action),
         **_served_figures(y, acc_inv, acted_any, blocked_any, strong_any, sv.first_strong, n_boot, rng),
         "ece_served": expected_calibration_error(probs, y)["ece"],
         # The network's own output: temperature scaling is invertible (serving.bundle).
@@ -328,6 +329,35 @@ def matrix_markdown(rep: dict) -> list[str]:
     return lines
 
 
+def served_markdown(rep: dict) -> list[str]:
+    """The served policy over whole sessions, per cell: what people and harvesters met."""
+    lines = ["| trained on → tested on | humans acted on at any request (≤ upper 95%) | humans blocked at any "
+             "request (≤ upper 95%) | harvesting degraded or blocked | median events to DEGRADE/BLOCK |",
+             "| --- | --- | --- | --- | --- |"]
+    for key, c in rep["cells"].items():
+        s = c["summary"]
+        if "human_acted_on_at_any_event" not in s:
+            continue
+        name = (f"{c['trained_on'].upper()} → {c['tested_on'].upper()}" + (" (cross)" if c["cross"] else "")
+                + (", hash-only copy" if c.get("hash_only") else ""))
+        med = s["distillation_median_events_to_degrade_or_block"]
+        lines.append(f"| {name} | {_pct(s['human_acted_on_at_any_event'], 2)} (≤ "
+                     f"{_pct(s['human_acted_on_at_any_event_upper95'], 2)}) | "
+                     f"{_pct(s['human_blocked_at_any_event'], 3)} (≤ {_pct(s['human_blocked_at_any_event_upper95'], 3)}) | "
+                     f"{_pct(s['distillation_degrade_or_block_at_any_event'], 1)} | "
+                     f"{'never (median)' if med is None else f'{med:g}'} |")
+    return lines
+
+
+def evidence_markdown(rep: dict, key: str = "a->b") -> list[str]:
+    from .evaluate import evidence_buckets_markdown
+
+    c = rep["cells"].get(key)
+    if c is None or "by_evidence" not in c["summary"]:
+        return []
+    return evidence_buckets_markdown(c["summary"]["by_evidence"]).strip("\n").splitlines()
+
+
 def family_markdown(rows: list[dict]) -> list[str]:
     lines = ["| family | class | sessions | recall of true class | flagged @1% FPR (≤ upper 95%) | "
              "flagged @0.1% FPR (≤ upper 95%) | acted on by policy | median events to detection @1% (detected) |",
@@ -363,6 +393,15 @@ def markdown(rep: dict) -> str:
         "thresholds (fixed at training time on its validation split). 95% intervals resample accounts.",
         "",
         *matrix_markdown(rep),
+        "",
+        "The served policy over whole sessions (actions at any request; harvesting sessions reaching "
+        "DEGRADE or BLOCK, never counted as never in the median):",
+        "",
+        *served_markdown(rep),
+        "",
+        "Generator B's test set (A → B) by events seen:",
+        "",
+        *evidence_markdown(rep),
         "",
     ]
     for key, rows in rep["table"].items():

@@ -54,6 +54,13 @@ def _cross_matrix(reports: Path) -> str:
         "`reports/cross_generator/cross_generator.md`)")
 
 
+def _cross_served(reports: Path) -> str:
+    from .cross_generator import evidence_markdown, served_markdown
+
+    rep = _load(reports, "cross_generator/cross_generator.json")
+    return "\n".join(served_markdown(rep)) + "\n\n" + "\n".join(evidence_markdown(rep))
+
+
 def _cross_families(reports: Path) -> str:
     from .cross_generator import family_markdown
 
@@ -163,6 +170,7 @@ def _shift_audit(reports: Path) -> str:
 RENDERERS: dict[str, Callable[[Path], str]] = {
     "cross_generator": _cross_matrix,
     "cross_generator_families": _cross_families,
+    "cross_generator_served": _cross_served,
     "holdout": _holdout,
     "shift_audit": _shift_audit,
     "robustness": _robustness,
