@@ -81,6 +81,8 @@ bench: install
 	$(BIN)/distillguard bench scaling --model $(BUNDLE)
 	# Shadow model cost (bench/shadow_bench.json): the in-process scorer with vs without a second bundle.
 	$(BIN)/distillguard bench shadow --model $(BUNDLE)
+	# Cost of faithful reasons (bench/verdicts_bench.json): occlusion explanations vs rule checks.
+	$(BIN)/distillguard bench verdicts --model $(BUNDLE)
 	@echo "== training time and peak memory of the default model (fresh run into bench/model)"
 	/usr/bin/env time -v $(BIN)/distillguard train $(MODEL_ARGS) --out bench/model --checkpoint-dir bench/ckpt -q 2>&1 \
 	  | grep -E "bundle written|macro-F1|Maximum resident|Elapsed" || true

@@ -3,7 +3,7 @@
 Modes: batch (batch scoring vs read+sort, optionally the Ray engine), grpc (scorer vs a
 no-op server under h2load and a Python client), state (bytes per live session), scaling
 (1 vs 2 worker processes, in-process store and Redis), shadow (cost of a shadow model),
-soak (a real server under load over time), templates (frame signatures on lm-eval's
+verdicts (cost of occlusion reasons vs rule checks), soak (a real server under load over time), templates (frame signatures on lm-eval's
 real prompt templates, per language). The old spelling, `bench` with mode flags
 (`--batch --ray --grpc`, `--soak`, ...), still runs through `legacy_args` with a note.
 """
@@ -46,7 +46,7 @@ def _load(p: argparse.ArgumentParser, *, h2load: bool = True) -> None:
 
 
 def add_parser(sub) -> None:
-    p = sub.add_parser("bench", help="benchmarks: bench batch|grpc|state|scaling|shadow|soak|templates",
+    p = sub.add_parser("bench", help="benchmarks: bench batch|grpc|state|scaling|shadow|verdicts|soak|templates",
                        description="One benchmark per mode; results go to WORKDIR/<mode>_bench.json "
                                    "(soak: WORKDIR/soak.json). `distillguard bench MODE --help`.")
     modes = p.add_subparsers(dest="mode", required=True, metavar="MODE")
@@ -78,6 +78,14 @@ def add_parser(sub) -> None:
     m.add_argument("--py-events", type=int, default=3000, help="simulated requests per run (default 3000)")
     m.add_argument("--repeats", type=int, default=3, help="alternating runs, at least 3 (default 3)")
     m.set_defaults(fn=run_shadow)
+
+    m = modes.add_parser("verdicts", help="cost of faithful reasons: the in-process scorer with occlusion "
+                                          "explanations vs rule checks, p50/p99 one at a time and in batches of "
+                                          "32 -> WORKDIR/verdicts_bench.json")
+    _common(m), _seed(m)
+    m.add_argument("--py-events", type=int, default=3000, help="simulated requests per run (default 3000)")
+    m.add_argument("--repeats", type=int, default=3, help="alternating runs (default 3)")
+    m.set_defaults(fn=run_verdicts)
 
     m = modes.add_parser("soak", help="soak a real server on loopback (rates below and above capacity, "
                                       "session churn): served/shed/failed and RSS over time -> WORKDIR/soak.json")
@@ -141,6 +149,13 @@ def run_shadow(a) -> int:
     from ..benchmarks.bench_shadow import run_shadow_bench
 
     run_shadow_bench(a.model, events=a.py_events, repeats=max(a.repeats, 3), seed=a.seed, workdir=Path(a.workdir))
+    return 0
+
+
+def run_verdicts(a) -> int:
+    from ..benchmarks.bench_verdicts import run_verdicts_bench
+
+    run_verdicts_bench(a.model, events=a.py_events, repeats=max(a.repeats, 1), seed=a.seed, workdir=Path(a.workdir))
     return 0
 
 
