@@ -448,12 +448,13 @@ def markdown(report: dict) -> str:
         f"automation / {s['sessions_per_class']['distillation_harvesting']} distillation), {s['accounts']} "
         f"accounts, {s['events']} events. Each row shifts ONE field in human traffic alone; benign and "
         "harvesting traffic are untouched.", "",
-        "Flag rate = share of human sessions whose action under the bundle's policy (thresholds, benign cap, "
-        "young-account rule) is not ALLOW. @1% / @0.1% thr = share of human sessions above the p(distillation) "
+        "Flag rate = share of human sessions the bundle's policy (session_score thresholds, gates, benign cap, "
+        "young-account rule when on) acts on at any request. @1% / @0.1% thr = share of human sessions whose "
+        "last session_score is above the "
         f"thresholds fixed on the BASE humans at that FPR ({_fmt(thr['1%'], 4)} / {_fmt(thr['0.1%'], 4)}). "
         "Recall re-fixed = distillation recall at the threshold giving 1% FPR on the SHIFTED humans. "
-        "Last column: flagged sessions whose p(distillation) is under the THROTTLE bar, i.e. flagged by the "
-        "policy's young-account rule alone. "
+        "Last column: flagged sessions whose highest session_score is under the THROTTLE bar, i.e. flagged "
+        "by the policy's young-account rule alone. "
         f"95% intervals resample accounts ({report['n_boot']} draws). Violation: flag rate > "
         f"{report['rule']['factor']:g}x base and > {report['rule']['floor']:.0%} absolute.", "",
         "| shift | field | human sessions | flag rate [CI] | x base | top-class distill | @1% thr | @0.1% thr "
